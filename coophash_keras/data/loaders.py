@@ -1,0 +1,172 @@
+"""Image sets for hashing: digits (embedded), Fashion-MNIST IDX files, TFDS, numpy arrays.
+
+Every loader returns an ImageSet: uint8 images [N, H, W, C] (raw pixels), labels as int64 class
+ids [N] or float32 multi-hot [N, C]. `ImageSet.as_dataset` gives the tf.data pipeline."""
+
+import dataclasses
+import gzip
+import os
+import struct
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from coophash_keras.data.validation import validate_images, validate_labels
+from coophash_keras.preprocessing import to_uint8_images
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot"]
+
+
+@dataclasses.dataclass
+class ImageSet:
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    multi_label: bool = False
+    class_names: Optional[Sequence[str]] = None
+    name: str = "arrays"
+    # Extra per-example arrays (e.g. "source_split": 0 = train file, 1 = test file).
+    extras: dict = dataclasses.field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.images)
+
+    @property
+    def image_shape(self):
+        return tuple(self.images.shape[1:])
+
+    def subset(self, indices):
+        indices = np.asarray(indices)
+        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices],
+                                   extras={k: v[indices] for k, v in self.extras.items()})
+
+    def as_dataset(self, batch_size, shuffle=False, seed=0, drop_remainder=False, repeat=False):
+        """tf.data of (uint8 images, labels) batches. Use drop_remainder=True for training under a
+        distribution strategy (an empty replica batch would make the metrics NaN)."""
+        if len(self) == 0:
+            raise ValueError(f"{self.name}: cannot make a dataset from 0 images")
+        if drop_remainder and len(self) < batch_size:
+            raise ValueError(f"{self.name}: {len(self)} images are fewer than one batch of {batch_size} "
+                             "with drop_remainder=True; lower the batch size")
+        ds = tf.data.Dataset.from_tensor_slices((self.images, self.labels))
+        if shuffle:
+            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def from_arrays(images, labels, num_classes=None, multi_label=False, class_names=None, name="arrays"):
+    """Wrap numpy arrays (pixels in [0, 255]; [N, H, W] is taken as one channel)."""
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4:
+        raise ValueError(f"images must be [N, H, W, C] (or [N, H, W]), got shape {arr.shape}")
+    arr = validate_images(arr, arr.shape[1:], "images")
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
+    if num_classes is None:
+        lab = np.asarray(labels)
+        num_classes = lab.shape[1] if multi_label else int(lab.max()) + 1
+    labels = validate_labels(labels, num_classes, multi_label, len(arr))
+    return ImageSet(arr, labels, int(num_classes), multi_label, class_names, name)
+
+
+def load_digits():
+    """scikit-learn's 1,797 8x8 digits (shipped with scikit-learn, no download), 0..16 -> 0..255."""
+    from sklearn.datasets import load_digits as sk_load_digits
+    d = sk_load_digits()
+    images = to_uint8_images(d.images, max_value=16.0)[..., None]
+    return ImageSet(images, d.target.astype(np.int64), 10, False, [str(i) for i in range(10)], "digits")
+
+
+def _read_idx(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"missing data file {path}. Fashion-MNIST comes from the Debian package dataset-fashion-mnist "
+            f"(apt-get install dataset-fashion-mnist, files in {FASHION_MNIST_DIR}) or any directory "
+            "holding the four *-idx?-ubyte.gz files")
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path} is not a readable IDX file: {exc}") from None
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = data[3]
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    payload = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if payload.size != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated: header says {dims}, found {payload.size} values")
+    return payload.reshape(dims)
+
+
+def load_fashion_mnist(directory=FASHION_MNIST_DIR, split="all"):
+    """Fashion-MNIST from its IDX gz files. split: 'train' (60k), 'test' (10k) or 'all' (70k, train
+    then test; extras['source_split'] tells which file each image came from)."""
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    parts, sources = [], []
+    for i, prefix in enumerate(("train", "t10k")):
+        if split == "all" or (split == "train") == (prefix == "train"):
+            images = _read_idx(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"))
+            labels = _read_idx(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"))
+            if len(images) != len(labels):
+                raise ValueError(f"{directory}: {len(images)} {prefix} images but {len(labels)} labels")
+            parts.append((images[..., None], labels.astype(np.int64)))
+            sources.append(np.full(len(labels), i, np.int8))
+    images = np.concatenate([p[0] for p in parts])
+    labels = validate_labels(np.concatenate([p[1] for p in parts]), 10, False)
+    return ImageSet(images, labels, 10, False, FASHION_MNIST_CLASSES, "fashion_mnist",
+                    {"source_split": np.concatenate(sources)})
+
+
+def load_tfds(name, split="train", data_dir=None, image_key="image", label_key="label", download=False):
+    """Any TFDS image-classification dataset by name (prepared data, or tfds.testing.mock_data in
+    tests). Multi-label features (a Sequence of ClassLabel) become multi-hot rows."""
+    import tensorflow_datasets as tfds
+    builder = tfds.builder(name, data_dir=data_dir)
+    if download:
+        builder.download_and_prepare()
+    ds = builder.as_dataset(split=split)
+    feature = builder.info.features[label_key]
+    multi_label = isinstance(feature, tfds.features.Sequence)
+    num_classes = (feature.feature if multi_label else feature).num_classes
+    names = list((feature.feature if multi_label else feature).names)
+    images, labels = [], []
+    for ex in tfds.as_numpy(ds):
+        images.append(ex[image_key])
+        lab = ex[label_key]
+        if multi_label:
+            row = np.zeros(num_classes, np.float32)
+            row[np.asarray(lab, np.int64)] = 1
+            lab = row
+        labels.append(lab)
+    if not images:
+        raise ValueError(f"TFDS dataset {name!r} split {split!r} is empty")
+    return from_arrays(np.stack(images), np.stack(labels), num_classes, multi_label, names, name)
+
+
+def load_dataset(name, data_dir=None):
+    """CLI entry: 'digits', 'fashion_mnist', 'npz:PATH' (arrays images, labels) or 'tfds:NAME'."""
+    if name == "digits":
+        return load_digits()
+    if name in ("fashion_mnist", "fashion-mnist"):
+        return load_fashion_mnist(data_dir or FASHION_MNIST_DIR)
+    if name.startswith("npz:"):
+        path = name[4:]
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"missing data file {path}")
+        with np.load(path) as z:
+            if "images" not in z or "labels" not in z:
+                raise ValueError(f"{path} must hold arrays 'images' and 'labels', found {sorted(z.files)}")
+            multi = z["labels"].ndim == 2 and z["labels"].shape[1] > 1
+            return from_arrays(z["images"], z["labels"], multi_label=multi, name=os.path.basename(path))
+    if name.startswith("tfds:"):
+        return load_tfds(name[5:], data_dir=data_dir)
+    raise ValueError(f"unknown dataset {name!r}: use digits, fashion_mnist, npz:PATH or tfds:NAME")

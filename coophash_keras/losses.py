@@ -1,0 +1,57 @@
+"""CoopHash loss terms, each returning one value per example so the model can scale them by the
+global batch (MirroredStrategy sums gradients across replicas)."""
+
+from keras import ops
+
+
+def maximum_likelihood_loss(energy_real, energy_revised):
+    """Eq. 4 as a loss: f_E(x_rev) - f_E(x). Minimising it raises f_E on data and lowers it on
+    revised samples (x_rev held constant) - the Monte-Carlo maximum-likelihood gradient."""
+    return energy_revised - energy_real
+
+
+def classification_loss(logits, labels_multi_hot, multi_label):
+    """Softmax cross-entropy for single-label data, sigmoid cross-entropy for multi-label."""
+    if multi_label:
+        per_class = ops.binary_crossentropy(labels_multi_hot, logits, from_logits=True)
+        return ops.mean(per_class, axis=-1)
+    return ops.categorical_crossentropy(labels_multi_hot, logits, from_logits=True)
+
+
+def triplet_loss(anchor, positive, negative, margin):
+    """max(0, m + d(a, p) - d(a, n)) with d = mean squared distance of relaxed codes
+    (the L2 relaxation of the Hamming triplet, as in DSH-GAN)."""
+    d_pos = ops.mean(ops.square(anchor - positive), axis=-1)
+    d_neg = ops.mean(ops.square(anchor - negative), axis=-1)
+    return ops.relu(margin + d_pos - d_neg)
+
+
+def in_batch_triplet_loss(codes, labels_multi_hot, margin):
+    """Triplets from real data: for each anchor the hardest in-batch positive (farthest code with a
+    shared label) and hardest negative (closest code with no shared label). Anchors without a
+    positive or a negative contribute 0."""
+    sq = ops.mean(ops.square(ops.expand_dims(codes, 1) - ops.expand_dims(codes, 0)), axis=-1)
+    similar = ops.cast(ops.matmul(labels_multi_hot, ops.transpose(labels_multi_hot)) > 0, sq.dtype)
+    eye = ops.eye(ops.shape(sq)[0], dtype=sq.dtype)
+    pos_mask = similar * (1.0 - eye)
+    neg_mask = 1.0 - similar
+    hardest_pos = ops.max(sq * pos_mask, axis=1)
+    hardest_neg = ops.min(sq + 1e6 * (1.0 - neg_mask), axis=1)
+    valid = ops.cast((ops.sum(pos_mask, 1) > 0) & (ops.sum(neg_mask, 1) > 0), sq.dtype)
+    return valid * ops.relu(margin + hardest_pos - hardest_neg)
+
+
+def quantization_loss(relaxed_codes):
+    """mean (|h| - 1)^2: pushes tanh outputs towards +-1 so sign() loses little."""
+    return ops.mean(ops.square(ops.abs(relaxed_codes) - 1.0), axis=-1)
+
+
+def kl_divergence(z_mean, z_log_var):
+    """KL(N(mu, sigma^2) || N(0, I)), summed over latent dimensions."""
+    return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
+
+
+def reconstruction_loss(target, reconstruction, reduction="mean"):
+    """||x_rev - g(c, z~)||^2 per example (Eq. 2), summed or averaged over pixels."""
+    sq = ops.reshape(ops.square(target - reconstruction), (ops.shape(target)[0], -1))
+    return ops.sum(sq, axis=-1) if reduction == "sum" else ops.mean(sq, axis=-1)

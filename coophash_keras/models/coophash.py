@@ -1,0 +1,324 @@
+"""CoopHash: a multipurpose descriptor and a contrastive pair generator trained together by
+variational MCMC teaching (Doan et al., arXiv 2210.04288), as a Keras 3 model for `model.fit`."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from coophash_keras import losses
+from coophash_keras.codes import pack_codes, sign_codes
+from coophash_keras.config import CoopHashConfig
+from coophash_keras.data.validation import validate_fit_data, validate_images
+from coophash_keras.layers import EnergyHead, PairGenerator
+from coophash_keras.models.descriptor import MultipurposeDescriptor
+from coophash_keras.models.langevin import revise_with_langevin
+from coophash_keras.preprocessing import denormalize_images, normalize_images
+
+# Sub-streams of a step's random seed (z, negative labels, Langevin noise, reparameterisation).
+_LATENT, _NEGATIVES, _LANGEVIN, _REPARAM = 0, 1, 2, 3
+
+
+class TrainingDivergedError(RuntimeError):
+    """Langevin revision or a loss became non-finite; the step's updates were not applied."""
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops `fit` with a clear error at the first batch whose Langevin revision diverged.
+    `CoopHash.fit` adds it automatically."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and float(logs.get("diverged", 0.0)) > 0:
+            raise TrainingDivergedError(
+                f"Training stopped at batch {batch}: Langevin revision produced non-finite energies or "
+                "images, so that step's updates were skipped and no non-finite weight was kept. Lower "
+                "langevin_step_size, set langevin_clip_update, or raise energy_l2_weight.")
+
+
+@keras.saving.register_keras_serializable(package="coophash")
+class CoopHash(keras.Model):
+    """`compile()` then `fit(ds)` with ds yielding (images, labels): images raw pixels [0, 255]
+    of shape config.image_shape, labels class ids [B] (or multi-hot [B, C] if multi_label).
+    `encode(images)` gives int8 {-1,+1} codes (or packed uint8 bytes)."""
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(**kwargs)
+        if config is None:
+            config = CoopHashConfig()
+        elif isinstance(config, dict):
+            config = CoopHashConfig.from_dict(config)
+        self.config = config.validate()
+        c = self.config
+        self.descriptor = MultipurposeDescriptor(
+            c.image_shape, c.num_classes, c.num_bits, c.latent_dim, c.base_filters, c.feature_dim,
+            name="descriptor")
+        self.generator = PairGenerator(c.image_shape, c.latent_dim, c.num_classes, c.generator_filters,
+                                       name="generator")
+        self.seed_generator = keras.random.SeedGenerator(c.seed, name="seed_generator")
+        names = ["loss", "nll_loss", "classification_loss", "triplet_loss", "quantization_loss",
+                 "generator_loss", "reconstruction_loss", "kl_loss", "energy_real", "energy_revised",
+                 "langevin_grad_norm", "bit_balance", "class_accuracy", "diverged"]
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.descriptor_optimizer = None
+        self.generator_optimizer = None
+
+    # ----------------------------------------------------------------------------- building
+    def build(self, input_shape=None):
+        self.descriptor.build()
+        self.generator.build()
+        self.built = True
+
+    def call(self, images, training=False):
+        """Relaxed hash outputs (tanh) of raw-pixel images; codes are their signs."""
+        return self.descriptor.hash_head(self.descriptor.features(normalize_images(images)))
+
+    def _optimizer(self, learning_rate, name):
+        c = self.config
+        if c.lr_decay_rate != 1.0:
+            learning_rate = keras.optimizers.schedules.ExponentialDecay(
+                learning_rate, decay_steps=c.lr_decay_steps, decay_rate=c.lr_decay_rate)
+        return keras.optimizers.Adam(learning_rate, beta_1=c.adam_beta_1, name=name)
+
+    def compile(self, descriptor_optimizer=None, generator_optimizer=None, **kwargs):
+        """One optimizer for the descriptor (base + energy, class and hash heads), one for the
+        generator + inference head. Defaults: Adam with the config's learning rates. Call it
+        inside `strategy.scope()` when distributing: both optimizers are built here, eagerly."""
+        super().compile(optimizer=None, **kwargs)  # the default would be an unused RMSprop
+        self.descriptor_optimizer = descriptor_optimizer or self._optimizer(
+            self.config.descriptor_learning_rate, "descriptor_optimizer")
+        self.generator_optimizer = generator_optimizer or self._optimizer(
+            self.config.generator_learning_rate, "generator_optimizer")
+        if not self.built:
+            self.build()
+        # Explicit builds: lazy ones break MirroredStrategy and silently drop state on restore.
+        self.descriptor_optimizer.build(self.descriptor.descriptor_variables)
+        self.generator_optimizer.build(self.generator_variables)
+
+    def get_compile_config(self):
+        if self.descriptor_optimizer is None:
+            return None
+        return {"descriptor_optimizer": keras.optimizers.serialize(self.descriptor_optimizer),
+                "generator_optimizer": keras.optimizers.serialize(self.generator_optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(descriptor_optimizer=keras.optimizers.deserialize(config["descriptor_optimizer"]),
+                     generator_optimizer=keras.optimizers.deserialize(config["generator_optimizer"]))
+
+    def get_config(self):
+        base = super().get_config()
+        base["config"] = self.config.to_dict()
+        return base
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(config=CoopHashConfig.from_dict(config.pop("config")), **config)
+
+    @property
+    def generator_variables(self):
+        v = self.generator.trainable_variables + self.descriptor.inference_head.trainable_variables
+        if self.config.vae_updates_base:
+            v += self.descriptor.base.trainable_variables
+        return v
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    # ----------------------------------------------------------------------------- pieces
+    def step_seed(self):
+        """A fresh stateless seed for this step, different on every replica (SeedGenerator state
+        is mirrored, so without the replica id all replicas would draw the same noise)."""
+        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        ctx = tf.distribute.get_replica_context()
+        replica_id = ctx.replica_id_in_sync_group if ctx is not None else 0
+        return tf.random.experimental.stateless_fold_in(seed, replica_id)
+
+    def labels_to_multi_hot(self, labels):
+        if self.config.multi_label:
+            return tf.cast(labels, tf.float32)
+        return tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.config.num_classes)
+
+    def sample_latent(self, batch_size, seed):
+        return tf.random.stateless_normal([batch_size, self.config.latent_dim],
+                                          tf.random.experimental.stateless_fold_in(seed, _LATENT))
+
+    def sample_reparameterization_noise(self, shape, seed):
+        return tf.random.stateless_normal(shape, tf.random.experimental.stateless_fold_in(seed, _REPARAM))
+
+    def sample_negative_labels(self, labels_multi_hot, seed):
+        """c- sharing no class with c+: a uniformly drawn class absent from the anchor's label set
+        (any class if the anchor has them all)."""
+        u = tf.random.stateless_uniform(tf.shape(labels_multi_hot),
+                                        tf.random.experimental.stateless_fold_in(seed, _NEGATIVES))
+        return tf.one_hot(tf.argmax(u - 2.0 * labels_multi_hot, axis=-1), self.config.num_classes)
+
+    def generate_contrastive_pairs(self, labels_multi_hot, seed):
+        """Eq. 1: one z, two labels -> (x+ = g(z, c+), x- = g(z, c-), c-)."""
+        z = self.sample_latent(tf.shape(labels_multi_hot)[0], seed)
+        negative_labels = self.sample_negative_labels(labels_multi_hot, seed)
+        x_pos = self.generator(z, labels_multi_hot)
+        x_neg = self.generator(z, negative_labels)
+        return x_pos, x_neg, negative_labels
+
+    def langevin_revise(self, images, labels_multi_hot, seed=None):
+        """Eq. 6 on f_E(., c) with the config's step size, noise, reference Gaussian and clips."""
+        c = self.config
+        return revise_with_langevin(
+            self.descriptor.energy, images, labels_multi_hot, steps=c.langevin_steps,
+            step_size=c.langevin_step_size, noise_scale=c.langevin_noise_scale,
+            seed=None if seed is None else tf.random.experimental.stateless_fold_in(seed, _LANGEVIN),
+            ref_sigma=c.langevin_ref_sigma, clip_update=c.langevin_clip_update,
+            value_range=(-1.0, 1.0) if c.langevin_clip_images else None)
+
+    def descriptor_losses(self, images, labels, revised_pos, revised_neg, negative_labels):
+        """Per-example descriptor terms on normalised real images (labels c+) and the revised
+        pair (x~+ under c+, x~- under c-)."""
+        c = self.config
+        d = self.descriptor
+        real = d(images)
+        # The revised pair is scored once as a single batch (x+ then x-).
+        revised = d(tf.concat([revised_pos, revised_neg], axis=0))
+        n = tf.shape(images)[0]
+        energy_real = EnergyHead.select(real["class_energies"], labels)
+        energy_rev = EnergyHead.select(revised["class_energies"], tf.concat([labels, negative_labels], 0))
+        energy_rev = 0.5 * (energy_rev[:n] + energy_rev[n:])
+        terms = {
+            "nll_loss": losses.maximum_likelihood_loss(energy_real, energy_rev),
+            "classification_loss": losses.classification_loss(real["logits"], labels, c.multi_label),
+            "triplet_loss": losses.triplet_loss(real["hash"], revised["hash"][:n], revised["hash"][n:],
+                                                c.triplet_margin),
+            "quantization_loss": losses.quantization_loss(real["hash"]),
+        }
+        total = (c.nll_weight * terms["nll_loss"] + c.classification_weight * terms["classification_loss"]
+                 + c.triplet_weight * terms["triplet_loss"] + c.quantization_weight * terms["quantization_loss"]
+                 + c.energy_l2_weight * (tf.square(energy_real) + tf.square(energy_rev)))
+        if c.real_triplet_weight:
+            total += c.real_triplet_weight * losses.in_batch_triplet_loss(real["hash"], labels, c.triplet_margin)
+        terms.update(total=total, energy_real=energy_real, energy_revised=energy_rev,
+                     logits=real["logits"], hash=real["hash"])
+        return terms
+
+    def generator_losses(self, revised, labels, seed):
+        """Eq. 2 + KL: reconstruct revised images from z~ = mu(x~) + sigma(x~) * eps."""
+        c = self.config
+        features = self.descriptor.features(revised)
+        if not c.vae_updates_base:
+            features = tf.stop_gradient(features)
+        z_mean, z_log_var = self.descriptor.inference_head(features)
+        z = z_mean + tf.exp(0.5 * z_log_var) * self.sample_reparameterization_noise(tf.shape(z_mean), seed)
+        recon = losses.reconstruction_loss(revised, self.generator(z, labels), c.reconstruction_reduction)
+        kl = losses.kl_divergence(z_mean, z_log_var)
+        return {"reconstruction_loss": recon, "kl_loss": kl, "total": recon + c.kl_weight * kl}
+
+    def _synthesize(self, labels):
+        seed = self.step_seed()
+        x_pos, x_neg, negative_labels = self.generate_contrastive_pairs(labels, seed)
+        revised, grad_norm = self.langevin_revise(tf.concat([x_pos, x_neg], 0),
+                                                  tf.concat([labels, negative_labels], 0), seed)
+        return seed, negative_labels, revised, grad_norm
+
+    @staticmethod
+    def _guarded(grads, finite):
+        """Zero every gradient of a step that went non-finite, so weights always stay finite."""
+        return [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+
+    def update_descriptor(self, images, labels, revised_pos, revised_neg, negative_labels, finite):
+        variables = self.descriptor.descriptor_variables
+        with tf.GradientTape() as tape:
+            terms = self.descriptor_losses(images, labels, revised_pos, revised_neg, negative_labels)
+            loss = tf.nn.compute_average_loss(terms["total"])  # share of the GLOBAL batch mean
+        finite = tf.logical_and(finite, tf.math.is_finite(loss))
+        self.descriptor_optimizer.apply(self._guarded(tape.gradient(loss, variables), finite), variables)
+        return terms, finite
+
+    def update_generator(self, revised, labels, seed, finite):
+        variables = self.generator_variables
+        with tf.GradientTape() as tape:
+            terms = self.generator_losses(revised, labels, seed)
+            loss = tf.nn.compute_average_loss(terms["total"])
+        finite = tf.logical_and(finite, tf.math.is_finite(loss))
+        self.generator_optimizer.apply(self._guarded(tape.gradient(loss, variables), finite), variables)
+        return terms, finite
+
+    def _update_trackers(self, d_terms, g_terms, grad_norm, labels, finite):
+        t = self.trackers
+        t["loss"].update_state(d_terms["total"])
+        for name in ("nll_loss", "classification_loss", "triplet_loss", "quantization_loss",
+                     "energy_real", "energy_revised"):
+            t[name].update_state(d_terms[name])
+        t["generator_loss"].update_state(g_terms["total"])
+        t["reconstruction_loss"].update_state(g_terms["reconstruction_loss"])
+        t["kl_loss"].update_state(g_terms["kl_loss"])
+        t["langevin_grad_norm"].update_state(grad_norm)
+        bits = tf.cast(sign_codes(d_terms["hash"]), tf.float32)
+        t["bit_balance"].update_state(1.0 - tf.reduce_mean(tf.abs(tf.reduce_mean(bits, axis=0))))
+        if self.config.multi_label:
+            correct = tf.reduce_all(tf.equal(d_terms["logits"] > 0, labels > 0.5), axis=-1)
+        else:
+            correct = tf.equal(tf.argmax(d_terms["logits"], -1), tf.argmax(labels, -1))
+        t["class_accuracy"].update_state(tf.cast(correct, tf.float32))
+        t["diverged"].update_state(1.0 - tf.cast(finite, tf.float32))
+        return {m.name: m.result() for m in self.metrics}
+
+    # ----------------------------------------------------------------------------- steps
+    def train_step(self, data):
+        images, labels = data[0], data[1]
+        x = normalize_images(images)
+        c_pos = self.labels_to_multi_hot(labels)
+        # 1-2. contrastive pair from one z, revised by Langevin on f_E (a constant below).
+        seed, c_neg, revised, grad_norm = self._synthesize(c_pos)
+        finite = tf.reduce_all(tf.math.is_finite(revised))
+        revised_pos, revised_neg = tf.split(revised, 2, axis=0)
+        # 3. descriptor: maximum likelihood + classification + triplet (+ quantization).
+        d_terms, finite = self.update_descriptor(x, c_pos, revised_pos, revised_neg, c_neg, finite)
+        # 4. generator + inference head: reconstruct the revised images from inferred z.
+        g_terms, finite = self.update_generator(revised, tf.concat([c_pos, c_neg], 0), seed, finite)
+        return self._update_trackers(d_terms, g_terms, grad_norm, c_pos, finite)
+
+    def test_step(self, data):
+        images, labels = data[0], data[1]
+        x = normalize_images(images)
+        c_pos = self.labels_to_multi_hot(labels)
+        seed, c_neg, revised, grad_norm = self._synthesize(c_pos)
+        revised_pos, revised_neg = tf.split(revised, 2, axis=0)
+        d_terms = self.descriptor_losses(x, c_pos, revised_pos, revised_neg, c_neg)
+        g_terms = self.generator_losses(revised, tf.concat([c_pos, c_neg], 0), seed)
+        finite = tf.reduce_all(tf.math.is_finite(revised))
+        return self._update_trackers(d_terms, g_terms, grad_norm, c_pos, finite)
+
+    # ----------------------------------------------------------------------------- user API
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit` after checking the data (shape, dtype, label range, emptiness) and
+        with a DivergenceGuard that stops training clearly if Langevin diverges."""
+        if self.descriptor_optimizer is None:
+            raise ValueError("CoopHash.fit called before compile(); call model.compile() first.")
+        validate_fit_data(x, y, self.config)
+        callbacks = list(callbacks or [])
+        if not any(isinstance(cb, DivergenceGuard) for cb in callbacks):
+            callbacks.append(DivergenceGuard())
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+
+    def relaxed_codes(self, images, batch_size=256, verbose=0):
+        images = validate_images(images, self.config.image_shape)
+        return self.predict(images, batch_size=batch_size, verbose=verbose)
+
+    def encode(self, images, packed=False, batch_size=256, verbose=0):
+        """Binary codes of raw-pixel images [N, H, W, C]: int8 {-1,+1} [N, K], or with
+        packed=True uint8 [N, K/8] (MSB first, bit 1 = +1)."""
+        codes = sign_codes(self.relaxed_codes(images, batch_size, verbose))
+        return pack_codes(codes) if packed else codes
+
+    def class_probabilities(self, images, batch_size=256):
+        images = validate_images(images, self.config.image_shape)
+        out = []
+        for i in range(0, len(images), batch_size):
+            logits = self.descriptor.classifier_head(self.descriptor.features(normalize_images(images[i:i + batch_size])))
+            out.append(tf.sigmoid(logits) if self.config.multi_label else tf.nn.softmax(logits))
+        return np.concatenate([np.asarray(o) for o in out]) if out else np.zeros((0, self.config.num_classes))
+
+    def generate(self, labels, z=None, seed=0):
+        """Generator samples g(z, c) as uint8 images, for a list of class ids (or multi-hot rows)."""
+        c = self.labels_to_multi_hot(tf.convert_to_tensor(labels))
+        if z is None:
+            z = tf.random.stateless_normal([tf.shape(c)[0], self.config.latent_dim], [seed, 0])
+        return np.asarray(denormalize_images(self.generator(z, c)))

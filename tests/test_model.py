@@ -1,0 +1,171 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from coophash_keras import CoopHash, TrainingDivergedError
+from coophash_keras.io import load_model, save_model
+from coophash_keras.preprocessing import normalize_images
+
+
+def make_model(config):
+    model = CoopHash(config)
+    model.compile()
+    return model
+
+
+def test_fit_on_digits_trains_and_codes_are_pm1(tiny_config, digits):
+    model = make_model(tiny_config)
+    ds = digits.subset(np.arange(640)).as_dataset(32, shuffle=True, drop_remainder=True)
+    hist = model.fit(ds, epochs=3, verbose=0)
+    for name, values in hist.history.items():
+        assert np.all(np.isfinite(values)), name
+    expected = {"loss", "nll_loss", "classification_loss", "triplet_loss", "quantization_loss", "generator_loss",
+                "reconstruction_loss", "kl_loss", "energy_real", "energy_revised", "langevin_grad_norm",
+                "bit_balance", "class_accuracy", "diverged"}
+    assert expected <= set(hist.history)
+    assert hist.history["classification_loss"][-1] < hist.history["classification_loss"][0]
+    assert int(model.descriptor_optimizer.iterations) == 3 * 20 == int(model.generator_optimizer.iterations)
+    codes = model.encode(digits.images[:50])
+    assert codes.shape == (50, 16) and codes.dtype == np.int8 and set(np.unique(codes)) <= {-1, 1}
+    packed = model.encode(digits.images[:50], packed=True)
+    assert packed.shape == (50, 2) and packed.dtype == np.uint8
+    np.testing.assert_array_equal(np.unpackbits(packed, axis=1).astype(np.int8) * 2 - 1, codes)
+    # validation losses through test_step
+    val = model.evaluate(digits.subset(np.arange(640, 704)).as_dataset(32), verbose=0, return_dict=True)
+    assert np.isfinite(val["loss"]) and np.isfinite(val["generator_loss"])
+
+
+def fixed_batch(model, digits, n=32):
+    images = tf.constant(digits.images[:n])
+    x = normalize_images(images)
+    c = model.labels_to_multi_hot(tf.constant(digits.labels[:n]))
+    seed = tf.constant([5, 6])
+    x_pos, x_neg, c_neg = model.generate_contrastive_pairs(c, seed)
+    revised, _ = model.langevin_revise(tf.concat([x_pos, x_neg], 0), tf.concat([c, c_neg], 0), seed)
+    return x, c, c_neg, revised, seed
+
+
+def test_descriptor_update_reduces_descriptor_loss(tiny_config, digits):
+    model = make_model(tiny_config)
+    x, c, c_neg, revised, _ = fixed_batch(model, digits)
+    r_pos, r_neg = tf.split(revised, 2)
+
+    def loss():
+        return float(tf.reduce_mean(model.descriptor_losses(x, c, r_pos, r_neg, c_neg)["total"]))
+
+    before = loss()
+    for _ in range(15):
+        model.update_descriptor(x, c, r_pos, r_neg, c_neg, tf.constant(True))
+    assert loss() < before
+
+
+def test_generator_update_reduces_generator_loss(tiny_config, digits):
+    model = make_model(tiny_config)
+    x, c, c_neg, revised, seed = fixed_batch(model, digits)
+    labels = tf.concat([c, c_neg], 0)
+
+    def loss():
+        return float(tf.reduce_mean(model.generator_losses(revised, labels, seed)["total"]))
+
+    before = loss()
+    descriptor_before = [v.numpy().copy() for v in model.descriptor.descriptor_variables]
+    for _ in range(15):
+        model.update_generator(revised, labels, seed, tf.constant(True))
+    assert loss() < before
+    # the generator update leaves the descriptor's own weights alone
+    for a, v in zip(descriptor_before, model.descriptor.descriptor_variables):
+        np.testing.assert_array_equal(a, v.numpy())
+
+
+def test_contrastive_pairs_share_z_and_negatives_differ(tiny_config, digits):
+    model = make_model(tiny_config)
+    c = model.labels_to_multi_hot(tf.constant(digits.labels[:64]))
+    neg = model.sample_negative_labels(c, tf.constant([1, 2]))
+    assert float(tf.reduce_max(tf.reduce_sum(c * neg, -1))) == 0.0  # no shared class
+    assert len(np.unique(np.argmax(neg.numpy(), 1))) > 3
+    x_pos, x_neg, c_neg = model.generate_contrastive_pairs(c, tf.constant([1, 2]))
+    z = model.sample_latent(64, tf.constant([1, 2]))
+    np.testing.assert_allclose(x_pos.numpy(), model.generator(z, c).numpy(), atol=1e-6)
+    np.testing.assert_allclose(x_neg.numpy(), model.generator(z, c_neg).numpy(), atol=1e-6)
+
+
+def test_multi_label_training(tiny_config):
+    rng = np.random.default_rng(0)
+    cfg = tiny_config.replace(multi_label=True, num_classes=4, image_shape=(8, 8, 3))
+    labels = (rng.random((64, 4)) > 0.6).astype(np.float32)
+    labels[labels.sum(1) == 0, 0] = 1
+    images = rng.integers(0, 256, (64, 8, 8, 3)).astype(np.uint8)
+    model = make_model(cfg)
+    hist = model.fit(tf.data.Dataset.from_tensor_slices((images, labels)).batch(32), epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
+    c = tf.constant(labels)
+    neg = model.sample_negative_labels(c, tf.constant([0, 1]))
+    partial = tf.reduce_sum(c, -1) < 4
+    assert float(tf.reduce_max(tf.boolean_mask(tf.reduce_sum(c * neg, -1), partial))) == 0.0
+
+
+def test_save_load_round_trip_gives_identical_codes(tmp_path, tiny_config, digits):
+    model = make_model(tiny_config)
+    model.fit(digits.subset(np.arange(64)).as_dataset(32, drop_remainder=True), epochs=1, verbose=0)
+    path = str(tmp_path / "model.keras")
+    save_model(model, path)
+    back = load_model(path)
+    assert back.config == model.config
+    np.testing.assert_array_equal(back.encode(digits.images[:100]), model.encode(digits.images[:100]))
+    np.testing.assert_allclose(back.relaxed_codes(digits.images[:10]), model.relaxed_codes(digits.images[:10]))
+    assert int(back.descriptor_optimizer.iterations) == 2
+    # the reloaded model keeps training
+    back.fit(digits.subset(np.arange(64)).as_dataset(32, drop_remainder=True), epochs=1, verbose=0)
+    assert int(back.descriptor_optimizer.iterations) == 4
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_model(str(tmp_path / "missing.keras"))
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a loadable"):
+        load_model(str(bad))
+
+
+@pytest.mark.parametrize("make_ds,match", [
+    (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64], d.labels[:64])), "rank 4"),
+    (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64, :7], d.labels[:64])).batch(8), "8x8"),
+    (lambda d: tf.data.Dataset.from_tensor_slices((np.repeat(d.images[:64], 3, -1), d.labels[:64])).batch(8),
+     "channel"),
+    (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64], d.labels[:64] + 5)).batch(8), "out of range"),
+    (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:0], d.labels[:0])).batch(8), "empty"),
+    (lambda d: tf.data.Dataset.from_tensor_slices(d.images[:64]).batch(8), r"\(images, labels\)"),
+    (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64] / 255.0, d.labels[:64])).batch(8), "normalised"),
+])
+def test_bad_training_data_is_rejected_before_training(tiny_config, digits, make_ds, match):
+    model = make_model(tiny_config)
+    with pytest.raises(ValueError, match=match):
+        model.fit(make_ds(digits), epochs=1, verbose=0)
+    assert int(model.descriptor_optimizer.iterations) == 0
+
+
+def test_bad_encode_input_and_fit_before_compile(tiny_config, digits):
+    model = make_model(tiny_config)
+    with pytest.raises(ValueError, match="channel"):
+        model.encode(np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="compile"):
+        CoopHash(tiny_config).fit(digits.as_dataset(32), epochs=1)
+    with pytest.raises(ValueError, match="labels"):
+        model.fit(digits.images[:64], None, epochs=1, verbose=0)
+
+
+def test_langevin_divergence_stops_training_with_finite_weights(tmp_path, tiny_config, digits):
+    cfg = tiny_config.replace(langevin_step_size=1e20, langevin_clip_update=None, langevin_clip_images=False,
+                              langevin_steps=4)
+    model = make_model(cfg)
+    before = [v.numpy().copy() for v in model.weights]
+    with pytest.raises(TrainingDivergedError, match="Langevin"):
+        model.fit(digits.subset(np.arange(128)).as_dataset(32, drop_remainder=True), epochs=2, verbose=0)
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
+    save_model(model, str(tmp_path / "ok.keras"))  # finite weights can be saved
+    model.descriptor.hash_head.projection.kernel.assign(np.full((32, 16), np.nan, np.float32))
+    with pytest.raises(ValueError, match="non-finite"):
+        save_model(model, str(tmp_path / "ok.keras"))
+    assert load_model(str(tmp_path / "ok.keras")) is not None  # the good file survived
+    del before
