@@ -44,9 +44,9 @@ def cmd_train(args):
     data = load_dataset(args.dataset, args.data_dir)
     split = retrieval_split(data.labels, args.query_per_class, args.labels_per_class, seed=args.seed)
     overrides = _overrides(args.set)
-    config = CoopHashConfig(image_shape=data.image_shape, num_classes=data.num_classes,
-                            multi_label=data.multi_label, num_bits=args.bits, batch_size=args.batch_size,
-                            seed=args.seed, **overrides)
+    config = CoopHashConfig.from_dict(dict(
+        dict(image_shape=data.image_shape, num_classes=data.num_classes, multi_label=data.multi_label,
+             num_bits=args.bits, batch_size=args.batch_size, seed=args.seed), **overrides))
     os.makedirs(args.run_dir, exist_ok=True)
     train = data.subset(split.train)
     if len(train) < config.batch_size:
@@ -104,14 +104,16 @@ def _read_images(paths, image_shape):
     import numpy as np
     from PIL import Image
 
-    out = []
+    out, names = [], []
     h, w, c = image_shape
     for path in paths:
         if not os.path.exists(path):
             raise CLIError(f"missing image file {path}")
         if path.endswith(".npy"):
             arr = np.load(path)
-            out.extend(arr if arr.ndim == 4 else [arr])
+            batch = arr if arr.ndim == 4 else [arr]
+            out.extend(batch)
+            names.extend(f"{path}[{i}]" for i in range(len(batch)))
             continue
         try:
             img = Image.open(path)
@@ -120,7 +122,8 @@ def _read_images(paths, image_shape):
             raise CLIError(f"{path} is not a readable image: {exc}") from None
         arr = np.asarray(img, dtype=np.uint8)
         out.append(arr[..., None] if c == 1 else arr)
-    return np.stack(out)
+        names.append(path)
+    return np.stack(out), names
 
 
 def cmd_encode(args):
@@ -129,12 +132,12 @@ def cmd_encode(args):
     from coophash_keras.io import load_model
 
     model = load_model(os.path.join(args.run_dir, "model.keras") if os.path.isdir(args.run_dir) else args.run_dir)
-    images = _read_images(args.images, model.config.image_shape)
+    images, names = _read_images(args.images, model.config.image_shape)
     codes = model.encode(images, packed=args.packed)
     if args.output:
         np.save(args.output, codes)
         print(f"wrote {codes.shape} {codes.dtype} codes to {args.output}")
-    for path, code in zip(args.images, codes):
+    for path, code in zip(names, codes):
         text = code.tobytes().hex() if args.packed else "".join("1" if b > 0 else "0" for b in code)
         print(f"{path}\t{text}")
     return codes

@@ -35,8 +35,8 @@ class CoopHashConfig:
 
     # --- Langevin revision (Eq. 6) -----------------------------------------------------------
     langevin_steps: int = _f(10, "ours", "T, Langevin steps per batch (reference code: 15)")
-    langevin_step_size: float = _f(0.1, "ours", "delta in Eq. 6 (reference code: 0.002 on unnormalised energies)")
-    langevin_noise_scale: float = _f(0.05, "ours", "noise = scale * delta * N(0, I); 1.0 is Eq. 6, 0 turns it off")
+    langevin_step_size: float = _f(1.0, "ours", "delta in Eq. 6, so each step moves delta^2/2 = 0.5 x grad (reference code: 0.002 with a reference Gaussian of sigma 0.016)")
+    langevin_noise_scale: float = _f(0.007, "ours", "noise = scale * delta * N(0, I); 1.0 is Eq. 6, 0 turns it off (0.007: pixel noise std 0.007, JEM-like)")
     langevin_ref_sigma: Optional[float] = _f(None, "reference", "sigma of the reference Gaussian (CoopNets 0.016); None = off")
     langevin_clip_update: Optional[float] = _f(0.1, "ours", "clip each Langevin update to +-value (CoopFlow-style); None = off")
     langevin_clip_images: bool = _f(True, "ours", "keep revised images inside the data range [-1, 1]")
@@ -45,11 +45,10 @@ class CoopHashConfig:
     nll_weight: float = _f(1.0, "paper", "weight of the maximum-likelihood term mean f_E(x_rev) - mean f_E(x)")
     classification_weight: float = _f(1.0, "ours", "weight of the classification loss on real images")
     triplet_weight: float = _f(1.0, "ours", "weight of the triplet loss (real anchor, revised x+, revised x-)")
-    triplet_margin: float = _f(0.5, "ours", "margin of the relaxed triplet loss on mean squared code distance")
+    triplet_margin: float = _f(1.0, "ours", "margin of the relaxed triplet loss on mean squared code distance")
     real_triplet_weight: float = _f(0.0, "ours", "extra triplet on real in-batch triplets (0 = paper's synthetic-only)")
-    quantization_weight: float = _f(0.1, "ours", "weight of mean (|h| - 1)^2, pushes relaxed codes to +-1")
+    quantization_weight: float = _f(0.01, "ours", "weight of mean (|h| - 1)^2, pushes relaxed codes to +-1")
     energy_l2_weight: float = _f(0.1, "ours", "penalty on mean f_E^2 of real and revised images (keeps energies bounded)")
-    synthetic_warmup_epochs: int = _f(0, "ours", "epochs before the synthetic triplet counts (0 = from the start)")
 
     # --- generator / inference-path loss (Eq. 2 + KL) ------------------------------------------
     kl_weight: float = _f(1.0, "reference", "KL(q(z|x_rev) || N(0,I)) weight (CoopVAEBM: 2 with pixel-sum recon)")
@@ -108,7 +107,10 @@ class CoopHashConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"Unknown CoopHashConfig field(s): {unknown}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as exc:  # e.g. a string where a number belongs
+            raise ValueError(f"Invalid CoopHashConfig value: {exc}") from None
 
     def replace(self, **changes: Any) -> "CoopHashConfig":
         return dataclasses.replace(self, **changes)

@@ -33,3 +33,13 @@ def test_every_field_has_provenance():
     for f in dataclasses.fields(CoopHashConfig):
         assert f.metadata["provenance"] in ("paper", "reference", "ours")
         assert f"`{f.name}`" in table
+
+
+def test_config_doc_is_up_to_date():
+    import os
+    import sys
+    from conftest import REPO
+    sys.path.insert(0, os.path.join(REPO, "docs"))
+    from make_config_doc import render
+    with open(os.path.join(REPO, "docs", "CONFIG.md")) as fh:
+        assert fh.read() == render(), "docs/CONFIG.md is stale: run python docs/make_config_doc.py"

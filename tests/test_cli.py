@@ -1,0 +1,84 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+
+SMALL = ["--set", "base_filters=8", "--set", "feature_dim=32", "--set", "latent_dim=8",
+         "--set", "generator_filters=16", "--set", "langevin_steps=2"]
+
+
+def coophash(*args, check=True):
+    out = subprocess.run([sys.executable, "-m", "coophash_keras.cli", *args], capture_output=True, text=True,
+                         cwd=REPO, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    coophash("train", "--dataset", "digits", "--bits", "16", "--epochs", "1", "--batch-size", "32",
+             "--query-per-class", "5", "--labels-per-class", "10", "--run-dir", str(d), "--verbose", "0", *SMALL)
+    return d
+
+
+def test_train_writes_a_run_dir(run_dir):
+    for name in ("model.keras", "config.json", "split.npz", "history.json", "run.json"):
+        assert (run_dir / name).exists(), name
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["num_bits"] == 16 and cfg["base_filters"] == 8
+    split = np.load(run_dir / "split.npz")
+    assert len(split["query"]) == 50 and len(split["train"]) == 100
+
+
+def test_evaluate_writes_metrics(run_dir):
+    out = coophash("evaluate", "--run-dir", str(run_dir), "--topk", "10")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["mAP@all"] <= 1 and "mAP@10" in metrics and "P@r2" in metrics
+    assert metrics["num_query"] == 50 and metrics["num_database"] == 1797 - 50
+    assert len(metrics["pr_curve"]["precision"]) == 17
+    assert "mAP@all" in out.stdout
+
+
+def test_encode_png_and_npy(run_dir, tmp_path):
+    png = tmp_path / "digit.png"
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(png)
+    npy = tmp_path / "digits.npy"
+    np.save(npy, np.zeros((3, 8, 8, 1), np.uint8))
+    out = coophash("encode", "--run-dir", str(run_dir), str(png), str(npy), "--output", str(tmp_path / "c.npy"))
+    codes = np.load(tmp_path / "c.npy")
+    assert codes.shape == (4, 16) and set(np.unique(codes)) <= {-1, 1}
+    line = out.stdout.strip().splitlines()[-4]
+    assert line.startswith(str(png)) and len(line.split("\t")[1]) == 16
+    packed = coophash("encode", "--run-dir", str(run_dir), str(png), "--packed")
+    assert len(packed.stdout.strip().split("\t")[-1]) == 4  # 2 bytes as hex
+
+
+@pytest.mark.parametrize("args,match", [
+    (["train", "--bits", "12", "--run-dir", "x"], "multiple of 8"),
+    (["train", "--dataset", "nope", "--run-dir", "x"], "unknown dataset"),
+    (["train", "--dataset", "fashion_mnist", "--data-dir", "/nonexistent", "--run-dir", "x"], "missing data file"),
+    (["train", "--set", "langevin_stepz=1", "--run-dir", "x"], "Unknown CoopHashConfig field"),
+    (["evaluate", "--run-dir", "/nonexistent"], "not a run directory"),
+    (["encode", "--run-dir", "/nonexistent", "a.png"], "no model file"),
+])
+def test_cli_errors_are_one_clear_line(args, match):
+    out = coophash(*args, check=False)
+    assert out.returncode == 2
+    assert match in out.stderr and "Traceback" not in out.stderr
+
+
+def test_encode_rejects_missing_and_bad_images(run_dir, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"no image here")
+    out = coophash("encode", "--run-dir", str(run_dir), str(bad), check=False)
+    assert out.returncode == 2 and "not a readable image" in out.stderr
+    out = coophash("encode", "--run-dir", str(run_dir), str(tmp_path / "none.png"), check=False)
+    assert out.returncode == 2 and "missing image file" in out.stderr
