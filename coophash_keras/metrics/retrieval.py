@@ -77,34 +77,31 @@ def retrieval_metrics(query_codes, query_labels, database_codes, database_labels
     ap = {name: [] for name, _ in cutoffs}
     has_rel = {name: [] for name, _ in cutoffs}
     p_at = {name: [] for name, _ in cutoffs[1:]}
-    p_radius = []
-    hist_rel = np.zeros((0, k_bits + 1))
-    hist_all = np.zeros((0, k_bits + 1))
+    radii = np.arange(k_bits + 1)
+    cum_all_parts, cum_rel_parts = [], []
     db_codes = _as_pm1(database_codes, "database codes")
+    ranks = np.arange(1, n_db + 1, dtype=np.float64)
     for start in range(0, len(query_codes), chunk_size):
         stop = start + chunk_size
         dist = hamming_distances(np.asarray(query_codes)[start:stop], db_codes)
         rel = relevance_matrix(np.asarray(query_labels)[start:stop], database_labels)
-        order = np.argsort(dist, axis=1, kind="stable")
+        order = np.argsort(dist, axis=1, kind="stable")  # radix sort on uint16: ties keep index order
         rel_sorted = np.take_along_axis(rel, order, axis=1)
-        hits = np.cumsum(rel_sorted, axis=1, dtype=np.int64)
-        ranks = np.arange(1, n_db + 1)
-        precision_at = hits / ranks
-        gain = np.cumsum(precision_at * rel_sorted, axis=1)
+        hits = np.cumsum(rel_sorted, axis=1, dtype=np.int32)  # relevant items within the top k
+        contrib = np.where(rel_sorted, hits / ranks, 0.0)      # P@k at each relevant rank
         for name, k in cutoffs:
             rel_k = hits[:, k - 1]
-            ap[name].append(np.where(rel_k > 0, gain[:, k - 1] / np.maximum(rel_k, 1), 0.0))
+            gain = contrib[:, :k].sum(axis=1)
+            ap[name].append(np.where(rel_k > 0, gain / np.maximum(rel_k, 1), 0.0))
             has_rel[name].append(rel_k > 0)
             if name != "all":
                 p_at[name].append(rel_k / k)
-        # Histograms over distances -> radius precision and PR curve.
-        q = dist.shape[0]
-        flat = (dist.astype(np.int64) + (k_bits + 1) * np.arange(q)[:, None]).ravel()
-        h_all = np.bincount(flat, minlength=q * (k_bits + 1)).reshape(q, k_bits + 1)
-        h_rel = np.bincount(flat, weights=rel.ravel().astype(np.float64),
-                            minlength=q * (k_bits + 1)).reshape(q, k_bits + 1)
-        hist_all = np.vstack([hist_all, h_all])
-        hist_rel = np.vstack([hist_rel, h_rel])
+        # Items (and relevant items) within each radius, read off the sorted distances.
+        sorted_dist = np.take_along_axis(dist, order, axis=1)
+        cum_all = np.stack([np.searchsorted(row, radii, side="right") for row in sorted_dist])
+        cum_rel = np.where(cum_all > 0, np.take_along_axis(hits, np.maximum(cum_all - 1, 0), axis=1), 0)
+        cum_all_parts.append(cum_all)
+        cum_rel_parts.append(cum_rel)
     out = {}
     for name, _ in cutoffs:
         a, h = np.concatenate(ap[name]), np.concatenate(has_rel[name])
@@ -112,7 +109,7 @@ def retrieval_metrics(query_codes, query_labels, database_codes, database_labels
         out[f"mAP@{name}_exclude_empty"] = float(a[h].mean()) if h.any() else 0.0
         if name != "all":
             out[f"P@{name}"] = float(np.concatenate(p_at[name]).mean())
-    cum_all, cum_rel = np.cumsum(hist_all, axis=1), np.cumsum(hist_rel, axis=1)
+    cum_all, cum_rel = np.concatenate(cum_all_parts), np.concatenate(cum_rel_parts).astype(np.float64)
     r = min(radius, k_bits)
     out[f"P@r{radius}"] = float(np.where(cum_all[:, r] > 0, cum_rel[:, r] / np.maximum(cum_all[:, r], 1), 0).mean())
     if pr_curve:
