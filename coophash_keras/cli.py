@@ -143,6 +143,82 @@ def cmd_encode(args):
     return codes
 
 
+def cmd_export(args):
+    import numpy as np
+
+    from export import export_saved_model
+
+    database_images = database_ids = None
+    if args.database:
+        from coophash_keras.data import RetrievalSplit, load_dataset
+        run_dir = args.database
+        run = _load_run(run_dir)
+        data = load_dataset(run["dataset"], run.get("data_dir"))
+        split = RetrievalSplit.load(os.path.join(run_dir, "split.npz"))
+        database_images, database_ids = data.images[split.database], split.database.astype(np.int64)
+    path = export_saved_model(args.model, args.base, args.name, args.version, database_images, database_ids,
+                              args.search_k)
+    sigs = "serving_default, hash_image_bytes" + (", search" if args.database else "")
+    print(f"exported {args.model} -> {path} (signatures: {sigs})")
+    return path
+
+
+def cmd_serve(args):
+    import logging
+
+    from serving.server import ModelServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    server = ModelServer(args.model_base, args.host, args.port, args.grpc_port, args.poll_interval,
+                         args.max_body_bytes)
+    if not server.registry.names():
+        raise CLIError(f"no model found under {args.model_base} (expected <base>/<name>/<version>/saved_model.pb)")
+    server.serve_forever()
+
+
+def cmd_query(args):
+    from serving.client import GrpcClient, RestClient, ServingClientError
+
+    blobs = []
+    for path in args.images:
+        if not os.path.exists(path):
+            raise CLIError(f"missing image file {path}")
+        with open(path, "rb") as fh:
+            blobs.append(fh.read())
+    try:
+        if args.grpc:
+            client = GrpcClient(args.grpc, args.model, args.version)
+            signature = "hash_image_bytes"
+            out = client.predict({"image_bytes": blobs}, signature)
+            if args.search:
+                raise CLIError("--search needs decoded images; use the REST --url form")
+        else:
+            client = RestClient(args.url, args.model, args.version)
+            out = client.hash_image_files(blobs)
+            if args.search:
+                images = _read_images(args.images, out_shape(client))[0]
+                found = client.predict({"signature_name": "search", "inputs": {"images": images.tolist()}})["outputs"]
+                out.update(ids=found["ids"], distances=found["distances"])
+    except ServingClientError as exc:
+        raise CLIError(f"server answered {exc}") from None
+    except OSError as exc:
+        raise CLIError(f"cannot reach the server: {exc}") from None
+    for i, path in enumerate(args.images):
+        code = "".join("1" if b > 0 else "0" for b in out["codes"][i])
+        line = f"{path}\tcode={code}\tenergy={float(out['energy'][i]):.3f}"
+        if "ids" in out:
+            line += f"\ttop_ids={list(map(int, out['ids'][i]))}\tdistances={list(map(int, out['distances'][i]))}"
+        print(line)
+    return out
+
+
+def out_shape(client):
+    """Image shape (H, W, C) of a served model, read from its metadata."""
+    sig = client.metadata()["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    dims = sig["inputs"]["images"]["tensor_shape"]["dim"]
+    return tuple(int(d["size"]) for d in dims[1:])
+
+
 def cmd_demo(args):
     """Train on digits with the demo settings, evaluate and print where everything is."""
     start = time.time()
@@ -151,8 +227,43 @@ def cmd_demo(args):
                                     verbose=2, set=[])
     cmd_train(train_args)
     metrics = cmd_evaluate(argparse.Namespace(run_dir=args.run_dir, topk=[100], output=None, verbose=0))
+    served = _demo_export_and_query(args.run_dir)
+    print(f"\n{served}")
     print(f"\ndemo done in {time.time() - start:.0f}s: mAP@all = {metrics['mAP@all']:.4f} at 32 bits "
           f"(query 20/class, database = the other digits); model at {os.path.join(args.run_dir, 'model.keras')}")
+
+
+def _demo_export_and_query(run_dir):
+    """Export the demo model with its database, serve it on a free loopback port, and query it over
+    REST with PNG files of three query digits (as a user would with curl)."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from coophash_keras.data import RetrievalSplit, load_digits
+    from serving.server import ModelServer
+
+    base = os.path.join(run_dir, "models")
+    shutil.rmtree(base, ignore_errors=True)
+    cmd_export(argparse.Namespace(model=os.path.join(run_dir, "model.keras"), base=base, name="coophash",
+                                  version=None, database=run_dir, search_k=5))
+    data = load_digits()
+    split = RetrievalSplit.load(os.path.join(run_dir, "split.npz"))
+    tmp = tempfile.mkdtemp()
+    paths = []
+    for i in split.query[:3]:
+        paths.append(os.path.join(tmp, f"query_{i}_label{data.labels[i]}.png"))
+        Image.fromarray(data.images[i][..., 0]).save(paths[-1])
+    with ModelServer(base, port=0, grpc_port=None) as server:
+        print(f"serving {base} at {server.url} (TF-Serving REST API); querying 3 digits:")
+        out = cmd_query(argparse.Namespace(images=paths, url=server.url, grpc=None, model="coophash", version=None,
+                                           search=True))
+    shutil.rmtree(tmp, ignore_errors=True)
+    hits = [np.mean(data.labels[np.asarray(ids)] == data.labels[i]) for i, ids in zip(split.query[:3], out["ids"])]
+    return (f"served query: top-5 neighbours share the query's label in {100 * np.mean(hits):.0f}% of cases; "
+            f"SavedModel at {os.path.join(base, 'coophash', '1')}")
 
 
 def build_parser():
@@ -187,6 +298,34 @@ def build_parser():
     c.add_argument("--packed", action="store_true", help="print packed bytes as hex")
     c.add_argument("--output", default=None, help="also save the codes to this .npy file")
     c.set_defaults(func=cmd_encode)
+
+    x = sub.add_parser("export", help="write a TF-Serving SavedModel <base>/<name>/<version>/")
+    x.add_argument("--model", required=True, help="RUN/model.keras")
+    x.add_argument("--base", required=True, help="model base directory (e.g. models)")
+    x.add_argument("--name", default="coophash")
+    x.add_argument("--version", type=int, default=None, help="default: next free integer")
+    x.add_argument("--database", default=None, metavar="RUN",
+                   help="embed the packed codes of this run's database split and add the `search` signature")
+    x.add_argument("--search-k", type=int, default=10, help="results per query of the search signature")
+    x.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("serve", help="serve a model base path with the TF-Serving REST and gRPC APIs")
+    s.add_argument("--model-base", required=True)
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    s.add_argument("--port", type=int, default=8501, help="REST port")
+    s.add_argument("--grpc-port", type=int, default=8500)
+    s.add_argument("--poll-interval", type=float, default=1.0, help="seconds between scans for new versions")
+    s.add_argument("--max-body-bytes", type=int, default=32 * 1024 * 1024)
+    s.set_defaults(func=cmd_serve)
+
+    q = sub.add_parser("query", help="send image files to a served model and print their codes")
+    q.add_argument("images", nargs="+")
+    q.add_argument("--url", default="http://127.0.0.1:8501", help="REST endpoint")
+    q.add_argument("--grpc", default=None, metavar="HOST:PORT", help="use gRPC instead of REST")
+    q.add_argument("--model", default="coophash")
+    q.add_argument("--version", type=int, default=None)
+    q.add_argument("--search", action="store_true", help="also print top-k ids (needs the search signature)")
+    q.set_defaults(func=cmd_query)
 
     d = sub.add_parser("demo", help="train on digits, evaluate, print mAP and where the model is")
     d.add_argument("--run-dir", default="runs/demo")

@@ -1,6 +1,19 @@
-from coophash_keras.models.coophash import CoopHash, DivergenceGuard, TrainingDivergedError
-from coophash_keras.models.descriptor import MultipurposeDescriptor
-from coophash_keras.models.langevin import revise_with_langevin
+"""Models. Imported lazily: `coophash_keras.models.descriptor` (inference) does not load
+`coophash_keras.models.coophash` (training)."""
 
-__all__ = ["CoopHash", "DivergenceGuard", "TrainingDivergedError", "MultipurposeDescriptor",
-           "revise_with_langevin"]
+import importlib
+
+_LAZY = {
+    "CoopHash": "coophash_keras.models.coophash",
+    "DivergenceGuard": "coophash_keras.models.coophash",
+    "TrainingDivergedError": "coophash_keras.models.coophash",
+    "MultipurposeDescriptor": "coophash_keras.models.descriptor",
+    "revise_with_langevin": "coophash_keras.models.langevin",
+}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'coophash_keras.models' has no attribute {name!r}")

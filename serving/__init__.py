@@ -1,0 +1,1 @@
+"""TF-Serving-compatible REST/gRPC server and clients for exported CoopHash models."""

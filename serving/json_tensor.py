@@ -1,0 +1,133 @@
+"""TF-Serving's REST JSON <-> tensors rules (tensorflow_serving/util/json_tensor.cc, api_rest.md).
+
+Request: {"signature_name"?: str, "instances": [...]} (row) or {"inputs": tensor | {name: tensor}}
+(columnar). {"b64": "..."} is a binary value, accepted only for DT_STRING inputs.
+Response: row -> {"predictions": [...]}, a list of per-row objects when there are several outputs;
+columnar -> {"outputs": tensor | {name: tensor}}. DT_STRING outputs named *_bytes come back as b64."""
+
+import base64
+import binascii
+import json
+
+import numpy as np
+
+from serving.errors import invalid
+
+
+def _is_b64(value):
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def _decode_values(value, is_string, where):
+    """Nested JSON lists -> nested Python values, b64 objects decoded; shape checked later."""
+    if isinstance(value, list):
+        return [_decode_values(v, is_string, where) for v in value]
+    if _is_b64(value):
+        if not is_string:
+            raise invalid(f"JSON Value: b64 object found for {where}, but b64 is only accepted for DT_STRING inputs")
+        if not isinstance(value["b64"], str):
+            raise invalid(f"JSON Value: b64 value for {where} must be a string")
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid(f"Unable to base64 decode the value for {where}") from None
+    if isinstance(value, dict):
+        raise invalid(f"JSON Value: {json.dumps(value)[:80]} for {where} is an object; expected a value or list")
+    if is_string:
+        if not isinstance(value, str):
+            raise invalid(f"JSON Value: {json.dumps(value)[:80]} for {where} is not of expected type: string")
+        return value.encode("utf-8")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(f"JSON Value: {json.dumps(value)[:80]} for {where} is not a number")
+    return value
+
+
+def _to_array(value, is_string, where):
+    decoded = _decode_values(value, is_string, where)
+    try:
+        if is_string:
+            arr = np.array(decoded, dtype=object)
+            if arr.dtype != object or (arr.ndim and any(isinstance(x, list) for x in arr.ravel())):
+                raise ValueError
+            return arr
+        arr = np.array(decoded)
+    except ValueError:
+        raise invalid(f"Encountered list at unexpected size for {where}: all rows must have the same shape") from None
+    if arr.dtype == object:
+        raise invalid(f"Encountered list at unexpected size for {where}: all rows must have the same shape")
+    return arr
+
+
+def parse_predict_request(body, signature_of):
+    """body bytes -> (signature name, {input: ndarray}, row_format). `signature_of(name)` returns
+    the Signature (raising for an unknown one)."""
+    if not body:
+        raise invalid("JSON Parse error: The document is empty")
+    try:
+        request = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise invalid(f"JSON Parse error: {exc}") from None
+    if not isinstance(request, dict):
+        raise invalid("JSON Parse error: the request body Is not object")
+    name = request.get("signature_name", "serving_default")
+    if not isinstance(name, str):
+        raise invalid("'signature_name' key must be a string value.")
+    has_instances, has_inputs = "instances" in request, "inputs" in request
+    if has_instances == has_inputs:
+        raise invalid("Missing 'inputs' or 'instances' key" if not has_instances else
+                      "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exists")
+    signature = signature_of(name)
+    names = sorted(signature.inputs)
+    string_inputs = {k for k, (dtype, _) in signature.inputs.items() if dtype.name == "string"}
+    if has_instances:
+        instances = request["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise invalid("'instances' must be a non-empty JSON list")
+        named = isinstance(instances[0], dict) and not _is_b64(instances[0])
+        if not named:
+            if len(names) != 1:
+                raise invalid(f"signature '{name}' has {len(names)} inputs {names}: each instance must be an "
+                              "object keyed by input name")
+            return name, {names[0]: _to_array(instances, names[0] in string_inputs, names[0])}, True
+        columns = {k: [] for k in names}
+        for i, inst in enumerate(instances):
+            if not isinstance(inst, dict) or _is_b64(inst) or set(inst) != set(names):
+                raise invalid(f"instance {i} must be an object with exactly the keys {names}")
+            for k in names:
+                columns[k].append(inst[k])
+        return name, {k: _to_array(v, k in string_inputs, k) for k, v in columns.items()}, True
+    inputs = request["inputs"]
+    if isinstance(inputs, dict) and not _is_b64(inputs):
+        missing = [k for k in names if k not in inputs]
+        if missing:
+            raise invalid(f"Missing named input: {missing[0]} in 'inputs' object.")
+        return name, {k: _to_array(v, k in string_inputs, k) for k, v in inputs.items()}, False
+    if len(names) != 1:
+        raise invalid(f"signature '{name}' has {len(names)} inputs {names}: 'inputs' must be an object keyed by name")
+    return name, {names[0]: _to_array(inputs, names[0] in string_inputs, names[0])}, False
+
+
+def _jsonable(name, arr):
+    if arr.dtype == object or arr.dtype.kind == "S":
+        if name.endswith("_bytes"):
+            return np.vectorize(lambda b: {"b64": base64.b64encode(b).decode()}, otypes=[object])(arr).tolist()
+        return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(arr).tolist()
+    return arr.tolist()
+
+
+def format_predict_response(outputs, row_format):
+    """{output: ndarray} -> the JSON body TF-Serving would send."""
+    if not row_format:
+        if len(outputs) == 1:
+            (k, v), = outputs.items()
+            return {"outputs": _jsonable(k, v)}
+        return {"outputs": {k: _jsonable(k, v) for k, v in outputs.items()}}
+    sizes = {k: (v.shape[0] if v.ndim else None) for k, v in outputs.items()}
+    if len(set(sizes.values())) != 1 or None in sizes.values():
+        raise invalid(f"Tensor output has inconsistent batch size for row format: {sizes}")
+    if len(outputs) == 1:
+        (k, v), = outputs.items()
+        return {"predictions": _jsonable(k, v)}
+    columns = {k: _jsonable(k, v) for k, v in outputs.items()}
+    n = next(iter(sizes.values()))
+    return {"predictions": [{k: columns[k][i] for k in columns} for i in range(n)]}
