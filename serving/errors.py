@@ -13,16 +13,17 @@ HTTP_STATUS = {
 class ServingError(Exception):
     """An error with a TF-Serving status code; REST answers {"error": message} with its HTTP code."""
 
-    def __init__(self, code, message):
+    def __init__(self, code, message, http_status=None):
         super().__init__(message)
         if code not in HTTP_STATUS:
             raise ValueError(f"unknown status code {code}")
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
     def http_status(self):
-        return HTTP_STATUS[self.code]
+        return self._http_status or HTTP_STATUS[self.code]
 
     @property
     def grpc_code(self):

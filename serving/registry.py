@@ -14,6 +14,14 @@ from serving.errors import ServingError, invalid, not_found
 log = logging.getLogger("coophash.serving")
 
 
+def _op_error_message(exc):
+    """The informative line of a TF op error ("Graph execution error:" and node traces dropped)."""
+    lines = [ln.strip() for ln in exc.message.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Graph execution error", "Detected at node", "<stack traces",
+                                                       "[[", "File "))]
+    return (useful[0] if useful else lines[0]).split(" [[")[0] if lines else "TensorFlow op error"
+
+
 class Signature:
     """One SignatureDef: its concrete function and the dtype/shape of every input and output."""
 
@@ -68,9 +76,9 @@ class Signature:
         try:
             out = self.fn(**tensors)
         except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as exc:
-            raise invalid(exc.message.strip().splitlines()[0]) from None
+            raise invalid(_op_error_message(exc)) from None
         except tf.errors.OpError as exc:
-            raise ServingError("INTERNAL", exc.message.strip().splitlines()[0]) from None
+            raise ServingError("INTERNAL", _op_error_message(exc)) from None
         names = output_filter or sorted(out)
         return {k: out[k].numpy() for k in names}
 

@@ -84,8 +84,10 @@ class RestHandler(BaseHTTPRequestHandler):
             raise invalid(f"Bad Content-Length header: {length}") from None
         if length > self.max_body_bytes:
             self.close_connection = True  # do not read the oversized body
+            # 413, as the real server's HTTP layer (libevent max body size) answers.
             raise ServingError("RESOURCE_EXHAUSTED",
-                               f"Request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes")
+                               f"Request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes",
+                               http_status=413)
         return self.rfile.read(length)
 
     def do_GET(self):
