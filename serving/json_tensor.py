@@ -43,6 +43,15 @@ def _decode_values(value, is_string, where):
 
 
 def _to_array(value, is_string, where):
+    if not is_string:
+        # Fast path: plain nested numbers convert in C; anything else (b64 objects, strings, ragged
+        # lists, booleans) falls through to the checking walk below for a precise error.
+        try:
+            arr = np.asarray(value)
+            if arr.dtype.kind in "iuf":
+                return arr
+        except ValueError:
+            pass
     decoded = _decode_values(value, is_string, where)
     try:
         if is_string:

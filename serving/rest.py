@@ -46,6 +46,9 @@ def _version(text, label):
 class RestHandler(BaseHTTPRequestHandler):
     server_version = "coophash-serving"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms for the
+    # delayed ACK on every response.
+    disable_nagle_algorithm = True
     registry = None          # set by make_rest_server
     max_body_bytes = 0       # set by make_rest_server
 
@@ -53,7 +56,7 @@ class RestHandler(BaseHTTPRequestHandler):
         log.debug("%s - %s", self.address_string(), fmt % args)
 
     def _send_json(self, status, payload):
-        body = json.dumps(payload, indent=1).encode()
+        body = json.dumps(payload).encode()  # no indent: keeps the C encoder
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
