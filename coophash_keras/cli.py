@@ -169,8 +169,14 @@ def cmd_serve(args):
     from serving.server import ModelServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    indexes = {}
+    for item in args.index or []:
+        if "=" not in item:
+            raise CLIError(f"--index expects NAME=PATH, got {item!r}")
+        name, path = item.split("=", 1)
+        indexes[name] = path
     server = ModelServer(args.model_base, args.host, args.port, args.grpc_port, args.poll_interval,
-                         args.max_body_bytes)
+                         args.max_body_bytes, indexes)
     if not server.registry.names():
         raise CLIError(f"no model found under {args.model_base} (expected <base>/<name>/<version>/saved_model.pb)")
     server.serve_forever()
@@ -217,6 +223,49 @@ def out_shape(client):
     sig = client.metadata()["metadata"]["signature_def"]["signature_def"]["serving_default"]
     dims = sig["inputs"]["images"]["tensor_shape"]["dim"]
     return tuple(int(d["size"]) for d in dims[1:])
+
+
+def _model_file(path):
+    return os.path.join(path, "model.keras") if os.path.isdir(path) else path
+
+
+def cmd_index_build(args):
+    import numpy as np
+
+    from coophash_keras.data import RetrievalSplit, load_dataset
+    from coophash_keras.index import HammingIndex
+    from coophash_keras.io import load_model, model_fingerprint
+
+    model_path = _model_file(args.model)
+    model = load_model(model_path)
+    data = load_dataset(args.dataset, args.data_dir)
+    ids = np.arange(len(data))
+    if args.split:
+        split = RetrievalSplit.load(os.path.join(args.model, "split.npz"))
+        ids = getattr(split, args.split)
+    start = time.time()
+    codes = model.encode(data.images[ids], packed=True, verbose=1 if len(ids) > 10000 else 0)
+    index = HammingIndex(model.config.num_bits, model_fingerprint(model_path))
+    index.add(codes, ids)
+    if os.path.exists(args.out) and not args.overwrite:
+        raise CLIError(f"{args.out} exists; pass --overwrite to replace it")
+    index.save(args.out)
+    print(f"indexed {len(index)} codes ({model.config.num_bits} bits, model {index.model_version}) in "
+          f"{time.time() - start:.1f}s -> {args.out}")
+
+
+def cmd_index_search(args):
+    from coophash_keras.index import HammingIndex
+    from coophash_keras.io import load_model, model_fingerprint
+
+    model_path = _model_file(args.model)
+    index = HammingIndex.load(args.index, expected_model_version=model_fingerprint(model_path))
+    model = load_model(model_path)
+    images, names = _read_images(args.images, model.config.image_shape)
+    ids, distances = index.search(model.encode(images, packed=True), args.k)
+    for name, i, d in zip(names, ids, distances):
+        print(f"{name}\tids={i.tolist()}\tdistances={d.tolist()}")
+    return ids, distances
 
 
 def cmd_demo(args):
@@ -299,6 +348,24 @@ def build_parser():
     c.add_argument("--output", default=None, help="also save the codes to this .npy file")
     c.set_defaults(func=cmd_encode)
 
+    ix = sub.add_parser("index", help="build or query a persisted HammingIndex")
+    ixs = ix.add_subparsers(dest="index_command", required=True)
+    b = ixs.add_parser("build", help="encode a dataset with a model and save a HammingIndex")
+    b.add_argument("--model", required=True, help="run directory or model.keras")
+    b.add_argument("--dataset", default="digits")
+    b.add_argument("--data-dir", default=None)
+    b.add_argument("--split", choices=["database", "query", "train", "unlabeled"], default=None,
+                   help="index only this split of the run (ids = dataset indices); default: every image")
+    b.add_argument("--out", required=True)
+    b.add_argument("--overwrite", action="store_true")
+    b.set_defaults(func=cmd_index_build)
+    se = ixs.add_parser("search", help="top-k neighbours of image files")
+    se.add_argument("--index", required=True)
+    se.add_argument("--model", required=True, help="run directory or model.keras (must be the index's model)")
+    se.add_argument("--k", type=int, default=10)
+    se.add_argument("images", nargs="+")
+    se.set_defaults(func=cmd_index_search)
+
     x = sub.add_parser("export", help="write a TF-Serving SavedModel <base>/<name>/<version>/")
     x.add_argument("--model", required=True, help="RUN/model.keras")
     x.add_argument("--base", required=True, help="model base directory (e.g. models)")
@@ -316,6 +383,8 @@ def build_parser():
     s.add_argument("--grpc-port", type=int, default=8500)
     s.add_argument("--poll-interval", type=float, default=1.0, help="seconds between scans for new versions")
     s.add_argument("--max-body-bytes", type=int, default=32 * 1024 * 1024)
+    s.add_argument("--index", action="append", metavar="NAME=PATH",
+                   help="serve POST /v1/models/NAME:search from this HammingIndex file")
     s.set_defaults(func=cmd_serve)
 
     q = sub.add_parser("query", help="send image files to a served model and print their codes")
@@ -339,7 +408,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CLIError, ValueError, FileNotFoundError) as exc:
+    except (CLIError, ValueError, FileNotFoundError, KeyError) as exc:
         print(f"coophash {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

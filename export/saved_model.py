@@ -208,9 +208,11 @@ def export_saved_model(model_path, base, name="coophash", version=None, database
         signatures = ["serving_default", "hash_image_bytes"] + (["search"] if database_packed is not None else [])
         if warmup:
             _write_warmup(tmp_dir, name, cfg, signatures)
-        with open(os.path.join(tmp_dir, "assets.extra", "coophash.json") if warmup else
-                  os.path.join(tmp_dir, "coophash.json"), "w") as fh:
+        os.makedirs(os.path.join(tmp_dir, "assets.extra"), exist_ok=True)
+        with open(os.path.join(tmp_dir, "assets.extra", "coophash.json"), "w") as fh:
+            from coophash_keras.io import model_fingerprint
             json.dump({"config": cfg, "source_model": os.path.abspath(model_path), "signatures": signatures,
+                       "model_fingerprint": model_fingerprint(model_path),
                        "search_k": search_k if database_packed is not None else None,
                        "database_size": None if database_packed is None else int(len(database_packed))}, fh, indent=2)
         os.replace(tmp_dir, export_dir)

@@ -1,6 +1,7 @@
 """Models under a base path, as TF-Serving serves them: <base>/<name>/<int version>/saved_model.pb,
 the latest version of each model loaded, new versions picked up by a poller without a restart."""
 
+import json
 import logging
 import os
 import threading
@@ -94,6 +95,8 @@ class Servable:
         self.signature_defs = dict(graph.signature_def)
         self.signatures = {k: Signature(k, self.loaded.signatures[k], self.signature_defs[k])
                            for k in self.loaded.signatures}
+        info_path = os.path.join(path, "assets.extra", "coophash.json")
+        self.info = json.load(open(info_path)) if os.path.exists(info_path) else {}
         self._warm_up()
 
     def _warm_up(self):

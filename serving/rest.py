@@ -17,6 +17,7 @@ log = logging.getLogger("coophash.serving")
 
 # tensorflow_serving/model_servers/http_rest_api_util.cc
 _PREDICT = re.compile(r"(?i)^/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)$")
+_SEARCH = re.compile(r"(?i)^/v1/models/([^/:]+)(?:/versions/(\d+))?:search$")
 _GET = re.compile(r"(?i)^/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?$")
 
 
@@ -51,6 +52,7 @@ class RestHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     registry = None          # set by make_rest_server
     max_body_bytes = 0       # set by make_rest_server
+    indexes = {}             # model name -> HammingIndex, for the :search route
 
     def log_message(self, fmt, *args):  # route access logs through logging (quiet by default)
         log.debug("%s - %s", self.address_string(), fmt % args)
@@ -120,6 +122,10 @@ class RestHandler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             path = self.path.split("?", 1)[0]
+            s = _SEARCH.match(path)
+            if s:
+                self._send_json(200, self._search(unquote(s.group(1)), _version(s.group(2), None), body))
+                return
             m = _PREDICT.match(path)
             if not m:
                 raise invalid(f"Malformed request: POST {path}")
@@ -138,6 +144,38 @@ class RestHandler(BaseHTTPRequestHandler):
             log.exception("internal error")
             self._send_json(500, {"error": f"Internal error: {exc}"})
 
+    def _search(self, name, version, body):
+        """POST /v1/models/{name}:search {"instances": images or b64 objects, "k": 10} ->
+        {"results": [{"ids", "distances", "codes"}]}: codes from the served model, neighbours from
+        the HammingIndex configured for it (for databases too large to embed in the graph)."""
+        servable = self.registry.get(name, version)
+        index = self.indexes.get(name)
+        if index is None:
+            raise ServingError("NOT_FOUND", f"no index is configured for model {name} (coophash serve --index "
+                                            f"{name}=PATH)")
+        fingerprint = servable.info.get("model_fingerprint")
+        if index.model_version and fingerprint and index.model_version != fingerprint:
+            raise ServingError("FAILED_PRECONDITION", f"the index was built by model {index.model_version} but "
+                               f"{name} version {servable.version} is model {fingerprint}: rebuild the index")
+        try:
+            request = json.loads(body) if body else None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise invalid(f"JSON Parse error: {exc}") from None
+        if not isinstance(request, dict) or "instances" not in request:
+            raise invalid('a :search request is {"instances": [...], "k": 10}')
+        k = request.get("k", 10)
+        if isinstance(k, bool) or not isinstance(k, int) or k <= 0 or k > len(index):
+            raise invalid(f"k must be an integer in [1, {len(index)}], got {k!r}")
+        instances = request["instances"]
+        encoded = isinstance(instances, list) and instances and isinstance(instances[0], dict)
+        signature = "hash_image_bytes" if encoded else "serving_default"
+        forwarded = json.dumps({"signature_name": signature, "instances": instances}).encode()
+        sig_name, inputs, _ = parse_predict_request(forwarded, servable.signature)
+        packed = servable.signature(sig_name).run(inputs, ["packed", "codes"])
+        ids, distances = index.search(packed["packed"], k)
+        return {"results": [{"ids": i.tolist(), "distances": d.tolist(), "codes": c.tolist()}
+                            for i, d, c in zip(ids, distances, packed["codes"])]}
+
     def do_PUT(self):
         self._method_not_allowed()
 
@@ -149,8 +187,9 @@ class RestHandler(BaseHTTPRequestHandler):
             self._send_json(400, {"error": f"Malformed request: {self.command} {self.path}"})
 
 
-def make_rest_server(registry, host="127.0.0.1", port=8501, max_body_bytes=32 * 1024 * 1024):
-    handler = type("BoundRestHandler", (RestHandler,), {"registry": registry, "max_body_bytes": max_body_bytes})
+def make_rest_server(registry, host="127.0.0.1", port=8501, max_body_bytes=32 * 1024 * 1024, indexes=None):
+    handler = type("BoundRestHandler", (RestHandler,), {"registry": registry, "max_body_bytes": max_body_bytes,
+                                                         "indexes": dict(indexes or {})})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
