@@ -36,11 +36,53 @@ def _load_run(run_dir):
         return json.load(fh)
 
 
+def _strategy(args):
+    """None (default device), MultiWorkerMirroredStrategy (--workers / TF_CONFIG) or Mirrored
+    over the local GPUs (--mirrored)."""
+    import tensorflow as tf
+
+    if getattr(args, "workers", None):
+        workers = [w.strip() for w in args.workers.split(",") if w.strip()]
+        if args.task_index is None or not 0 <= args.task_index < len(workers):
+            raise CLIError(f"--task-index must be in [0, {len(workers) - 1}] for {len(workers)} workers")
+        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
+                                              "task": {"type": "worker", "index": args.task_index}})
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if getattr(args, "mirrored", False):
+        return tf.distribute.MirroredStrategy()
+    return None
+
+
+def _is_chief(strategy):
+    if strategy is None or not os.environ.get("TF_CONFIG"):
+        return True
+    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+    return task.get("type") in ("chief", None) or (task.get("type") == "worker" and task.get("index", 0) == 0)
+
+
+def _validation_sets(data, split, max_database=5000, seed=0):
+    import numpy as np
+    database = split.database
+    if len(database) > max_database:
+        database = np.sort(np.random.default_rng(seed).choice(database, max_database, replace=False))
+    return (data.images[split.query], data.labels[split.query], data.images[database], data.labels[database])
+
+
 def cmd_train(args):
+    import contextlib
+
+    import keras
+
     from coophash_keras import CoopHash, CoopHashConfig
+    from coophash_keras.callbacks import (CoopHashTensorBoard, ProgressLog, RetrievalMetricsCallback,
+                                          check_backup_dir)
     from coophash_keras.data import load_dataset, retrieval_split
     from coophash_keras.io import save_model
 
+    strategy = _strategy(args)  # first: a multi-worker strategy must exist before any TF op runs
+    if getattr(args, "mixed_precision", False):
+        keras.mixed_precision.set_global_policy("mixed_float16")
     data = load_dataset(args.dataset, args.data_dir)
     split = retrieval_split(data.labels, args.query_per_class, args.labels_per_class, seed=args.seed)
     overrides = _overrides(args.set)
@@ -51,14 +93,39 @@ def cmd_train(args):
     train = data.subset(split.train)
     if len(train) < config.batch_size:
         raise CLIError(f"only {len(train)} labeled training images, fewer than one batch of {config.batch_size}")
-    model = CoopHash(config)
-    model.compile()
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = CoopHash(config)
+        model.compile()
+
+    callbacks = []
+    val_every = getattr(args, "val_every", 0) or 0
+    val = _validation_sets(data, split) if val_every else None
+    if val is not None:  # first, so TensorBoard, ModelCheckpoint and the tuner see val_map
+        callbacks.append(RetrievalMetricsCallback(*val, every_n_epochs=val_every, topk=(100,)))
+        callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(args.run_dir, "best.keras"), monitor="val_map",
+                                                         mode="max", save_best_only=True))
+    if getattr(args, "tensorboard", None):
+        sample = data.subset(split.query[:256])
+        projector = data.subset(split.database[:1000])
+        callbacks.append(CoopHashTensorBoard(args.tensorboard, sample.images, sample.labels,
+                                             projector_images=projector.images, projector_labels=projector.labels,
+                                             class_names=data.class_names))
+        callbacks.append(keras.callbacks.TensorBoard(args.tensorboard, histogram_freq=0))
+    if getattr(args, "backup_dir", None):
+        check_backup_dir(args.backup_dir, model)
+        callbacks.append(keras.callbacks.BackupAndRestore(args.backup_dir))
+    callbacks.append(ProgressLog(os.path.join(args.run_dir, "progress.jsonl")))
+
     print(f"training CoopHash on {data.name}: {len(train)} labeled images, {config.num_bits} bits, "
-          f"{args.epochs} epochs -> {args.run_dir}", flush=True)
+          f"{args.epochs} epochs -> {args.run_dir}"
+          + (f" ({strategy.num_replicas_in_sync} replicas)" if strategy is not None else ""), flush=True)
     start = time.time()
     history = model.fit(train.as_dataset(config.batch_size, shuffle=True, seed=args.seed, drop_remainder=True),
-                        epochs=args.epochs, verbose=args.verbose)
+                        epochs=args.epochs, verbose=args.verbose, callbacks=callbacks)
     seconds = time.time() - start
+    if not _is_chief(strategy):
+        print(f"worker done in {seconds:.1f}s (the chief saves the model)")
+        return model
     save_model(model, os.path.join(args.run_dir, "model.keras"))
     config.to_json(os.path.join(args.run_dir, "config.json"))
     split.save(os.path.join(args.run_dir, "split.npz"))
@@ -70,6 +137,36 @@ def cmd_train(args):
                    "train_seconds": seconds}, fh, indent=2)
     print(f"trained in {seconds:.1f}s; model: {os.path.join(args.run_dir, 'model.keras')}")
     return model
+
+
+def cmd_tune(args):
+    from coophash_keras import CoopHashConfig
+    from coophash_keras.callbacks import RetrievalMetricsCallback
+    from coophash_keras.data import load_dataset, retrieval_split
+    from coophash_keras.tuning import SEARCH_SPACE, make_tuner
+
+    strategy = _strategy(args)
+    data = load_dataset(args.dataset, args.data_dir)
+    split = retrieval_split(data.labels, args.query_per_class, args.labels_per_class, seed=args.seed)
+    base = CoopHashConfig.from_dict(dict(
+        dict(image_shape=data.image_shape, num_classes=data.num_classes, multi_label=data.multi_label,
+             num_bits=args.bits, batch_size=args.batch_size, seed=args.seed), **_overrides(args.set)))
+    tune = args.tune.split(",") if args.tune else list(SEARCH_SPACE)
+    tuner = make_tuner(base, os.path.join(args.run_dir, "tuner"), max_trials=args.trials, tune=tune, seed=args.seed,
+                       distribution_strategy=strategy, overwrite=args.overwrite)
+    train = data.subset(split.train).as_dataset(base.batch_size, shuffle=True, seed=args.seed, drop_remainder=True)
+    tuner.search(train, epochs=args.epochs, verbose=args.verbose,
+                 callbacks=[RetrievalMetricsCallback(*_validation_sets(data, split), every_n_epochs=args.epochs)])
+    best = tuner.oracle.get_best_trials(1)[0]
+    best_config = CoopHashConfig.from_dict(dict(base.to_dict(), **{k: best.hyperparameters.get(k) for k in tune}))
+    best_config.to_json(os.path.join(args.run_dir, "best_config.json"))
+    summary = {"best_val_map": best.score, "trials": len(tuner.oracle.trials),
+               "best_hyperparameters": {k: best.hyperparameters.get(k) for k in tune}}
+    with open(os.path.join(args.run_dir, "tuning.json"), "w") as fh:
+        json.dump(summary, fh, indent=2)
+    print(f"best val_map {best.score:.4f} after {summary['trials']} trials: {summary['best_hyperparameters']}")
+    print(f"best config: {os.path.join(args.run_dir, 'best_config.json')} (train it: coophash train --set ...)")
+    return summary
 
 
 def cmd_evaluate(args):
@@ -332,7 +429,38 @@ def build_parser():
     t.add_argument("--run-dir", required=True)
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a CoopHashConfig field")
     t.add_argument("--verbose", type=int, default=1, help="Keras verbosity: 0 silent, 1 progress bar, 2 per epoch")
+    t.add_argument("--val-every", type=int, default=0, metavar="N",
+                   help="validation mAP (val_map) every N epochs; keeps RUN/best.keras (best val_map)")
+    t.add_argument("--tensorboard", default=None, metavar="DIR", help="write TensorBoard logs to DIR")
+    t.add_argument("--backup-dir", default=None, metavar="DIR",
+                   help="preemption-safe: back up every epoch and resume from DIR when re-run")
+    t.add_argument("--mixed-precision", action="store_true",
+                   help="mixed_float16 (GPUs); Langevin revision, energies and losses stay float32")
+    t.add_argument("--workers", default=None, metavar="HOST:PORT,...",
+                   help="MultiWorkerMirroredStrategy over these workers (or set TF_CONFIG yourself)")
+    t.add_argument("--task-index", type=int, default=None, help="this worker's index in --workers (0 = chief)")
+    t.add_argument("--mirrored", action="store_true", help="MirroredStrategy over this machine's GPUs")
     t.set_defaults(func=cmd_train)
+
+    tu = sub.add_parser("tune", help="keras-tuner random search, objective: validation mAP")
+    tu.add_argument("--dataset", default="digits")
+    tu.add_argument("--data-dir", default=None)
+    tu.add_argument("--bits", type=int, default=32)
+    tu.add_argument("--epochs", type=int, default=5, help="epochs per trial")
+    tu.add_argument("--trials", type=int, default=10, help="trial budget")
+    tu.add_argument("--batch-size", type=int, default=64)
+    tu.add_argument("--query-per-class", type=int, default=20)
+    tu.add_argument("--labels-per-class", type=int, default=None)
+    tu.add_argument("--seed", type=int, default=0)
+    tu.add_argument("--tune", default=None, help="comma-separated fields to tune (default: all tunable)")
+    tu.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed CoopHashConfig overrides")
+    tu.add_argument("--run-dir", required=True)
+    tu.add_argument("--overwrite", action="store_true", help="start the search over instead of resuming it")
+    tu.add_argument("--workers", default=None)
+    tu.add_argument("--task-index", type=int, default=None)
+    tu.add_argument("--mirrored", action="store_true")
+    tu.add_argument("--verbose", type=int, default=0)
+    tu.set_defaults(func=cmd_tune)
 
     e = sub.add_parser("evaluate", help="retrieval metrics of a run on its query/database split")
     e.add_argument("--run-dir", required=True)
@@ -404,11 +532,16 @@ def build_parser():
 
 
 def main(argv=None):
+    if os.environ.get("COOPHASH_DEBUG"):
+        import keras
+        keras.config.disable_traceback_filtering()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except (CLIError, ValueError, FileNotFoundError, KeyError) as exc:
+        if os.environ.get("COOPHASH_DEBUG"):
+            raise
         print(f"coophash {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

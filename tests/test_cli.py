@@ -82,3 +82,21 @@ def test_encode_rejects_missing_and_bad_images(run_dir, tmp_path):
     assert out.returncode == 2 and "not a readable image" in out.stderr
     out = coophash("encode", "--run-dir", str(run_dir), str(tmp_path / "none.png"), check=False)
     assert out.returncode == 2 and "missing image file" in out.stderr
+
+
+def test_index_build_and_search(run_dir, tmp_path):
+    out_path = tmp_path / "db.idx"
+    coophash("index", "build", "--model", str(run_dir), "--dataset", "digits", "--split", "database",
+             "--out", str(out_path))
+    from coophash_keras.index import HammingIndex
+    index = HammingIndex.load(str(out_path))
+    assert len(index) == 1797 - 50 and index.num_bits == 16 and len(index.model_version) == 16
+    again = coophash("index", "build", "--model", str(run_dir), "--out", str(out_path), check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr  # an existing index is not clobbered
+    png = tmp_path / "q.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
+    out = coophash("index", "search", "--index", str(out_path), "--model", str(run_dir), "--k", "3", str(png))
+    assert "ids=[" in out.stdout and "distances=[" in out.stdout
+    bad = coophash("index", "search", "--index", str(out_path), "--model", str(run_dir), "--k", "0", str(png),
+                   check=False)
+    assert bad.returncode == 2 and "k must be" in bad.stderr

@@ -308,3 +308,39 @@ def test_coophash_query_cli(server, tmp_path, digits):
     out = subprocess.run([sys.executable, "-m", "coophash_keras.cli", "query", "--url", server.url, "--model", "nope",
                           paths[0]], capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert out.returncode == 2 and "404" in out.stderr and "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------------------- :search route
+def test_search_route_backed_by_an_index(model_file, tmp_path, digits):
+    from coophash_keras.index import HammingIndex
+    from coophash_keras.io import model_fingerprint
+    from coophash_keras.metrics import hamming_rank
+    from export import export_saved_model
+    model, path = model_file
+    base = str(tmp_path / "models")
+    export_saved_model(path, base, "coophash", warmup=False)
+    db_codes = model.encode(digits.images[500:1500], packed=True)
+    index_path = str(tmp_path / "db.idx")
+    HammingIndex(16, model_fingerprint(path)).add(db_codes, np.arange(500, 1500)).save(index_path)
+    with ModelServer(base, port=0, indexes={"coophash": index_path}) as srv:
+        status, body = http(srv, "POST", "/v1/models/coophash:search", {"instances": digits.images[:3].tolist(), "k": 4})
+        assert status == 200, body
+        expected = hamming_rank(model.encode(digits.images[:3]), model.encode(digits.images[500:1500]), topk=4) + 500
+        np.testing.assert_array_equal([r["ids"] for r in body["results"]], expected)
+        np.testing.assert_array_equal([r["codes"] for r in body["results"]], model.encode(digits.images[:3]))
+        b64 = [{"b64": base64.b64encode(png(im)).decode()} for im in digits.images[:2]]
+        status, body = http(srv, "POST", "/v1/models/coophash:search", {"instances": b64, "k": 4})
+        assert status == 200 and [r["ids"] for r in body["results"]] == expected[:2].tolist()
+        for bad, code, match in [({"instances": digits.images[:1].tolist(), "k": 0}, 400, "k must be"),
+                                 ({"instances": digits.images[:1].tolist(), "k": 5000}, 400, "k must be"),
+                                 ({"k": 3}, 400, "instances"),
+                                 ({"instances": [[1, 2]]}, 400, "shape")]:
+            status, body = http(srv, "POST", "/v1/models/coophash:search", bad)
+            assert status == code and match in body["error"], body
+        status, body = http(srv, "POST", "/v1/models/other:search", {"instances": [1]})
+        assert status == 404
+    # an index built by another model is refused at start-up
+    other = str(tmp_path / "other.idx")
+    HammingIndex(16, "0123456789abcdef").add(db_codes).save(other)
+    with pytest.raises(ValueError, match="rebuild the index"):
+        ModelServer(base, port=0, indexes={"coophash": other})

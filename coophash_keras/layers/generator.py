@@ -48,7 +48,7 @@ class PairGenerator(layers.Layer):
         h = ops.leaky_relu(ops.reshape(h, (-1, self.start_h, self.start_w, self.filters)), 0.2)
         for conv in self.up_convs:
             h = ops.leaky_relu(conv(h), 0.2)
-        x = ops.tanh(self.to_image(h))
+        x = ops.cast(ops.tanh(self.to_image(h)), "float32")  # images (and Langevin) stay float32
         H, W, _ = self.image_shape
         top, left = (self.full_h - H) // 2, (self.full_w - W) // 2
         return x[:, top:top + H, left:left + W, :]

@@ -16,8 +16,8 @@ class EnergyHead(layers.Layer):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.hidden_dim = int(hidden_dim)
-        self.hidden = layers.Dense(self.hidden_dim, name="hidden")
-        self.out = layers.Dense(self.num_classes, name="class_energies")
+        self.hidden = layers.Dense(self.hidden_dim, name="hidden", dtype=self.dtype_policy)
+        self.out = layers.Dense(self.num_classes, name="class_energies", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.hidden.build(input_shape)
@@ -48,8 +48,8 @@ class InferenceHead(layers.Layer):
     def __init__(self, latent_dim, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
-        self.mean = layers.Dense(self.latent_dim, name="z_mean")
-        self.log_var = layers.Dense(self.latent_dim, name="z_log_var")
+        self.mean = layers.Dense(self.latent_dim, name="z_mean", dtype=self.dtype_policy)
+        self.log_var = layers.Dense(self.latent_dim, name="z_log_var", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.mean.build(input_shape)
@@ -73,7 +73,7 @@ class ClassifierHead(layers.Layer):
     def __init__(self, num_classes, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
-        self.logits = layers.Dense(self.num_classes, name="logits")
+        self.logits = layers.Dense(self.num_classes, name="logits", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.logits.build(input_shape)
@@ -97,7 +97,7 @@ class HashHead(layers.Layer):
         if int(num_bits) <= 0 or int(num_bits) % 8:
             raise ValueError(f"num_bits must be a positive multiple of 8, got {num_bits}")
         self.num_bits = int(num_bits)
-        self.projection = layers.Dense(self.num_bits, name="pre_activation")
+        self.projection = layers.Dense(self.num_bits, name="pre_activation", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.projection.build(input_shape)

@@ -76,7 +76,11 @@ class CoopHash(keras.Model):
         if c.lr_decay_rate != 1.0:
             learning_rate = keras.optimizers.schedules.ExponentialDecay(
                 learning_rate, decay_steps=c.lr_decay_steps, decay_rate=c.lr_decay_rate)
-        return keras.optimizers.Adam(learning_rate, beta_1=c.adam_beta_1, name=name)
+        optimizer = keras.optimizers.Adam(learning_rate, beta_1=c.adam_beta_1, name=name)
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            # float16 gradients underflow without loss scaling; the wrapper unscales in apply().
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{name}_loss_scale")
+        return optimizer
 
     def compile(self, descriptor_optimizer=None, generator_optimizer=None, **kwargs):
         """One optimizer for the descriptor (base + energy, class and hash heads), one for the
@@ -92,6 +96,15 @@ class CoopHash(keras.Model):
         # Explicit builds: lazy ones break MirroredStrategy and silently drop state on restore.
         self.descriptor_optimizer.build(self.descriptor.descriptor_variables)
         self.generator_optimizer.build(self.generator_variables)
+
+    def _maybe_symbolic_build(self, *args, **kwargs):
+        # compile() already built every layer, both optimizers and the metric trackers. Keras'
+        # symbolic build under a strategy would also MEAN-reduce a data batch across workers, which
+        # fails under MultiWorkerMirroredStrategy (keras 3.15: "Attempt to convert a value
+        # (PerReplica...)"), so it is skipped when there is nothing left to build.
+        if self.built and self.descriptor_optimizer is not None and self.descriptor_optimizer.built:
+            return None
+        return super()._maybe_symbolic_build(*args, **kwargs)
 
     def get_compile_config(self):
         if self.descriptor_optimizer is None:
@@ -227,8 +240,9 @@ class CoopHash(keras.Model):
         with tf.GradientTape() as tape:
             terms = self.descriptor_losses(images, labels, revised_pos, revised_neg, negative_labels)
             loss = tf.nn.compute_average_loss(terms["total"])  # share of the GLOBAL batch mean
+            scaled = self.descriptor_optimizer.scale_loss(loss)  # identity unless mixed precision
         finite = tf.logical_and(finite, tf.math.is_finite(loss))
-        self.descriptor_optimizer.apply(self._guarded(tape.gradient(loss, variables), finite), variables)
+        self.descriptor_optimizer.apply(self._guarded(tape.gradient(scaled, variables), finite), variables)
         return terms, finite
 
     def update_generator(self, revised, labels, seed, finite):
@@ -236,8 +250,9 @@ class CoopHash(keras.Model):
         with tf.GradientTape() as tape:
             terms = self.generator_losses(revised, labels, seed)
             loss = tf.nn.compute_average_loss(terms["total"])
+            scaled = self.generator_optimizer.scale_loss(loss)
         finite = tf.logical_and(finite, tf.math.is_finite(loss))
-        self.generator_optimizer.apply(self._guarded(tape.gradient(loss, variables), finite), variables)
+        self.generator_optimizer.apply(self._guarded(tape.gradient(scaled, variables), finite), variables)
         return terms, finite
 
     def _update_trackers(self, d_terms, g_terms, grad_norm, labels, finite):
@@ -258,7 +273,12 @@ class CoopHash(keras.Model):
             correct = tf.equal(tf.argmax(d_terms["logits"], -1), tf.argmax(labels, -1))
         t["class_accuracy"].update_state(tf.cast(correct, tf.float32))
         t["diverged"].update_state(1.0 - tf.cast(finite, tf.float32))
-        return {m.name: m.result() for m in self.metrics}
+        results = {m.name: m.result() for m in self.metrics}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # keras 3.15 reduces per-batch logs across workers with reduce("MEAN", axis=0), which
+            # fails on scalars; epoch logs are read from the trackers and stay scalars.
+            results = {k: tf.reshape(v, [1]) for k, v in results.items()}
+        return results
 
     # ----------------------------------------------------------------------------- steps
     def train_step(self, data):

@@ -17,10 +17,13 @@ class MultipurposeDescriptor(layers.Layer):
         self.num_classes, self.num_bits, self.latent_dim = int(num_classes), int(num_bits), int(latent_dim)
         self.base_filters, self.feature_dim = int(base_filters), int(feature_dim)
         self.base = ConvBaseNetwork(self.image_shape, self.base_filters, self.feature_dim, name="base")
-        self.energy_head = EnergyHead(self.num_classes, hidden_dim=self.feature_dim, name="energy_head")
-        self.inference_head = InferenceHead(self.latent_dim, name="inference_head")
-        self.classifier_head = ClassifierHead(self.num_classes, name="classifier_head")
-        self.hash_head = HashHead(self.num_bits, name="hash_head")
+        # Heads compute in float32 whatever the global policy: under mixed_float16 only the base runs
+        # in float16, while energies (and so Langevin's drift), codes and losses stay float32.
+        self.energy_head = EnergyHead(self.num_classes, hidden_dim=self.feature_dim, name="energy_head",
+                                      dtype="float32")
+        self.inference_head = InferenceHead(self.latent_dim, name="inference_head", dtype="float32")
+        self.classifier_head = ClassifierHead(self.num_classes, name="classifier_head", dtype="float32")
+        self.hash_head = HashHead(self.num_bits, name="hash_head", dtype="float32")
 
     def build(self, input_shape=None):
         self.base.build((None,) + self.image_shape)
