@@ -10,22 +10,12 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import REPO
-from coophash_keras import CoopHash
-from coophash_keras.io import save_model
 from coophash_keras.metrics import hamming_rank
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, digits):
-    from coophash_keras import CoopHashConfig
-    cfg = CoopHashConfig(image_shape=(8, 8, 1), num_classes=10, num_bits=16, base_filters=8, feature_dim=32,
-                         latent_dim=8, generator_filters=16, langevin_steps=2)
-    model = CoopHash(cfg)
-    model.compile()
-    model.fit(digits.subset(np.arange(256)).as_dataset(32, drop_remainder=True), epochs=2, verbose=0)
-    d = tmp_path_factory.mktemp("trained")
-    save_model(model, str(d / "model.keras"))
-    return model, str(d / "model.keras")
+def trained(trained_tiny):
+    return trained_tiny
 
 
 @pytest.fixture(scope="module")

@@ -17,22 +17,13 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      predict_pb2, prediction_service_pb2_grpc)
 
 from conftest import REPO
-from coophash_keras import CoopHash, CoopHashConfig
-from coophash_keras.io import save_model
 from serving.client import GrpcClient, RestClient, ServingClientError
 from serving.server import ModelServer
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory, digits):
-    cfg = CoopHashConfig(image_shape=(8, 8, 1), num_classes=10, num_bits=16, base_filters=8, feature_dim=32,
-                         latent_dim=8, generator_filters=16, langevin_steps=2)
-    model = CoopHash(cfg)
-    model.compile()
-    model.fit(digits.subset(np.arange(128)).as_dataset(32, drop_remainder=True), epochs=1, verbose=0)
-    path = str(tmp_path_factory.mktemp("m") / "model.keras")
-    save_model(model, path)
-    return model, path
+def model_file(trained_tiny):
+    return trained_tiny
 
 
 @pytest.fixture(scope="module")
