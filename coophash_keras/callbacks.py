@@ -31,7 +31,7 @@ class RetrievalMetricsCallback(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         last_epoch = self.params.get("epochs", epoch + 1) - 1 if self.params else epoch
         if (epoch + 1) % self.every_n_epochs and epoch != last_epoch:
-            logs.update(self.last)  # keep the key present so monitors never see it missing
+            logs.update(self.last)  # repeat the last value so monitors see the key on every epoch
             return
         q = self.model.encode(self.query_images)
         db = self.model.encode(self.database_images)

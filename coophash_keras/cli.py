@@ -156,7 +156,7 @@ def cmd_tune(args):
                        distribution_strategy=strategy, overwrite=args.overwrite)
     train = data.subset(split.train).as_dataset(base.batch_size, shuffle=True, seed=args.seed, drop_remainder=True)
     tuner.search(train, epochs=args.epochs, verbose=args.verbose,
-                 callbacks=[RetrievalMetricsCallback(*_validation_sets(data, split), every_n_epochs=args.epochs)])
+                 callbacks=[RetrievalMetricsCallback(*_validation_sets(data, split), every_n_epochs=1)])
     best = tuner.oracle.get_best_trials(1)[0]
     best_config = CoopHashConfig.from_dict(dict(base.to_dict(), **{k: best.hyperparameters.get(k) for k in tune}))
     best_config.to_json(os.path.join(args.run_dir, "best_config.json"))

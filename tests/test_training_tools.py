@@ -81,7 +81,8 @@ def test_keras_tuner_two_trials_report_validation_map(tmp_path, tiny_config, dig
 
 
 def test_coophash_tune_cli(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "coophash_keras.cli", "tune", "--trials", "2", "--epochs", "1",
+    # 2 epochs: the objective must be reported on every epoch, not only the last
+    out = subprocess.run([sys.executable, "-m", "coophash_keras.cli", "tune", "--trials", "2", "--epochs", "2",
                           "--bits", "16", "--tune", "langevin_steps,kl_weight", "--run-dir", str(tmp_path), *SMALL],
                          capture_output=True, text=True, cwd=REPO, timeout=600, env=ENV)
     assert out.returncode == 0, out.stderr[-3000:]
