@@ -288,18 +288,16 @@ def cmd_query(args):
             raise CLIError(f"missing image file {path}")
         with open(path, "rb") as fh:
             blobs.append(fh.read())
+    if args.grpc and args.search:
+        raise CLIError("--search needs decoded images; use the REST --url form")
     try:
         if args.grpc:
-            client = GrpcClient(args.grpc, args.model, args.version)
-            signature = "hash_image_bytes"
-            out = client.predict({"image_bytes": blobs}, signature)
-            if args.search:
-                raise CLIError("--search needs decoded images; use the REST --url form")
+            out = GrpcClient(args.grpc, args.model, args.version).predict({"image_bytes": blobs}, "hash_image_bytes")
         else:
             client = RestClient(args.url, args.model, args.version)
             out = client.hash_image_files(blobs)
             if args.search:
-                images = _read_images(args.images, out_shape(client))[0]
+                images = _read_images(args.images, _served_image_shape(client))[0]
                 found = client.predict({"signature_name": "search", "inputs": {"images": images.tolist()}})["outputs"]
                 out.update(ids=found["ids"], distances=found["distances"])
     except ServingClientError as exc:
@@ -315,7 +313,7 @@ def cmd_query(args):
     return out
 
 
-def out_shape(client):
+def _served_image_shape(client):
     """Image shape (H, W, C) of a served model, read from its metadata."""
     sig = client.metadata()["metadata"]["signature_def"]["signature_def"]["serving_default"]
     dims = sig["inputs"]["images"]["tensor_shape"]["dim"]
