@@ -100,3 +100,11 @@ def test_index_build_and_search(run_dir, tmp_path):
     bad = coophash("index", "search", "--index", str(out_path), "--model", str(run_dir), "--k", "0", str(png),
                    check=False)
     assert bad.returncode == 2 and "k must be" in bad.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    """The README's first command, short: train, evaluate, export, serve, answer a REST query."""
+    out = coophash("demo", "--run-dir", str(tmp_path / "demo"), "--epochs", "1")
+    assert "served query: top-5 neighbours" in out.stdout and "demo done" in out.stdout
+    assert (tmp_path / "demo" / "models" / "coophash" / "1" / "saved_model.pb").exists()
+    assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["num_bits"] == 32
