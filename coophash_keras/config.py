@@ -46,7 +46,7 @@ class CoopHashConfig:
     classification_weight: float = _f(1.0, "ours", "weight of the classification loss on real images")
     triplet_weight: float = _f(1.0, "ours", "weight of the triplet loss (real anchor, revised x+, revised x-)")
     triplet_margin: float = _f(1.0, "ours", "margin of the relaxed triplet loss on mean squared code distance")
-    real_triplet_weight: float = _f(0.0, "ours", "extra triplet on real in-batch triplets (0 = paper's synthetic-only)")
+    real_triplet_weight: float = _f(0.0, "ours", "extra triplet on hardest real in-batch triplets, per replica batch (0 = paper's synthetic-only)")
     quantization_weight: float = _f(0.01, "ours", "weight of mean (|h| - 1)^2, pushes relaxed codes to +-1")
     energy_l2_weight: float = _f(0.1, "ours", "penalty on mean f_E^2 of real and revised images (keeps energies bounded)")
 
