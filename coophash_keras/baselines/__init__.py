@@ -1,0 +1,4 @@
+"""Baselines trained and evaluated in the same harness as CoopHash."""
+from coophash_keras.baselines.supervised import SupervisedHashNet
+
+__all__ = ["SupervisedHashNet"]

@@ -1,0 +1,113 @@
+"""Plain supervised hashing baseline: CoopHash's base network with only the hash and class heads,
+trained by classification + triplet on real in-batch triplets + quantization (no generator, no
+energy, no Langevin). Same data contract, `encode`, and `.keras` round trip as CoopHash."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from coophash_keras import losses
+from coophash_keras.codes import pack_codes, sign_codes
+from coophash_keras.config import CoopHashConfig
+from coophash_keras.data.validation import validate_fit_data, validate_images
+from coophash_keras.layers import ClassifierHead, ConvBaseNetwork, HashHead
+from coophash_keras.preprocessing import normalize_images
+
+
+@keras.saving.register_keras_serializable(package="coophash")
+class SupervisedHashNet(keras.Model):
+    """Uses the CoopHashConfig fields that apply: shapes, widths, num_bits, classification_weight,
+    real_triplet_weight (default 1 here), triplet_margin, quantization_weight,
+    descriptor_learning_rate, adam_beta_1."""
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(**kwargs)
+        if config is None:
+            config = CoopHashConfig()
+        elif isinstance(config, dict):
+            config = CoopHashConfig.from_dict(config)
+        self.config = config.validate()
+        c = self.config
+        self.base = ConvBaseNetwork(c.image_shape, c.base_filters, c.feature_dim, name="base")
+        self.classifier_head = ClassifierHead(c.num_classes, name="classifier_head", dtype="float32")
+        self.hash_head = HashHead(c.num_bits, name="hash_head", dtype="float32")
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in
+                         ("loss", "classification_loss", "triplet_loss", "quantization_loss", "bit_balance")}
+
+    def build(self, input_shape=None):
+        self.base.build((None,) + tuple(self.config.image_shape))
+        self.classifier_head.build((None, self.config.feature_dim))
+        self.hash_head.build((None, self.config.feature_dim))
+        self.built = True
+
+    def call(self, images, training=False):
+        return self.hash_head(self.base(normalize_images(images)))
+
+    def compile(self, optimizer=None, **kwargs):
+        c = self.config
+        optimizer = optimizer or keras.optimizers.Adam(c.descriptor_learning_rate, beta_1=c.adam_beta_1)
+        super().compile(optimizer=optimizer, **kwargs)
+        if not self.built:
+            self.build()
+        self.optimizer.build(self.trainable_variables)
+
+    def get_config(self):
+        base = super().get_config()
+        base["config"] = self.config.to_dict()
+        return base
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(config=CoopHashConfig.from_dict(config.pop("config")), **config)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def labels_to_multi_hot(self, labels):
+        if self.config.multi_label:
+            return tf.cast(labels, tf.float32)
+        return tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.config.num_classes)
+
+    def losses_for(self, images, labels):
+        c = self.config
+        features = self.base(normalize_images(images))
+        codes = self.hash_head(features)
+        labels = self.labels_to_multi_hot(labels)
+        terms = {"classification_loss": losses.classification_loss(self.classifier_head(features), labels, c.multi_label),
+                 "triplet_loss": losses.in_batch_triplet_loss(codes, labels, c.triplet_margin),
+                 "quantization_loss": losses.quantization_loss(codes)}
+        total = (c.classification_weight * terms["classification_loss"]
+                 + (c.real_triplet_weight or 1.0) * terms["triplet_loss"]
+                 + c.quantization_weight * terms["quantization_loss"])
+        return total, terms, codes
+
+    def _track(self, total, terms, codes):
+        self.trackers["loss"].update_state(total)
+        for k, v in terms.items():
+            self.trackers[k].update_state(v)
+        bits = tf.cast(sign_codes(codes), tf.float32)
+        self.trackers["bit_balance"].update_state(1.0 - tf.reduce_mean(tf.abs(tf.reduce_mean(bits, axis=0))))
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            total, terms, codes = self.losses_for(data[0], data[1])
+            loss = tf.nn.compute_average_loss(total)
+        self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
+        return self._track(total, terms, codes)
+
+    def test_step(self, data):
+        return self._track(*self.losses_for(data[0], data[1]))
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        validate_fit_data(x, y, self.config)
+        return super().fit(x, y, *args, **kwargs)
+
+    def relaxed_codes(self, images, batch_size=256, verbose=0):
+        return self.predict(validate_images(images, self.config.image_shape), batch_size=batch_size, verbose=verbose)
+
+    def encode(self, images, packed=False, batch_size=256, verbose=0):
+        codes = sign_codes(self.relaxed_codes(images, batch_size, verbose))
+        return pack_codes(codes) if packed else codes
