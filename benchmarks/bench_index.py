@@ -76,7 +76,7 @@ def main():
                   f"{limit:8.1f} q/s | ours/faiss {row['ours_over_faiss']:.2f} ours/limit {row['ours_over_limit']:.2f} | "
                   f"build ours {build:.2f}s faiss {faiss_build:.2f}s | memory ours {row['ours_memory_mb']:.0f} MB "
                   f"(codes+ids) faiss {row['faiss_memory_mb']:.0f} MB (codes)", flush=True)
-            del index, flat, packed
+            index = flat = packed = None  # free the large arrays before the next size
     info = {"machine": platform.processor() or platform.machine(), "cpus": threads, "faiss": faiss.__version__}
     if a.json:
         json.dump({"info": info, "rows": rows}, open(a.json, "w"), indent=2)

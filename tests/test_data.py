@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from coophash_keras.data import (RetrievalSplit, from_arrays, load_dataset, load_digits, load_fashion_mnist,
+from coophash_keras.data import (RetrievalSplit, from_arrays, load_dataset, load_fashion_mnist,
                                  load_tfds, retrieval_split, validate_images, validate_labels)
 
 

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from coophash_keras.models.langevin import revise_with_langevin

@@ -3,30 +3,25 @@ trained by classification + triplet on real in-batch triplets + quantization (no
 energy, no Langevin). Same data contract, `encode`, and `.keras` round trip as CoopHash."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from coophash_keras import losses
-from coophash_keras.codes import pack_codes, sign_codes
-from coophash_keras.config import CoopHashConfig
-from coophash_keras.data.validation import validate_fit_data, validate_images
+from coophash_keras.codes import sign_codes
+from coophash_keras.data.validation import validate_fit_data
 from coophash_keras.layers import ClassifierHead, ConvBaseNetwork, HashHead
+from coophash_keras.models.hashing import HashingModelMixin, as_config
 from coophash_keras.preprocessing import normalize_images
 
 
 @keras.saving.register_keras_serializable(package="coophash")
-class SupervisedHashNet(keras.Model):
+class SupervisedHashNet(HashingModelMixin, keras.Model):
     """Uses the CoopHashConfig fields that apply: shapes, widths, num_bits, classification_weight,
     real_triplet_weight (default 1 here), triplet_margin, quantization_weight,
     descriptor_learning_rate, adam_beta_1."""
 
     def __init__(self, config=None, **kwargs):
         super().__init__(**kwargs)
-        if config is None:
-            config = CoopHashConfig()
-        elif isinstance(config, dict):
-            config = CoopHashConfig.from_dict(config)
-        self.config = config.validate()
+        self.config = as_config(config)
         c = self.config
         self.base = ConvBaseNetwork(c.image_shape, c.base_filters, c.feature_dim, name="base")
         self.classifier_head = ClassifierHead(c.num_classes, name="classifier_head", dtype="float32")
@@ -51,24 +46,9 @@ class SupervisedHashNet(keras.Model):
             self.build()
         self.optimizer.build(self.trainable_variables)
 
-    def get_config(self):
-        base = super().get_config()
-        base["config"] = self.config.to_dict()
-        return base
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(config=CoopHashConfig.from_dict(config.pop("config")), **config)
-
     @property
     def metrics(self):
         return list(self.trackers.values())
-
-    def labels_to_multi_hot(self, labels):
-        if self.config.multi_label:
-            return tf.cast(labels, tf.float32)
-        return tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.config.num_classes)
 
     def losses_for(self, images, labels):
         c = self.config
@@ -104,10 +84,3 @@ class SupervisedHashNet(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         validate_fit_data(x, y, self.config)
         return super().fit(x, y, *args, **kwargs)
-
-    def relaxed_codes(self, images, batch_size=256, verbose=0):
-        return self.predict(validate_images(images, self.config.image_shape), batch_size=batch_size, verbose=verbose)
-
-    def encode(self, images, packed=False, batch_size=256, verbose=0):
-        codes = sign_codes(self.relaxed_codes(images, batch_size, verbose))
-        return pack_codes(codes) if packed else codes

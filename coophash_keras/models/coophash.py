@@ -6,11 +6,11 @@ import numpy as np
 import tensorflow as tf
 
 from coophash_keras import losses
-from coophash_keras.codes import pack_codes, sign_codes
-from coophash_keras.config import CoopHashConfig
+from coophash_keras.codes import sign_codes
 from coophash_keras.data.validation import validate_fit_data, validate_images
 from coophash_keras.layers import EnergyHead, PairGenerator
 from coophash_keras.models.descriptor import MultipurposeDescriptor
+from coophash_keras.models.hashing import HashingModelMixin, as_config
 from coophash_keras.models.langevin import revise_with_langevin
 from coophash_keras.preprocessing import denormalize_images, normalize_images
 
@@ -35,18 +35,14 @@ class DivergenceGuard(keras.callbacks.Callback):
 
 
 @keras.saving.register_keras_serializable(package="coophash")
-class CoopHash(keras.Model):
+class CoopHash(HashingModelMixin, keras.Model):
     """`compile()` then `fit(ds)` with ds yielding (images, labels): images raw pixels [0, 255]
     of shape config.image_shape, labels class ids [B] (or multi-hot [B, C] if multi_label).
     `encode(images)` gives int8 {-1,+1} codes (or packed uint8 bytes)."""
 
     def __init__(self, config=None, **kwargs):
         super().__init__(**kwargs)
-        if config is None:
-            config = CoopHashConfig()
-        elif isinstance(config, dict):
-            config = CoopHashConfig.from_dict(config)
-        self.config = config.validate()
+        self.config = as_config(config)
         c = self.config
         self.descriptor = MultipurposeDescriptor(
             c.image_shape, c.num_classes, c.num_bits, c.latent_dim, c.base_filters, c.feature_dim,
@@ -116,16 +112,6 @@ class CoopHash(keras.Model):
         self.compile(descriptor_optimizer=keras.optimizers.deserialize(config["descriptor_optimizer"]),
                      generator_optimizer=keras.optimizers.deserialize(config["generator_optimizer"]))
 
-    def get_config(self):
-        base = super().get_config()
-        base["config"] = self.config.to_dict()
-        return base
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(config=CoopHashConfig.from_dict(config.pop("config")), **config)
-
     @property
     def generator_variables(self):
         v = self.generator.trainable_variables + self.descriptor.inference_head.trainable_variables
@@ -145,11 +131,6 @@ class CoopHash(keras.Model):
         ctx = tf.distribute.get_replica_context()
         replica_id = ctx.replica_id_in_sync_group if ctx is not None else 0
         return tf.random.experimental.stateless_fold_in(seed, replica_id)
-
-    def labels_to_multi_hot(self, labels):
-        if self.config.multi_label:
-            return tf.cast(labels, tf.float32)
-        return tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.config.num_classes)
 
     def sample_latent(self, batch_size, seed):
         return tf.random.stateless_normal([batch_size, self.config.latent_dim],
@@ -317,16 +298,6 @@ class CoopHash(keras.Model):
         if not any(isinstance(cb, DivergenceGuard) for cb in callbacks):
             callbacks.append(DivergenceGuard())
         return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
-
-    def relaxed_codes(self, images, batch_size=256, verbose=0):
-        images = validate_images(images, self.config.image_shape)
-        return self.predict(images, batch_size=batch_size, verbose=verbose)
-
-    def encode(self, images, packed=False, batch_size=256, verbose=0):
-        """Binary codes of raw-pixel images [N, H, W, C]: int8 {-1,+1} [N, K], or with
-        packed=True uint8 [N, K/8] (MSB first, bit 1 = +1)."""
-        codes = sign_codes(self.relaxed_codes(images, batch_size, verbose))
-        return pack_codes(codes) if packed else codes
 
     def class_probabilities(self, images, batch_size=256):
         images = validate_images(images, self.config.image_shape)
