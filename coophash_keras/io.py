@@ -35,7 +35,8 @@ def load_model(path):
     """Load a saved CoopHash (or baseline) `.keras` file, with a clear error if it is missing."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path}")
-    import coophash_keras.models.coophash  # noqa: F401  (registers the serializable classes)
+    import coophash_keras.baselines  # noqa: F401  (registers the serializable classes)
+    import coophash_keras.models.coophash  # noqa: F401
     try:
         return keras.models.load_model(path)
     except Exception as exc:

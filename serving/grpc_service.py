@@ -57,13 +57,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             fields = list(request.metadata_field)
             if fields != ["signature_def"]:
                 raise invalid(f"Metadata field {fields} is not supported; only 'signature_def' is")
-            sigmap = get_model_metadata_pb2.SignatureDefMap()
-            for k, v in servable.signature_defs.items():
-                sigmap.signature_def[k].CopyFrom(v)
             response = get_model_metadata_pb2.GetModelMetadataResponse()
             response.model_spec.name = name
             response.model_spec.version.value = servable.version
-            response.metadata["signature_def"].Pack(sigmap)
+            response.metadata["signature_def"].Pack(servable.signature_def_map())
             return response
         except ServingError as exc:
             _abort(context, exc)

@@ -111,6 +111,14 @@ class Servable:
             sig = self.signature(req.model_spec.signature_name or "serving_default")
             sig.run({k: tf.make_ndarray(v) for k, v in req.inputs.items()})
 
+    def signature_def_map(self):
+        """The SignatureDefMap that metadata requests return (REST and gRPC alike)."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+        sigmap = get_model_metadata_pb2.SignatureDefMap()
+        for k, v in self.signature_defs.items():
+            sigmap.signature_def[k].CopyFrom(v)
+        return sigmap
+
     def signature(self, name):
         if name not in self.signatures:
             raise invalid(f'Serving signature name: "{name}" not found in signature def')
@@ -180,8 +188,8 @@ class ModelRegistry:
         with self._lock:
             servable = self._models.get(name)
         if servable is None or (version is not None and version != servable.version):
-            spec = "Latest" if version is None else f"Specific({name}, {version})"
-            raise not_found(f"Servable not found for request: {spec if version is not None else f'Latest({name})'}")
+            spec = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+            raise not_found(f"Servable not found for request: {spec}")
         return servable
 
     def status(self, name, version=None):

@@ -7,7 +7,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving.errors import ServingError, invalid
 from serving.json_tensor import format_predict_response, parse_predict_request
@@ -22,12 +21,9 @@ _GET = re.compile(r"(?i)^/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([
 
 
 def metadata_json(servable):
-    sigmap = get_model_metadata_pb2.SignatureDefMap()
-    for k, v in servable.signature_defs.items():
-        sigmap.signature_def[k].CopyFrom(v)
     return {"model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
             "metadata": {"signature_def": json_format.MessageToDict(
-                sigmap, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)}}
+                servable.signature_def_map(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True)}}
 
 
 def _version(text, label):

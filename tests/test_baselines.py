@@ -1,4 +1,10 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
+
+from conftest import REPO
 
 from coophash_keras.baselines import SupervisedHashNet
 from coophash_keras.io import load_model, save_model
@@ -16,3 +22,8 @@ def test_supervised_baseline_trains_encodes_and_round_trips(tmp_path, tiny_confi
     path = str(tmp_path / "plain.keras")
     save_model(model, path)
     np.testing.assert_array_equal(load_model(path).encode(digits.images[:50]), model.encode(digits.images[:50]))
+    # io.load_model registers the baseline itself: a fresh process that never imported it can load
+    code = f"from coophash_keras.io import load_model; print(type(load_model({path!r})).__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0 and out.stdout.strip().endswith("SupervisedHashNet"), out.stderr[-2000:]
