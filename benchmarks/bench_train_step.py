@@ -55,7 +55,7 @@ def main():
     x = normalize_images(images)
     c_pos = model.labels_to_multi_hot(labels)
     seed = tf.constant([1, 2], tf.int32)
-    x_pos, x_neg, c_neg = model.generate_contrastive_pairs(c_pos, seed)
+    x_pos, x_neg, c_neg, _ = model.generate_contrastive_pairs(c_pos, seed)
     revised, _ = model.langevin_revise(tf.concat([x_pos, x_neg], 0), tf.concat([c_pos, c_neg], 0), seed)
     r_pos, r_neg = tf.split(revised, 2)
     c_syn = tf.concat([c_pos, c_neg], 0)

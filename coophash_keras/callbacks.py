@@ -84,7 +84,7 @@ class CoopHashTensorBoard(keras.callbacks.Callback):
         n = min(self.num_pairs, len(self.sample_images))
         c_pos = m.labels_to_multi_hot(tf.constant(self.sample_labels[:n]))
         seed = tf.constant([epoch, 7], tf.int32)
-        x_pos, x_neg, c_neg = m.generate_contrastive_pairs(c_pos, seed)
+        x_pos, x_neg, c_neg, _ = m.generate_contrastive_pairs(c_pos, seed)
         revised, _ = m.langevin_revise(tf.concat([x_pos, x_neg], 0), tf.concat([c_pos, c_neg], 0), seed)
         r_pos, r_neg = tf.split(revised, 2)
         grid = tf.concat([x_pos, r_pos, x_neg, r_neg], axis=2)          # [n, H, 4W, C] per pair

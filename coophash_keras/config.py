@@ -54,6 +54,10 @@ class CoopHashConfig:
     kl_weight: float = _f(1.0, "reference", "KL(q(z|x_rev) || N(0,I)) weight (CoopVAEBM: 2 with pixel-sum recon)")
     reconstruction_reduction: str = _f("mean", "ours", "'mean' over pixels or 'sum' (CoopVAEBM uses sum)")
     vae_updates_base: bool = _f(False, "ours", "whether the VAE loss also trains the shared base f0")
+    generator_latent: str = _f("inferred", "paper", "z the generator learns from: 'inferred' = z~ ~ q(z|x~) from the inference head (variational MCMC teaching, Eq. 2); 'prior' = the z that made the pair (original cooperative learning; the no-inference-head ablation)")
+
+    # --- DSH-GAN baseline only ---------------------------------------------------------------
+    adversarial_weight: float = _f(1.0, "ours", "DSH-GAN: weight of the real-vs-synthetic adversarial loss (DSH-GAN's weights could not be read)")
 
     # --- optimisation ------------------------------------------------------------------------
     descriptor_learning_rate: float = _f(1e-3, "ours", "Adam LR of the descriptor (reference: 0.009 on another scale)")
@@ -86,6 +90,8 @@ class CoopHashConfig:
             problems.append(f"langevin_noise_scale must be >= 0, got {self.langevin_noise_scale}")
         if self.reconstruction_reduction not in ("mean", "sum"):
             problems.append(f"reconstruction_reduction must be 'mean' or 'sum', got {self.reconstruction_reduction!r}")
+        if self.generator_latent not in ("inferred", "prior"):
+            problems.append(f"generator_latent must be 'inferred' or 'prior', got {self.generator_latent!r}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         for name in ("base_filters", "feature_dim", "latent_dim", "generator_filters"):
@@ -115,6 +121,12 @@ class CoopHashConfig:
     def replace(self, **changes: Any) -> "CoopHashConfig":
         return dataclasses.replace(self, **changes)
 
+    def with_ablation(self, name: str) -> "CoopHashConfig":
+        """This config with one CoopHash component switched off (see ABLATIONS)."""
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
+        return self.replace(**ABLATIONS[name](self))
+
     def to_json(self, path: str) -> None:
         with open(path, "w") as fh:
             json.dump(self.to_dict(), fh, indent=2)
@@ -131,3 +143,17 @@ class CoopHashConfig:
         for f in fields(cls):
             rows.append(f"| `{f.name}` | `{f.default!r}` | {f.metadata['provenance']} | {f.metadata['doc']} |")
         return "\n".join(rows)
+
+
+# CoopHash ablations (issue #6), each as the config changes that switch one component off:
+#   no_generator_pairs: the triplet loss uses hardest real in-batch triplets instead of the
+#       generated/revised pair (the generator and Langevin still train for the likelihood term);
+#   no_energy_head: no maximum-likelihood term, no energy penalty, no Langevin revision (the
+#       triplets use the raw generator pairs, and the generator learns only from itself);
+#   no_inference_head: the generator learns from the z that made each pair (original
+#       cooperative learning) instead of z~ inferred by the inference head.
+ABLATIONS = {
+    "no_generator_pairs": lambda c: {"triplet_weight": 0.0, "real_triplet_weight": c.triplet_weight or 1.0},
+    "no_energy_head": lambda c: {"nll_weight": 0.0, "energy_l2_weight": 0.0, "langevin_steps": 0},
+    "no_inference_head": lambda c: {"generator_latent": "prior"},
+}

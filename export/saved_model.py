@@ -21,6 +21,9 @@ from coophash_keras.models.descriptor import MultipurposeDescriptor
 from coophash_keras.preprocessing import normalize_images
 
 SIGNATURES = ("serving_default", "hash_image_bytes", "search")
+# Models whose weights live under `descriptor/` in a MultipurposeDescriptor (DSH-GAN keeps its
+# streams there too, so both export the same way).
+_EXPORTABLE = ("coophash>CoopHash", "coophash>DSHGAN")
 
 
 class _WeightsHolder(keras.Model):
@@ -47,8 +50,8 @@ def load_descriptor(model_path):
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{model_path} is not a CoopHash .keras file: {exc}") from None
     try:
-        if config.get("registered_name") != "coophash>CoopHash":
-            raise ValueError(f"{model_path} holds a {config.get('class_name')!r}, not a CoopHash model")
+        if config.get("registered_name") not in _EXPORTABLE:
+            raise ValueError(f"{model_path} holds a {config.get('class_name')!r}, not a CoopHash (or DSH-GAN) model")
         cfg = config["config"]["config"]
         descriptor = MultipurposeDescriptor(cfg["image_shape"], cfg["num_classes"], cfg["num_bits"],
                                             cfg["latent_dim"], cfg["base_filters"], cfg["feature_dim"],

@@ -40,7 +40,7 @@ def fixed_batch(model, digits, n=32):
     x = normalize_images(images)
     c = model.labels_to_multi_hot(tf.constant(digits.labels[:n]))
     seed = tf.constant([5, 6])
-    x_pos, x_neg, c_neg = model.generate_contrastive_pairs(c, seed)
+    x_pos, x_neg, c_neg, _ = model.generate_contrastive_pairs(c, seed)
     revised, _ = model.langevin_revise(tf.concat([x_pos, x_neg], 0), tf.concat([c, c_neg], 0), seed)
     return x, c, c_neg, revised, seed
 
@@ -83,7 +83,7 @@ def test_contrastive_pairs_share_z_and_negatives_differ(tiny_config, digits):
     neg = model.sample_negative_labels(c, tf.constant([1, 2]))
     assert float(tf.reduce_max(tf.reduce_sum(c * neg, -1))) == 0.0  # no shared class
     assert len(np.unique(np.argmax(neg.numpy(), 1))) > 3
-    x_pos, x_neg, c_neg = model.generate_contrastive_pairs(c, tf.constant([1, 2]))
+    x_pos, x_neg, c_neg, _ = model.generate_contrastive_pairs(c, tf.constant([1, 2]))
     z = model.sample_latent(64, tf.constant([1, 2]))
     np.testing.assert_allclose(x_pos.numpy(), model.generator(z, c).numpy(), atol=1e-6)
     np.testing.assert_allclose(x_neg.numpy(), model.generator(z, c_neg).numpy(), atol=1e-6)
@@ -169,3 +169,56 @@ def test_langevin_divergence_stops_training_with_finite_weights(tmp_path, tiny_c
         save_model(model, str(tmp_path / "ok.keras"))
     assert load_model(str(tmp_path / "ok.keras")) is not None  # the good file survived
     del before
+
+
+@pytest.mark.parametrize("ablation", ["no_generator_pairs", "no_energy_head", "no_inference_head"])
+def test_ablations_switch_their_component_off(tiny_config, digits, ablation):
+    cfg = tiny_config.with_ablation(ablation)
+    model = make_model(cfg)
+    head_before = [v.numpy().copy() for v in model.descriptor.inference_head.trainable_variables]
+    gen_before = [v.numpy().copy() for v in model.generator.trainable_variables]
+    hist = model.fit(digits.subset(np.arange(256)).as_dataset(32, shuffle=True, drop_remainder=True),
+                     epochs=2, verbose=0).history
+    for name, values in hist.items():
+        assert np.all(np.isfinite(values)), name
+    moved = lambda before, vs: any(np.abs(b - v.numpy()).max() > 0 for b, v in zip(before, vs))  # noqa: E731
+    assert moved(gen_before, model.generator.trainable_variables)
+    if ablation == "no_generator_pairs":
+        assert cfg.triplet_weight == 0 and cfg.real_triplet_weight == tiny_config.triplet_weight
+        assert hist["langevin_grad_norm"][-1] > 0
+    if ablation == "no_energy_head":
+        assert cfg.nll_weight == 0 and cfg.langevin_steps == 0
+        assert hist["langevin_grad_norm"] == [0.0, 0.0]  # no Langevin ran
+    if ablation == "no_inference_head":
+        assert hist["kl_loss"] == [0.0, 0.0]
+        assert not moved(head_before, model.descriptor.inference_head.trainable_variables)
+    else:
+        assert moved(head_before, model.descriptor.inference_head.trainable_variables)
+    with pytest.raises(ValueError, match="unknown ablation"):
+        tiny_config.with_ablation("no_hash_head")
+
+
+def test_recover_generates_from_inferred_z_and_langevin_raises_energy(trained_tiny, digits):
+    model, _ = trained_tiny
+    images = digits.images[:48]
+    labels = digits.labels[:48]
+    plain = model.recover(images, labels=labels, langevin_steps=0)
+    revised = model.recover(images, labels=labels)
+    assert plain.shape == images.shape and plain.dtype == np.uint8 and revised.dtype == np.uint8
+    # 0 steps is exactly the generator at z = mu(x) for the given class
+    features = model.descriptor.features(normalize_images(images))
+    z_mean, _ = model.descriptor.inference_head(features)
+    c = tf.one_hot(labels, 10)
+    from coophash_keras.preprocessing import denormalize_images
+    np.testing.assert_array_equal(plain, np.asarray(denormalize_images(model.generator(z_mean, c))))
+    # Langevin ascends f_E(., c): revised images have higher energy than where they started
+    energy = lambda x: model.descriptor.energy(normalize_images(x), c).numpy().mean()  # noqa: E731
+    assert energy(revised) > energy(plain)
+    # without labels the classifier head picks c
+    predicted = np.argmax(model.class_probabilities(images), -1)
+    np.testing.assert_array_equal(model.recover(images, langevin_steps=0),
+                                  model.recover(images, labels=predicted, langevin_steps=0))
+    with pytest.raises(ValueError, match="out of range"):
+        model.recover(images, labels=np.full(48, 12))
+    with pytest.raises(ValueError, match="8x8"):
+        model.recover(np.zeros((2, 5, 5, 1), np.uint8))

@@ -59,6 +59,20 @@ class ImageSet:
         return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
+def with_unlabeled(labeled_dataset, unlabeled_images, batch_size, seed=0):
+    """Semi-supervised batches (images, labels, unlabeled_images): every labeled batch of
+    `labeled_dataset` gets `batch_size` images drawn (shuffled, repeating) from the unlabeled pool.
+    DSH-GAN's adversary uses them; CoopHash and the plain baseline ignore the third element."""
+    unlabeled_images = np.asarray(unlabeled_images)
+    if unlabeled_images.ndim != 4 or len(unlabeled_images) < batch_size:
+        raise ValueError(f"unlabeled images must be [N, H, W, C] with N >= batch_size ({batch_size}), "
+                         f"got shape {unlabeled_images.shape}")
+    pool = (tf.data.Dataset.from_tensor_slices(unlabeled_images)
+            .shuffle(min(len(unlabeled_images), 20000), seed=seed, reshuffle_each_iteration=True)
+            .repeat().batch(batch_size, drop_remainder=True))
+    return tf.data.Dataset.zip((labeled_dataset, pool)).map(lambda lab, u: (lab[0], lab[1], u))
+
+
 def from_arrays(images, labels, num_classes=None, multi_label=False, class_names=None, name="arrays"):
     """Wrap numpy arrays (pixels in [0, 255]; [N, H, W] is taken as one channel)."""
     arr = np.asarray(images)

@@ -90,6 +90,10 @@ def _check_spec(element_spec, config):
         raise ValueError(f"dataset images must be {h}x{w}, got shape {shape}")
     if not (img_spec.dtype.is_integer or img_spec.dtype.is_floating):
         raise ValueError(f"dataset images must be numeric (uint8 or float), got {img_spec.dtype.name}")
+    if len(element_spec) > 2 and hasattr(element_spec[2], "shape") and element_spec[2].shape.rank == 4:
+        u = element_spec[2].shape  # semi-supervised batches (images, labels, unlabeled images)
+        if (u[1], u[2], u[3]) != (shape[1], shape[2], shape[3]):
+            raise ValueError(f"dataset unlabeled images must have the labeled images' shape {shape}, got {u}")
     want_rank = 2 if config.multi_label else 1
     if lab_spec.shape.rank != want_rank:
         kind = f"multi-hot [batch, {config.num_classes}]" if config.multi_label else "class ids [batch]"
@@ -106,6 +110,8 @@ def validate_fit_data(x, y, config):
         for batch in x.take(_MAX_BATCHES_CHECKED):
             images, labels = batch[0].numpy(), batch[1].numpy()
             _check_pixel_range(images, "dataset images")
+            if len(batch) > 2 and batch[2].shape.rank == 4:
+                _check_pixel_range(batch[2].numpy(), "dataset unlabeled images")
             validate_labels(labels, config.num_classes, config.multi_label, len(images), "dataset labels")
             seen += 1
         if seen == 0:

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from coophash_keras import losses
 from coophash_keras.codes import sign_codes
-from coophash_keras.data.validation import validate_fit_data, validate_images
+from coophash_keras.data.validation import validate_fit_data, validate_images, validate_labels
 from coophash_keras.layers import EnergyHead, PairGenerator
 from coophash_keras.models.descriptor import MultipurposeDescriptor
 from coophash_keras.models.hashing import HashingModelMixin, as_config
@@ -114,7 +114,9 @@ class CoopHash(HashingModelMixin, keras.Model):
 
     @property
     def generator_variables(self):
-        v = self.generator.trainable_variables + self.descriptor.inference_head.trainable_variables
+        v = list(self.generator.trainable_variables)
+        if self.config.generator_latent == "inferred":  # with the prior z nothing trains the head
+            v += self.descriptor.inference_head.trainable_variables
         if self.config.vae_updates_base:
             v += self.descriptor.base.trainable_variables
         return v
@@ -147,18 +149,19 @@ class CoopHash(HashingModelMixin, keras.Model):
         return tf.one_hot(tf.argmax(u - 2.0 * labels_multi_hot, axis=-1), self.config.num_classes)
 
     def generate_contrastive_pairs(self, labels_multi_hot, seed):
-        """Eq. 1: one z, two labels -> (x+ = g(z, c+), x- = g(z, c-), c-)."""
+        """Eq. 1: one z, two labels -> (x+ = g(z, c+), x- = g(z, c-), c-, z)."""
         z = self.sample_latent(tf.shape(labels_multi_hot)[0], seed)
         negative_labels = self.sample_negative_labels(labels_multi_hot, seed)
         x_pos = self.generator(z, labels_multi_hot)
         x_neg = self.generator(z, negative_labels)
-        return x_pos, x_neg, negative_labels
+        return x_pos, x_neg, negative_labels, z
 
-    def langevin_revise(self, images, labels_multi_hot, seed=None):
-        """Eq. 6 on f_E(., c) with the config's step size, noise, reference Gaussian and clips."""
+    def langevin_revise(self, images, labels_multi_hot, seed=None, steps=None):
+        """Eq. 6 on f_E(., c) with the config's steps (unless given), step size, noise, reference
+        Gaussian and clips."""
         c = self.config
         return revise_with_langevin(
-            self.descriptor.energy, images, labels_multi_hot, steps=c.langevin_steps,
+            self.descriptor.energy, images, labels_multi_hot, steps=c.langevin_steps if steps is None else steps,
             step_size=c.langevin_step_size, noise_scale=c.langevin_noise_scale,
             seed=None if seed is None else tf.random.experimental.stateless_fold_in(seed, _LANGEVIN),
             ref_sigma=c.langevin_ref_sigma, clip_update=c.langevin_clip_update,
@@ -192,9 +195,14 @@ class CoopHash(HashingModelMixin, keras.Model):
                      logits=real["logits"], hash=real["hash"])
         return terms
 
-    def generator_losses(self, revised, labels, seed):
-        """Eq. 2 + KL: reconstruct revised images from z~ = mu(x~) + sigma(x~) * eps."""
+    def generator_losses(self, revised, labels, seed, prior_latent=None):
+        """Eq. 2 + KL: reconstruct revised images from z~ = mu(x~) + sigma(x~) * eps. With
+        generator_latent='prior' (ablation) from `prior_latent`, the z that made them, and no KL."""
         c = self.config
+        if c.generator_latent == "prior":
+            recon = losses.reconstruction_loss(revised, self.generator(prior_latent, labels),
+                                               c.reconstruction_reduction)
+            return {"reconstruction_loss": recon, "kl_loss": tf.zeros_like(recon), "total": recon}
         features = self.descriptor.features(revised)
         if not c.vae_updates_base:
             features = tf.stop_gradient(features)
@@ -206,10 +214,10 @@ class CoopHash(HashingModelMixin, keras.Model):
 
     def _synthesize(self, labels):
         seed = self.step_seed()
-        x_pos, x_neg, negative_labels = self.generate_contrastive_pairs(labels, seed)
+        x_pos, x_neg, negative_labels, z = self.generate_contrastive_pairs(labels, seed)
         revised, grad_norm = self.langevin_revise(tf.concat([x_pos, x_neg], 0),
                                                   tf.concat([labels, negative_labels], 0), seed)
-        return seed, negative_labels, revised, grad_norm
+        return seed, negative_labels, revised, grad_norm, tf.concat([z, z], 0)
 
     @staticmethod
     def _guarded(grads, finite):
@@ -226,10 +234,10 @@ class CoopHash(HashingModelMixin, keras.Model):
         self.descriptor_optimizer.apply(self._guarded(tape.gradient(scaled, variables), finite), variables)
         return terms, finite
 
-    def update_generator(self, revised, labels, seed, finite):
+    def update_generator(self, revised, labels, seed, finite, prior_latent=None):
         variables = self.generator_variables
         with tf.GradientTape() as tape:
-            terms = self.generator_losses(revised, labels, seed)
+            terms = self.generator_losses(revised, labels, seed, prior_latent)
             loss = tf.nn.compute_average_loss(terms["total"])
             scaled = self.generator_optimizer.scale_loss(loss)
         finite = tf.logical_and(finite, tf.math.is_finite(loss))
@@ -267,23 +275,23 @@ class CoopHash(HashingModelMixin, keras.Model):
         x = normalize_images(images)
         c_pos = self.labels_to_multi_hot(labels)
         # 1-2. contrastive pair from one z, revised by Langevin on f_E (a constant below).
-        seed, c_neg, revised, grad_norm = self._synthesize(c_pos)
+        seed, c_neg, revised, grad_norm, z = self._synthesize(c_pos)
         finite = tf.reduce_all(tf.math.is_finite(revised))
         revised_pos, revised_neg = tf.split(revised, 2, axis=0)
         # 3. descriptor: maximum likelihood + classification + triplet (+ quantization).
         d_terms, finite = self.update_descriptor(x, c_pos, revised_pos, revised_neg, c_neg, finite)
         # 4. generator + inference head: reconstruct the revised images from inferred z.
-        g_terms, finite = self.update_generator(revised, tf.concat([c_pos, c_neg], 0), seed, finite)
+        g_terms, finite = self.update_generator(revised, tf.concat([c_pos, c_neg], 0), seed, finite, z)
         return self._update_trackers(d_terms, g_terms, grad_norm, c_pos, finite)
 
     def test_step(self, data):
         images, labels = data[0], data[1]
         x = normalize_images(images)
         c_pos = self.labels_to_multi_hot(labels)
-        seed, c_neg, revised, grad_norm = self._synthesize(c_pos)
+        seed, c_neg, revised, grad_norm, z = self._synthesize(c_pos)
         revised_pos, revised_neg = tf.split(revised, 2, axis=0)
         d_terms = self.descriptor_losses(x, c_pos, revised_pos, revised_neg, c_neg)
-        g_terms = self.generator_losses(revised, tf.concat([c_pos, c_neg], 0), seed)
+        g_terms = self.generator_losses(revised, tf.concat([c_pos, c_neg], 0), seed, z)
         finite = tf.reduce_all(tf.math.is_finite(revised))
         return self._update_trackers(d_terms, g_terms, grad_norm, c_pos, finite)
 
@@ -313,3 +321,31 @@ class CoopHash(HashingModelMixin, keras.Model):
         if z is None:
             z = tf.random.stateless_normal([tf.shape(c)[0], self.config.latent_dim], [seed, 0])
         return np.asarray(denormalize_images(self.generator(z, c)))
+
+    def recover(self, images, labels=None, langevin_steps=None, seed=0, batch_size=256):
+        """Clean corrupted query images with the model's own generative path: infer z = mu(x) with
+        the inference head, generate g(z, c) for the class c the classifier head predicts (or the
+        given `labels`), and revise it by `langevin_steps` (default config.langevin_steps) Langevin
+        steps on f_E(., c). Returns uint8 images of the input's shape, to encode as queries."""
+        images = validate_images(images, self.config.image_shape)
+        steps = self.config.langevin_steps if langevin_steps is None else int(langevin_steps)
+        if steps < 0:
+            raise ValueError(f"langevin_steps must be >= 0, got {steps}")
+        if labels is not None:
+            labels = self.labels_to_multi_hot(tf.convert_to_tensor(
+                validate_labels(labels, self.config.num_classes, self.config.multi_label, len(images))))
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = normalize_images(images[i:i + batch_size])
+            features = self.descriptor.features(x)
+            z_mean, _ = self.descriptor.inference_head(features)
+            if labels is None:
+                logits = self.descriptor.classifier_head(features)
+                c = (tf.cast(logits > 0, tf.float32) if self.config.multi_label
+                     else tf.one_hot(tf.argmax(logits, -1), self.config.num_classes))
+            else:
+                c = labels[i:i + batch_size]
+            revised, _ = self.langevin_revise(self.generator(z_mean, c), c, tf.constant([seed, i], tf.int32),
+                                              steps=steps)
+            out.append(np.asarray(denormalize_images(revised)))
+        return np.concatenate(out).astype(np.uint8).reshape(images.shape)
