@@ -150,10 +150,14 @@ class ProgressLog(keras.callbacks.Callback):
         self.path = path
 
     def on_epoch_end(self, epoch, logs=None):
-        entry = {"epoch": int(epoch),
-                 "descriptor_iterations": int(np.asarray(self.model.descriptor_optimizer.iterations)),
-                 "generator_iterations": int(np.asarray(self.model.generator_optimizer.iterations)),
-                 "logs": {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}}
+        entry = {"epoch": int(epoch)}
+        # CoopHash holds descriptor + generator optimizers, DSH-GAN discriminator + generator, the
+        # plain baseline Keras' one `optimizer`.
+        names = [n for n in ("descriptor_optimizer", "discriminator_optimizer", "generator_optimizer")
+                 if getattr(self.model, n, None) is not None] or ["optimizer"]
+        for name in names:
+            entry[name.replace("optimizer", "iterations")] = int(np.asarray(getattr(self.model, name).iterations))
+        entry["logs"] = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
         with open(self.path, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
             fh.flush()

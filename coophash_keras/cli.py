@@ -69,6 +69,12 @@ def _validation_sets(data, split, max_database=5000, seed=0):
     return (data.images[split.query], data.labels[split.query], data.images[database], data.labels[database])
 
 
+def _model_class(name):
+    from coophash_keras import CoopHash
+    from coophash_keras.baselines import DSHGAN, SupervisedHashNet
+    return {"coophash": CoopHash, "dshgan": DSHGAN, "plain": SupervisedHashNet}[name]
+
+
 def cmd_train(args):
     import contextlib
 
@@ -89,12 +95,18 @@ def cmd_train(args):
     config = CoopHashConfig.from_dict(dict(
         dict(image_shape=data.image_shape, num_classes=data.num_classes, multi_label=data.multi_label,
              num_bits=args.bits, batch_size=args.batch_size, seed=args.seed), **overrides))
+    model_name = getattr(args, "model", "coophash")
+    if getattr(args, "ablation", None):
+        if model_name != "coophash":
+            raise CLIError("--ablation applies to --model coophash only")
+        config = config.with_ablation(args.ablation)
+    model_class = _model_class(model_name)
     os.makedirs(args.run_dir, exist_ok=True)
     train = data.subset(split.train)
     if len(train) < config.batch_size:
         raise CLIError(f"only {len(train)} labeled training images, fewer than one batch of {config.batch_size}")
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = CoopHash(config)
+        model = model_class(config)
         model.compile()
 
     callbacks = []
@@ -104,24 +116,28 @@ def cmd_train(args):
         callbacks.append(RetrievalMetricsCallback(*val, every_n_epochs=val_every, topk=(100,)))
         callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(args.run_dir, "best.keras"), monitor="val_map",
                                                          mode="max", save_best_only=True))
-    if getattr(args, "tensorboard", None):
+    if getattr(args, "tensorboard", None) and model_class is CoopHash:
         sample = data.subset(split.query[:256])
         projector = data.subset(split.database[:1000])
         callbacks.append(CoopHashTensorBoard(args.tensorboard, sample.images, sample.labels,
                                              projector_images=projector.images, projector_labels=projector.labels,
                                              class_names=data.class_names))
+    if getattr(args, "tensorboard", None):
         callbacks.append(keras.callbacks.TensorBoard(args.tensorboard, histogram_freq=0))
     if getattr(args, "backup_dir", None):
         check_backup_dir(args.backup_dir, model)
         callbacks.append(keras.callbacks.BackupAndRestore(args.backup_dir))
     callbacks.append(ProgressLog(os.path.join(args.run_dir, "progress.jsonl")))
 
-    print(f"training CoopHash on {data.name}: {len(train)} labeled images, {config.num_bits} bits, "
+    train_ds = train.as_dataset(config.batch_size, shuffle=True, seed=args.seed, drop_remainder=True)
+    if model_name == "dshgan" and len(split.unlabeled) >= config.batch_size:
+        from coophash_keras.data import with_unlabeled
+        train_ds = with_unlabeled(train_ds, data.images[split.unlabeled], config.batch_size, args.seed)
+    print(f"training {model_class.__name__} on {data.name}: {len(train)} labeled images, {config.num_bits} bits, "
           f"{args.epochs} epochs -> {args.run_dir}"
           + (f" ({strategy.num_replicas_in_sync} replicas)" if strategy is not None else ""), flush=True)
     start = time.time()
-    history = model.fit(train.as_dataset(config.batch_size, shuffle=True, seed=args.seed, drop_remainder=True),
-                        epochs=args.epochs, verbose=args.verbose, callbacks=callbacks)
+    history = model.fit(train_ds, epochs=args.epochs, verbose=args.verbose, callbacks=callbacks)
     seconds = time.time() - start
     if not _is_chief(strategy):
         print(f"worker done in {seconds:.1f}s (the chief saves the model)")
@@ -425,6 +441,11 @@ def build_parser():
                    "(default: all non-query images)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--run-dir", required=True)
+    t.add_argument("--model", choices=["coophash", "dshgan", "plain"], default="coophash",
+                   help="CoopHash, or a baseline: DSH-GAN (semi-supervised: uses the non-labeled training "
+                        "images) or plain supervised hashing (cannot be exported: no energy head)")
+    t.add_argument("--ablation", choices=["no_generator_pairs", "no_energy_head", "no_inference_head"],
+                   default=None, help="switch one CoopHash component off (docs/RESULTS.md)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a CoopHashConfig field")
     t.add_argument("--verbose", type=int, default=1, help="Keras verbosity: 0 silent, 1 progress bar, 2 per epoch")
     t.add_argument("--val-every", type=int, default=0, metavar="N",

@@ -108,3 +108,21 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "served query: top-5 neighbours" in out.stdout and "demo done" in out.stdout
     assert (tmp_path / "demo" / "models" / "coophash" / "1" / "saved_model.pb").exists()
     assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["num_bits"] == 32
+
+
+def test_train_baselines_and_ablations_from_the_cli(tmp_path):
+    common = ["--dataset", "digits", "--bits", "16", "--epochs", "1", "--batch-size", "32", "--query-per-class", "5",
+              "--labels-per-class", "10", "--verbose", "0", *SMALL]
+    d = tmp_path / "dshgan"
+    out = coophash("train", "--model", "dshgan", "--run-dir", str(d), *common)
+    assert "training DSHGAN" in out.stdout
+    coophash("evaluate", "--run-dir", str(d), "--topk", "10")
+    assert 0 <= json.loads((d / "metrics.json").read_text())["mAP@all"] <= 1
+    coophash("export", "--model", str(d / "model.keras"), "--base", str(tmp_path / "serving"), "--name", "dshgan")
+    assert (tmp_path / "serving" / "dshgan" / "1" / "saved_model.pb").exists()
+    a = tmp_path / "ablation"
+    coophash("train", "--ablation", "no_inference_head", "--run-dir", str(a), *common)
+    assert json.loads((a / "config.json").read_text())["generator_latent"] == "prior"
+    bad = coophash("train", "--model", "plain", "--ablation", "no_energy_head", "--run-dir", str(tmp_path / "x"),
+                   *common, check=False)
+    assert bad.returncode == 2 and "--ablation applies to --model coophash only" in bad.stderr

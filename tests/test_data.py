@@ -126,3 +126,20 @@ def test_bad_images_are_named(images, match):
 def test_bad_labels_are_named(labels, multi, match):
     with pytest.raises(ValueError, match=match):
         validate_labels(labels, 10, multi)
+
+
+def test_corruptions_keep_shape_and_dtype_change_pixels_and_are_seeded(digits):
+    from coophash_keras.data.corruptions import CORRUPTIONS, corrupt
+    images = (digits.images[:64] * (255 / 16)).astype(np.uint8)
+    for kind in CORRUPTIONS + ("mixed",):
+        out = corrupt(images, kind, seed=3)
+        assert out.shape == images.shape and out.dtype == np.uint8, kind
+        assert np.abs(out.astype(int) - images).mean() > 2, kind  # visibly corrupted
+        np.testing.assert_array_equal(out, corrupt(images, kind, seed=3))
+    # contrast keeps each image's mean; blur keeps total intensity away from the borders
+    c = corrupt(images, "contrast")
+    np.testing.assert_allclose(c.reshape(64, -1).mean(1), images.reshape(64, -1).mean(1), atol=1.0)
+    with pytest.raises(ValueError, match="unknown corruption"):
+        corrupt(images, "fog")
+    with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
+        corrupt(images[0], "noise")
