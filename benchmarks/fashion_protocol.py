@@ -39,11 +39,14 @@ METHODS = {
     "dshgan": (DSHGAN, lambda c: {}),
     "coophash": (CoopHash, lambda c: {}),
     "coophash+real": (CoopHash, lambda c: {"real_triplet_weight": 1.0}),  # ours: + real in-batch triplets
+    # ours, not in the paper: + real triplets + marginal-energy likelihood on the unlabeled pool
+    "coophash+real+unlabeled": (CoopHash, lambda c: {"real_triplet_weight": 1.0, "unlabeled_nll_weight": 1.0}),
     "no_generator_pairs": (CoopHash, lambda c: c.with_ablation("no_generator_pairs").to_dict()),
     "no_energy_head": (CoopHash, lambda c: c.with_ablation("no_energy_head").to_dict()),
     "no_inference_head": (CoopHash, lambda c: c.with_ablation("no_inference_head").to_dict()),
 }
-RECOVERABLE = ("coophash", "coophash+real")  # trained inference head + generator + energy
+RECOVERABLE = ("coophash", "coophash+real", "coophash+real+unlabeled")
+SEMI_SUPERVISED = ("dshgan", "coophash+real+unlabeled")  # get batches of the unlabeled pool  # trained inference head + generator + energy
 
 
 def machine():
@@ -87,7 +90,7 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
     model = cls(cfg)
     model.compile()
     ds = train.as_dataset(batch, shuffle=True, seed=seed, drop_remainder=True, repeat=True)
-    if method == "dshgan":
+    if method in SEMI_SUPERVISED:
         ds = with_unlabeled(ds, data.images[split.unlabeled], batch, seed)
     epochs = a.log_every and max(1, a.steps // a.log_every) or 1
     t0 = time.perf_counter()

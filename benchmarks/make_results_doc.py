@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
-ORDER = ["plain", "dshgan", "coophash", "coophash+real", "no_generator_pairs", "no_energy_head",
+ORDER = ["plain", "dshgan", "coophash", "coophash+real", "coophash+real+unlabeled", "no_generator_pairs", "no_energy_head",
          "no_inference_head"]
 
 

@@ -222,3 +222,24 @@ def test_recover_generates_from_inferred_z_and_langevin_raises_energy(trained_ti
         model.recover(images, labels=np.full(48, 12))
     with pytest.raises(ValueError, match="8x8"):
         model.recover(np.zeros((2, 5, 5, 1), np.uint8))
+
+
+def test_unlabeled_batches_feed_the_marginal_energy_term_only_when_switched_on(tiny_config, digits):
+    from coophash_keras.data import with_unlabeled
+    labeled = digits.subset(np.arange(128)).as_dataset(32, drop_remainder=True)
+    semi = with_unlabeled(labeled, digits.images[128:], 32)
+    on = make_model(tiny_config.replace(unlabeled_nll_weight=1.0)).fit(semi, epochs=2, verbose=0).history
+    assert all(np.isfinite(on["unlabeled_nll_loss"])) and on["unlabeled_nll_loss"][0] != 0
+    off = make_model(tiny_config).fit(semi, epochs=1, verbose=0).history
+    assert off["unlabeled_nll_loss"] == [0.0]  # the third element is ignored
+    # the term depends on the unlabeled images themselves
+    model = make_model(tiny_config.replace(unlabeled_nll_weight=1.0))
+    x = normalize_images(tf.constant(digits.images[:32]))
+    c = tf.one_hot(digits.labels[:32], 10)
+    rev = tf.random.stateless_uniform([32, 8, 8, 1], [0, 1], -1, 1)
+    u1 = normalize_images(tf.constant(digits.images[200:232]))
+    u2 = normalize_images(tf.constant(digits.images[300:332]))
+    t1 = model.descriptor_losses(x, c, rev, rev, c, u1)
+    t2 = model.descriptor_losses(x, c, rev, rev, c, u2)
+    assert not np.allclose(t1["unlabeled_nll_loss"], t2["unlabeled_nll_loss"])
+    assert "unlabeled_nll_loss" not in model.descriptor_losses(x, c, rev, rev, c)

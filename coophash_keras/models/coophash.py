@@ -52,7 +52,7 @@ class CoopHash(HashingModelMixin, keras.Model):
         self.seed_generator = keras.random.SeedGenerator(c.seed, name="seed_generator")
         names = ["loss", "nll_loss", "classification_loss", "triplet_loss", "quantization_loss",
                  "generator_loss", "reconstruction_loss", "kl_loss", "energy_real", "energy_revised",
-                 "langevin_grad_norm", "bit_balance", "class_accuracy", "diverged"]
+                 "langevin_grad_norm", "bit_balance", "class_accuracy", "diverged", "unlabeled_nll_loss"]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.descriptor_optimizer = None
         self.generator_optimizer = None
@@ -167,9 +167,10 @@ class CoopHash(HashingModelMixin, keras.Model):
             ref_sigma=c.langevin_ref_sigma, clip_update=c.langevin_clip_update,
             value_range=(-1.0, 1.0) if c.langevin_clip_images else None)
 
-    def descriptor_losses(self, images, labels, revised_pos, revised_neg, negative_labels):
+    def descriptor_losses(self, images, labels, revised_pos, revised_neg, negative_labels, unlabeled=None):
         """Per-example descriptor terms on normalised real images (labels c+) and the revised
-        pair (x~+ under c+, x~- under c-)."""
+        pair (x~+ under c+, x~- under c-); with `unlabeled` images (same batch size) and
+        unlabeled_nll_weight > 0, also the marginal-energy likelihood on them (ours)."""
         c = self.config
         d = self.descriptor
         real = d(images)
@@ -191,6 +192,15 @@ class CoopHash(HashingModelMixin, keras.Model):
                  + c.energy_l2_weight * (tf.square(energy_real) + tf.square(energy_rev)))
         if c.real_triplet_weight:
             total += c.real_triplet_weight * losses.in_batch_triplet_loss(real["hash"], labels, c.triplet_margin)
+        if unlabeled is not None and c.unlabeled_nll_weight:
+            # Unlabeled images have no c: raise their marginal log-density logsumexp_c f_E(u, c)
+            # against the revised samples' (JEM-style), which trains the shared base f0 on them.
+            marginal_u = tf.reduce_logsumexp(d.class_energies(unlabeled), axis=-1)
+            marginal_rev = tf.reduce_logsumexp(revised["class_energies"], axis=-1)
+            marginal_rev = 0.5 * (marginal_rev[:n] + marginal_rev[n:])
+            terms["unlabeled_nll_loss"] = losses.maximum_likelihood_loss(marginal_u, marginal_rev)
+            total += c.unlabeled_nll_weight * (terms["unlabeled_nll_loss"]
+                                               + c.energy_l2_weight * (tf.square(marginal_u) + tf.square(marginal_rev)))
         terms.update(total=total, energy_real=energy_real, energy_revised=energy_rev,
                      logits=real["logits"], hash=real["hash"])
         return terms
@@ -224,10 +234,10 @@ class CoopHash(HashingModelMixin, keras.Model):
         """Zero every gradient of a step that went non-finite, so weights always stay finite."""
         return [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
 
-    def update_descriptor(self, images, labels, revised_pos, revised_neg, negative_labels, finite):
+    def update_descriptor(self, images, labels, revised_pos, revised_neg, negative_labels, finite, unlabeled=None):
         variables = self.descriptor.descriptor_variables
         with tf.GradientTape() as tape:
-            terms = self.descriptor_losses(images, labels, revised_pos, revised_neg, negative_labels)
+            terms = self.descriptor_losses(images, labels, revised_pos, revised_neg, negative_labels, unlabeled)
             loss = tf.nn.compute_average_loss(terms["total"])  # share of the GLOBAL batch mean
             scaled = self.descriptor_optimizer.scale_loss(loss)  # identity unless mixed precision
         finite = tf.logical_and(finite, tf.math.is_finite(loss))
@@ -250,6 +260,8 @@ class CoopHash(HashingModelMixin, keras.Model):
         for name in ("nll_loss", "classification_loss", "triplet_loss", "quantization_loss",
                      "energy_real", "energy_revised"):
             t[name].update_state(d_terms[name])
+        if "unlabeled_nll_loss" in d_terms:
+            t["unlabeled_nll_loss"].update_state(d_terms["unlabeled_nll_loss"])
         t["generator_loss"].update_state(g_terms["total"])
         t["reconstruction_loss"].update_state(g_terms["reconstruction_loss"])
         t["kl_loss"].update_state(g_terms["kl_loss"])
@@ -272,6 +284,8 @@ class CoopHash(HashingModelMixin, keras.Model):
     # ----------------------------------------------------------------------------- steps
     def train_step(self, data):
         images, labels = data[0], data[1]
+        unlabeled = (normalize_images(data[2]) if len(data) > 2 and data[2] is not None
+                     and self.config.unlabeled_nll_weight else None)
         x = normalize_images(images)
         c_pos = self.labels_to_multi_hot(labels)
         # 1-2. contrastive pair from one z, revised by Langevin on f_E (a constant below).
@@ -279,7 +293,7 @@ class CoopHash(HashingModelMixin, keras.Model):
         finite = tf.reduce_all(tf.math.is_finite(revised))
         revised_pos, revised_neg = tf.split(revised, 2, axis=0)
         # 3. descriptor: maximum likelihood + classification + triplet (+ quantization).
-        d_terms, finite = self.update_descriptor(x, c_pos, revised_pos, revised_neg, c_neg, finite)
+        d_terms, finite = self.update_descriptor(x, c_pos, revised_pos, revised_neg, c_neg, finite, unlabeled)
         # 4. generator + inference head: reconstruct the revised images from inferred z.
         g_terms, finite = self.update_generator(revised, tf.concat([c_pos, c_neg], 0), seed, finite, z)
         return self._update_trackers(d_terms, g_terms, grad_norm, c_pos, finite)
