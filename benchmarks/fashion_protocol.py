@@ -41,12 +41,15 @@ METHODS = {
     "coophash+real": (CoopHash, lambda c: {"real_triplet_weight": 1.0}),  # ours: + real in-batch triplets
     # ours, not in the paper: + real triplets + marginal-energy likelihood on the unlabeled pool
     "coophash+real+unlabeled": (CoopHash, lambda c: {"real_triplet_weight": 1.0, "unlabeled_nll_weight": 1.0}),
+    # ours: all of the above + classification of the revised pairs (what DSH-GAN does with its fakes)
+    "coophash+semi": (CoopHash, lambda c: {"real_triplet_weight": 1.0, "unlabeled_nll_weight": 1.0,
+                                           "synthetic_classification_weight": 1.0}),
     "no_generator_pairs": (CoopHash, lambda c: c.with_ablation("no_generator_pairs").to_dict()),
     "no_energy_head": (CoopHash, lambda c: c.with_ablation("no_energy_head").to_dict()),
     "no_inference_head": (CoopHash, lambda c: c.with_ablation("no_inference_head").to_dict()),
 }
-RECOVERABLE = ("coophash", "coophash+real", "coophash+real+unlabeled")
-SEMI_SUPERVISED = ("dshgan", "coophash+real+unlabeled")  # get batches of the unlabeled pool  # trained inference head + generator + energy
+RECOVERABLE = ("coophash", "coophash+real", "coophash+real+unlabeled", "coophash+semi")
+SEMI_SUPERVISED = ("dshgan", "coophash+real+unlabeled", "coophash+semi")  # get batches of the unlabeled pool  # trained inference head + generator + energy
 
 
 def machine():

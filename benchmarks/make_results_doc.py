@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
-ORDER = ["plain", "dshgan", "coophash", "coophash+real", "coophash+real+unlabeled", "no_generator_pairs", "no_energy_head",
+ORDER = ["plain", "dshgan", "coophash", "coophash+real", "coophash+real+unlabeled", "coophash+semi", "no_generator_pairs", "no_energy_head",
          "no_inference_head"]
 
 
@@ -144,16 +144,28 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("runs", nargs="+", help="directories of run JSONs")
     p.add_argument("--out", default="docs/results", help="where the PNG plots go")
+    p.add_argument("--insert", default=None, metavar="MD",
+                   help="replace the text between <!-- tables --> and <!-- /tables --> in this file")
     a = p.parse_args()
     runs = [r for d in a.runs for r in load_runs(d)]
     if not runs:
         raise SystemExit(f"no run JSON found in {a.runs}")
     names = plots(runs, a.out)
-    print("## Retrieval (clean) and OOD shift\n\n" + main_table(runs))
-    print("\n## Corrupted queries: mAP@1000 without → with `CoopHash.recover` (predicted class)\n\n"
-          + corrupted_table(runs))
-    print("\n## Plots\n\n" + "\n".join(f"![{n}](results/{n})" for n in names))
-    print("\n## Runs: command, machine, wall time\n\n" + provenance(runs))
+    rel = os.path.relpath(a.out, os.path.dirname(a.insert) if a.insert else ".")
+    text = "\n".join([
+        "### Retrieval (clean) and under the OOD shift\n", main_table(runs),
+        "\n### Corrupted queries: mAP@1000 without → with `CoopHash.recover` (predicted class)\n",
+        corrupted_table(runs),
+        "\n### Plots\n", "\n".join(f"![{n}]({rel}/{n})" for n in names),
+        "\n### Runs: command, machine, wall time\n", provenance(runs)])
+    if a.insert:
+        with open(a.insert) as fh:
+            doc = fh.read()
+        start, end = doc.index("<!-- tables -->") + len("<!-- tables -->"), doc.index("<!-- /tables -->")
+        with open(a.insert, "w") as fh:
+            fh.write(doc[:start] + "\n" + text + "\n" + doc[end:])
+    else:
+        print(text)
 
 
 if __name__ == "__main__":

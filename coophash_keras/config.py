@@ -47,6 +47,7 @@ class CoopHashConfig:
     triplet_weight: float = _f(1.0, "ours", "weight of the triplet loss (real anchor, revised x+, revised x-)")
     triplet_margin: float = _f(1.0, "ours", "margin of the relaxed triplet loss on mean squared code distance")
     real_triplet_weight: float = _f(0.0, "ours", "extra triplet on hardest real in-batch triplets, per replica batch (0 = paper's synthetic-only)")
+    synthetic_classification_weight: float = _f(0.0, "ours", "extension (not in the paper; DSH-GAN/AC-GAN style): classify the revised x~+ as c+ and x~- as c-; 0 = off")
     unlabeled_nll_weight: float = _f(0.0, "ours", "semi-supervised extension (not in the paper): maximum likelihood of the marginal energy logsumexp_c f_E(x, c) on unlabeled images, when batches carry them (data.with_unlabeled); 0 = off")
     quantization_weight: float = _f(0.01, "ours", "weight of mean (|h| - 1)^2, pushes relaxed codes to +-1")
     energy_l2_weight: float = _f(0.1, "ours", "penalty on mean f_E^2 of real and revised images (keeps energies bounded)")

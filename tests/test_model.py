@@ -243,3 +243,20 @@ def test_unlabeled_batches_feed_the_marginal_energy_term_only_when_switched_on(t
     t2 = model.descriptor_losses(x, c, rev, rev, c, u2)
     assert not np.allclose(t1["unlabeled_nll_loss"], t2["unlabeled_nll_loss"])
     assert "unlabeled_nll_loss" not in model.descriptor_losses(x, c, rev, rev, c)
+
+
+def test_synthetic_classification_adds_the_revised_pairs_class_loss(tiny_config, digits):
+    x = normalize_images(tf.constant(digits.images[:16]))
+    c = tf.one_hot(digits.labels[:16], 10)
+    c_neg = tf.one_hot((digits.labels[:16] + 1) % 10, 10)
+    rev = tf.random.stateless_uniform([16, 8, 8, 1], [0, 2], -1, 1)
+    base = make_model(tiny_config)
+    with_cls = CoopHash(tiny_config.replace(synthetic_classification_weight=2.0))
+    with_cls.compile()
+    with_cls.set_weights(base.get_weights())
+    t0 = base.descriptor_losses(x, c, rev, rev, c_neg)["total"]
+    t1 = with_cls.descriptor_losses(x, c, rev, rev, c_neg)["total"]
+    logits = base.descriptor(rev)["logits"]
+    from coophash_keras import losses
+    expected = losses.classification_loss(logits, c, False) + losses.classification_loss(logits, c_neg, False)
+    np.testing.assert_allclose(t1 - t0, expected, rtol=1e-4, atol=1e-5)  # 2.0 * mean of the pair's two terms

@@ -192,6 +192,10 @@ class CoopHash(HashingModelMixin, keras.Model):
                  + c.energy_l2_weight * (tf.square(energy_real) + tf.square(energy_rev)))
         if c.real_triplet_weight:
             total += c.real_triplet_weight * losses.in_batch_triplet_loss(real["hash"], labels, c.triplet_margin)
+        if c.synthetic_classification_weight:
+            synthetic = losses.classification_loss(revised["logits"], tf.concat([labels, negative_labels], 0),
+                                                   c.multi_label)
+            total += c.synthetic_classification_weight * 0.5 * (synthetic[:n] + synthetic[n:])
         if unlabeled is not None and c.unlabeled_nll_weight:
             # Unlabeled images have no c: raise their marginal log-density logsumexp_c f_E(u, c)
             # against the revised samples' (JEM-style), which trains the shared base f0 on them.
