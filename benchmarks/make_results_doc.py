@@ -89,14 +89,13 @@ def plots(runs, out):
     g = grouped(runs)
     written = []
     for dataset, labels, bits in sorted({k[:3] for k in g}):
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
         for method in sorted({k[3] for k in g if k[:3] == (dataset, labels, bits)}, key=_method_key):
             rs = g[(dataset, labels, bits, method)]
             p = np.mean([r["clean"]["pr_curve"]["precision"] for r in rs], axis=0)
             rc = np.mean([r["clean"]["pr_curve"]["recall"] for r in rs], axis=0)
             ax.plot(rc, p, marker=".", label=f"{method} ({len(rs)} seed{'s' if len(rs) > 1 else ''})")
-        ax.set(xlabel="recall", ylabel="precision", title=f"{dataset}, {labels} labels/class, {bits} bits "
-               "(Hamming radius 0..K)")
+        ax.set(xlabel="recall", ylabel="precision", title=f"{dataset}, {labels} labels/class, {bits} bits\n(PR over Hamming radius 0..K, mean of seeds)")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         name = f"pr_{dataset}_L{labels}_K{bits}.png"
@@ -108,7 +107,7 @@ def plots(runs, out):
         label_counts = sorted({k[1] for k in g if (k[0], k[2]) == (dataset, bits)})
         if len(label_counts) < 2:
             continue
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
         for method in sorted({k[3] for k in g if (k[0], k[2]) == (dataset, bits)}, key=_method_key):
             xs, ms, ss = [], [], []
             for L in label_counts:
@@ -118,7 +117,7 @@ def plots(runs, out):
                     xs.append(L), ms.append(np.mean(v)), ss.append(np.std(v))
             ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=method)
         ax.set(xscale="log", xlabel="labeled images per class", ylabel="mAP@1000",
-               title=f"{dataset}, {bits} bits")
+               title=f"{dataset}, {bits} bits (mean ± std over seeds)")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         name = f"map_vs_labels_{dataset}_K{bits}.png"

@@ -32,7 +32,7 @@ class FixedNoiseCoopHash(CoopHash):
                            tf.float32)
         z = labels_multi_hot @ proj
         negative = tf.roll(labels_multi_hot, 1, axis=-1)
-        return self.generator(z, labels_multi_hot), self.generator(z, negative), negative
+        return self.generator(z, labels_multi_hot), self.generator(z, negative), negative, z
 
     def sample_reparameterization_noise(self, shape, seed):
         return tf.zeros(shape)
