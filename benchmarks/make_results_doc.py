@@ -115,7 +115,8 @@ def plots(runs, out):
                 if rs:
                     v = [r["clean"]["mAP@1000"] for r in rs]
                     xs.append(L), ms.append(np.mean(v)), ss.append(np.std(v))
-            ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=method)
+            if len(xs) > 1:  # a method measured at one label count is not a curve
+                ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=method)
         ax.set(xscale="log", xlabel="labeled images per class", ylabel="mAP@1000",
                title=f"{dataset}, {bits} bits (mean ± std over seeds)")
         ax.legend(fontsize=7)
