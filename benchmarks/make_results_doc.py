@@ -81,6 +81,16 @@ def corrupted_table(runs):
     return "\n".join(head + rows)
 
 
+def _save(fig, ax, out, name):
+    import matplotlib.pyplot as plt
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=110)
+    plt.close(fig)
+    return name
+
+
 def plots(runs, out):
     import matplotlib
     matplotlib.use("Agg")
@@ -96,13 +106,7 @@ def plots(runs, out):
             rc = np.mean([r["clean"]["pr_curve"]["recall"] for r in rs], axis=0)
             ax.plot(rc, p, marker=".", label=f"{method} ({len(rs)} seed{'s' if len(rs) > 1 else ''})")
         ax.set(xlabel="recall", ylabel="precision", title=f"{dataset}, {labels} labels/class, {bits} bits\n(PR over Hamming radius 0..K, mean of seeds)")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-        name = f"pr_{dataset}_L{labels}_K{bits}.png"
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, name), dpi=110)
-        plt.close(fig)
-        written.append(name)
+        written.append(_save(fig, ax, out, f"pr_{dataset}_L{labels}_K{bits}.png"))
     for dataset, bits in sorted({(k[0], k[2]) for k in g}):
         label_counts = sorted({k[1] for k in g if (k[0], k[2]) == (dataset, bits)})
         if len(label_counts) < 2:
@@ -119,13 +123,7 @@ def plots(runs, out):
                 ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=method)
         ax.set(xscale="log", xlabel="labeled images per class", ylabel="mAP@1000",
                title=f"{dataset}, {bits} bits (mean ± std over seeds)")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-        name = f"map_vs_labels_{dataset}_K{bits}.png"
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, name), dpi=110)
-        plt.close(fig)
-        written.append(name)
+        written.append(_save(fig, ax, out, f"map_vs_labels_{dataset}_K{bits}.png"))
     return written
 
 

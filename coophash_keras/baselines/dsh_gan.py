@@ -21,11 +21,11 @@ import keras
 import tensorflow as tf
 
 from coophash_keras import losses
-from coophash_keras.codes import sign_codes
 from coophash_keras.data.validation import validate_fit_data
 from coophash_keras.layers import PairGenerator
 from coophash_keras.models.descriptor import MultipurposeDescriptor
-from coophash_keras.models.hashing import HashingModelMixin, as_config
+from coophash_keras.models.hashing import (HashingModelMixin, as_config, bit_balance, correct_predictions,
+                                           sample_negative_labels)
 from coophash_keras.preprocessing import denormalize_images, normalize_images
 
 _POSITIVE, _NEGATIVE, _NEGATIVE_LABELS = 0, 1, 2
@@ -105,8 +105,7 @@ class DSHGAN(HashingModelMixin, keras.Model):
         fold = tf.random.experimental.stateless_fold_in
         z_pos = tf.random.stateless_normal([n, self.config.latent_dim], fold(seed, _POSITIVE))
         z_neg = tf.random.stateless_normal([n, self.config.latent_dim], fold(seed, _NEGATIVE))
-        u = tf.random.stateless_uniform(tf.shape(labels_multi_hot), fold(seed, _NEGATIVE_LABELS))
-        c_neg = tf.one_hot(tf.argmax(u - 2.0 * labels_multi_hot, axis=-1), self.config.num_classes)
+        c_neg = sample_negative_labels(labels_multi_hot, fold(seed, _NEGATIVE_LABELS), self.config.num_classes)
         return self.generator(z_pos, labels_multi_hot), self.generator(z_neg, c_neg), c_neg
 
     def discriminator_losses(self, x, labels, unlabeled, x_pos, x_neg, c_neg):
@@ -184,13 +183,8 @@ class DSHGAN(HashingModelMixin, keras.Model):
                      "real_score", "synthetic_score"):
             t[name].update_state(terms[name])
         t["generator_loss"].update_state(g_loss)
-        bits = tf.cast(sign_codes(terms["hash"]), tf.float32)
-        t["bit_balance"].update_state(1.0 - tf.reduce_mean(tf.abs(tf.reduce_mean(bits, axis=0))))
-        if self.config.multi_label:
-            correct = tf.reduce_all(tf.equal(terms["logits"] > 0, labels > 0.5), axis=-1)
-        else:
-            correct = tf.equal(tf.argmax(terms["logits"], -1), tf.argmax(labels, -1))
-        t["class_accuracy"].update_state(tf.cast(correct, tf.float32))
+        t["bit_balance"].update_state(bit_balance(terms["hash"]))
+        t["class_accuracy"].update_state(correct_predictions(terms["logits"], labels, self.config.multi_label))
         return {m.name: m.result() for m in self.metrics}
 
     def fit(self, x=None, y=None, *args, **kwargs):

@@ -6,10 +6,9 @@ import keras
 import tensorflow as tf
 
 from coophash_keras import losses
-from coophash_keras.codes import sign_codes
 from coophash_keras.data.validation import validate_fit_data
 from coophash_keras.layers import ClassifierHead, ConvBaseNetwork, HashHead
-from coophash_keras.models.hashing import HashingModelMixin, as_config
+from coophash_keras.models.hashing import HashingModelMixin, as_config, bit_balance
 from coophash_keras.preprocessing import normalize_images
 
 
@@ -67,8 +66,7 @@ class SupervisedHashNet(HashingModelMixin, keras.Model):
         self.trackers["loss"].update_state(total)
         for k, v in terms.items():
             self.trackers[k].update_state(v)
-        bits = tf.cast(sign_codes(codes), tf.float32)
-        self.trackers["bit_balance"].update_state(1.0 - tf.reduce_mean(tf.abs(tf.reduce_mean(bits, axis=0))))
+        self.trackers["bit_balance"].update_state(bit_balance(codes))
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):

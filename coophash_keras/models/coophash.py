@@ -6,11 +6,11 @@ import numpy as np
 import tensorflow as tf
 
 from coophash_keras import losses
-from coophash_keras.codes import sign_codes
 from coophash_keras.data.validation import validate_fit_data, validate_images, validate_labels
 from coophash_keras.layers import EnergyHead, PairGenerator
 from coophash_keras.models.descriptor import MultipurposeDescriptor
-from coophash_keras.models.hashing import HashingModelMixin, as_config
+from coophash_keras.models.hashing import (HashingModelMixin, as_config, bit_balance, correct_predictions,
+                                           sample_negative_labels)
 from coophash_keras.models.langevin import revise_with_langevin
 from coophash_keras.preprocessing import denormalize_images, normalize_images
 
@@ -142,11 +142,9 @@ class CoopHash(HashingModelMixin, keras.Model):
         return tf.random.stateless_normal(shape, tf.random.experimental.stateless_fold_in(seed, _REPARAM))
 
     def sample_negative_labels(self, labels_multi_hot, seed):
-        """c- sharing no class with c+: a uniformly drawn class absent from the anchor's label set
-        (any class if the anchor has them all)."""
-        u = tf.random.stateless_uniform(tf.shape(labels_multi_hot),
-                                        tf.random.experimental.stateless_fold_in(seed, _NEGATIVES))
-        return tf.one_hot(tf.argmax(u - 2.0 * labels_multi_hot, axis=-1), self.config.num_classes)
+        """c- sharing no class with c+ (see hashing.sample_negative_labels)."""
+        return sample_negative_labels(labels_multi_hot, tf.random.experimental.stateless_fold_in(seed, _NEGATIVES),
+                                      self.config.num_classes)
 
     def generate_contrastive_pairs(self, labels_multi_hot, seed):
         """Eq. 1: one z, two labels -> (x+ = g(z, c+), x- = g(z, c-), c-, z)."""
@@ -270,13 +268,8 @@ class CoopHash(HashingModelMixin, keras.Model):
         t["reconstruction_loss"].update_state(g_terms["reconstruction_loss"])
         t["kl_loss"].update_state(g_terms["kl_loss"])
         t["langevin_grad_norm"].update_state(grad_norm)
-        bits = tf.cast(sign_codes(d_terms["hash"]), tf.float32)
-        t["bit_balance"].update_state(1.0 - tf.reduce_mean(tf.abs(tf.reduce_mean(bits, axis=0))))
-        if self.config.multi_label:
-            correct = tf.reduce_all(tf.equal(d_terms["logits"] > 0, labels > 0.5), axis=-1)
-        else:
-            correct = tf.equal(tf.argmax(d_terms["logits"], -1), tf.argmax(labels, -1))
-        t["class_accuracy"].update_state(tf.cast(correct, tf.float32))
+        t["bit_balance"].update_state(bit_balance(d_terms["hash"]))
+        t["class_accuracy"].update_state(correct_predictions(d_terms["logits"], labels, self.config.multi_label))
         t["diverged"].update_state(1.0 - tf.cast(finite, tf.float32))
         results = {m.name: m.result() for m in self.metrics}
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):

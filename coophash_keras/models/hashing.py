@@ -17,6 +17,28 @@ def as_config(config):
     return config.validate()
 
 
+def sample_negative_labels(labels_multi_hot, seed, num_classes):
+    """c- sharing no class with c+: a uniformly drawn class absent from the anchor's label set
+    (any class if the anchor has them all). `seed` is a stateless seed."""
+    u = tf.random.stateless_uniform(tf.shape(labels_multi_hot), seed)
+    return tf.one_hot(tf.argmax(u - 2.0 * labels_multi_hot, axis=-1), num_classes)
+
+
+def bit_balance(relaxed_codes):
+    """1 - mean |mean bit| over the batch: 1 = every bit split evenly, 0 = constant bits."""
+    bits = tf.cast(sign_codes(relaxed_codes), tf.float32)
+    return 1.0 - tf.reduce_mean(tf.abs(tf.reduce_mean(bits, axis=0)))
+
+
+def correct_predictions(logits, labels_multi_hot, multi_label):
+    """Per-example 0/1: argmax hit (single-label) or every class right (multi-label)."""
+    if multi_label:
+        correct = tf.reduce_all(tf.equal(logits > 0, labels_multi_hot > 0.5), axis=-1)
+    else:
+        correct = tf.equal(tf.argmax(logits, -1), tf.argmax(labels_multi_hot, -1))
+    return tf.cast(correct, tf.float32)
+
+
 class HashingModelMixin:
     """Mixed into keras.Model subclasses that hold `self.config` and whose `call(images)` returns
     the relaxed (tanh) codes of raw-pixel images."""
