@@ -53,7 +53,7 @@ def start_server(model_base):
             return proc, url
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError("server exited during start-up")
+                raise RuntimeError("server exited during start-up") from None
             time.sleep(0.5)
     proc.kill()
     raise RuntimeError("server did not come up in 120 s")

@@ -55,17 +55,17 @@ def main():
             index = HammingIndex(bits).add(packed)
             build = time.perf_counter() - t
             index.search(queries[:8], a.k)  # compile/warm
-            ours, (ids, dist) = best_qps(lambda: index.search(queries, a.k), a.queries, a.repeats)
+            ours, (ids, dist) = best_qps(lambda index=index, queries=queries: index.search(queries, a.k), a.queries, a.repeats)
 
             t = time.perf_counter()
             flat = faiss.IndexBinaryFlat(bits)
             flat.add(packed)
             faiss_build = time.perf_counter() - t
-            faiss_qps, (fd, _) = best_qps(lambda: flat.search(queries, a.k), a.queries, a.repeats)
+            faiss_qps, (fd, _) = best_qps(lambda flat=flat, queries=queries: flat.search(queries, a.k), a.queries, a.repeats)
             assert np.array_equal(np.sort(fd, 1), dist), "exact searches disagree"
 
             qw = index._to_words(queries)
-            limit, _ = best_qps(lambda: kernel.popcount_scan(index._codes, qw), a.queries, a.repeats)
+            limit, _ = best_qps(lambda index=index, qw=qw: kernel.popcount_scan(index._codes, qw), a.queries, a.repeats)
             row = {"n": n, "bits": bits, "queries": a.queries, "k": a.k, "ours_qps": ours, "faiss_flat_qps": faiss_qps,
                    "scan_limit_qps": limit, "ours_over_faiss": ours / faiss_qps, "ours_over_limit": ours / limit,
                    "ours_build_s": build, "faiss_build_s": faiss_build,
@@ -79,7 +79,8 @@ def main():
             index = flat = packed = None  # free the large arrays before the next size
     info = {"machine": platform.processor() or platform.machine(), "cpus": threads, "faiss": faiss.__version__}
     if a.json:
-        json.dump({"info": info, "rows": rows}, open(a.json, "w"), indent=2)
+        with open(a.json, "w") as fh:
+            json.dump({"info": info, "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import os
 import time
 
 import numpy as np
-
 from _serving_common import ensure_model_base, start_server
 
 
@@ -34,6 +33,7 @@ def main():
     p.add_argument("--json", default=None)
     a = p.parse_args()
     import tensorflow as tf
+
     from coophash_keras.data import load_digits
     images = load_digits().images
     base = ensure_model_base(a.model_base)
@@ -71,7 +71,8 @@ def main():
         proc.wait(timeout=30)
     print(json.dumps(r, indent=2))
     if a.json:
-        json.dump(r, open(a.json, "w"), indent=2)
+        with open(a.json, "w") as fh:
+            json.dump(r, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ def main():
         m = [r["mAP@all"] for r in rows if r["method"] == name]
         print(f"{name:>8s}: mAP@all {np.mean(m):.4f} ± {np.std(m):.4f} over {len(m)} seed(s)")
     if a.json:
-        json.dump(rows, open(a.json, "w"), indent=2)
+        with open(a.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import threading
 import time
 
 import numpy as np
-
 from _serving_common import ensure_model_base, start_server
 
 
@@ -68,7 +67,8 @@ def main():
               "p99_ms": float(np.percentile(lat, 99)), "cpus": os.cpu_count()}
     print(json.dumps(result, indent=2))
     if a.json:
-        json.dump(result, open(a.json, "w"), indent=2)
+        with open(a.json, "w") as fh:
+            json.dump(result, fh, indent=2)
 
 
 if __name__ == "__main__":

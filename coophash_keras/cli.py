@@ -81,8 +81,7 @@ def cmd_train(args):
     import keras
 
     from coophash_keras import CoopHash, CoopHashConfig
-    from coophash_keras.callbacks import (CoopHashTensorBoard, ProgressLog, RetrievalMetricsCallback,
-                                          check_backup_dir)
+    from coophash_keras.callbacks import CoopHashTensorBoard, ProgressLog, RetrievalMetricsCallback, check_backup_dir
     from coophash_keras.data import load_dataset, retrieval_split
     from coophash_keras.io import save_model
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any
 
 
 def _f(default, provenance: str, doc: str):
@@ -37,8 +37,8 @@ class CoopHashConfig:
     langevin_steps: int = _f(10, "ours", "T, Langevin steps per batch (reference code: 15)")
     langevin_step_size: float = _f(1.0, "ours", "delta in Eq. 6, so each step moves delta^2/2 = 0.5 x grad (reference code: 0.002 with a reference Gaussian of sigma 0.016)")
     langevin_noise_scale: float = _f(0.007, "ours", "noise = scale * delta * N(0, I); 1.0 is Eq. 6, 0 turns it off (0.007: pixel noise std 0.007, JEM-like)")
-    langevin_ref_sigma: Optional[float] = _f(None, "reference", "sigma of the reference Gaussian (CoopNets 0.016); None = off")
-    langevin_clip_update: Optional[float] = _f(0.1, "ours", "clip each Langevin update to +-value (CoopFlow-style); None = off")
+    langevin_ref_sigma: float | None = _f(None, "reference", "sigma of the reference Gaussian (CoopNets 0.016); None = off")
+    langevin_clip_update: float | None = _f(0.1, "ours", "clip each Langevin update to +-value (CoopFlow-style); None = off")
     langevin_clip_images: bool = _f(True, "ours", "keep revised images inside the data range [-1, 1]")
 
     # --- descriptor losses -------------------------------------------------------------------
@@ -74,7 +74,7 @@ class CoopHashConfig:
         self.image_shape = tuple(int(d) for d in self.image_shape)
         self.validate()
 
-    def validate(self) -> "CoopHashConfig":
+    def validate(self) -> CoopHashConfig:
         problems = []
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             problems.append(f"image_shape must be (H, W, C) with positive sizes, got {self.image_shape}")
@@ -110,7 +110,7 @@ class CoopHashConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CoopHashConfig":
+    def from_dict(cls, d: dict) -> CoopHashConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -120,10 +120,10 @@ class CoopHashConfig:
         except TypeError as exc:  # e.g. a string where a number belongs
             raise ValueError(f"Invalid CoopHashConfig value: {exc}") from None
 
-    def replace(self, **changes: Any) -> "CoopHashConfig":
+    def replace(self, **changes: Any) -> CoopHashConfig:
         return dataclasses.replace(self, **changes)
 
-    def with_ablation(self, name: str) -> "CoopHashConfig":
+    def with_ablation(self, name: str) -> CoopHashConfig:
         """This config with one CoopHash component switched off (see ABLATIONS)."""
         if name not in ABLATIONS:
             raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
@@ -134,7 +134,7 @@ class CoopHashConfig:
             json.dump(self.to_dict(), fh, indent=2)
 
     @classmethod
-    def from_json(cls, path: str) -> "CoopHashConfig":
+    def from_json(cls, path: str) -> CoopHashConfig:
         with open(path) as fh:
             return cls.from_dict(json.load(fh))
 

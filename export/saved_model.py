@@ -172,7 +172,7 @@ def write_models_config(base):
     entries = []
     for name in sorted(os.listdir(base)):
         if os.path.isdir(os.path.join(base, name)) and any(d.isdigit() for d in os.listdir(os.path.join(base, name))):
-            entries.append("  config {\n    name: '%s'\n    base_path: '/models/%s'\n    model_platform: 'tensorflow'\n  }" % (name, name))
+            entries.append(f"  config {{\n    name: '{name}'\n    base_path: '/models/{name}'\n    model_platform: 'tensorflow'\n  }}")
     path = os.path.join(base, "models.config")
     with open(path, "w") as fh:
         fh.write("model_config_list {\n" + "\n".join(entries) + "\n}\n")

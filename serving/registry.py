@@ -96,7 +96,10 @@ class Servable:
         self.signatures = {k: Signature(k, self.loaded.signatures[k], self.signature_defs[k])
                            for k in self.loaded.signatures}
         info_path = os.path.join(path, "assets.extra", "coophash.json")
-        self.info = json.load(open(info_path)) if os.path.exists(info_path) else {}
+        self.info = {}
+        if os.path.exists(info_path):
+            with open(info_path) as fh:
+                self.info = json.load(fh)
         self._warm_up()
 
     def _warm_up(self):

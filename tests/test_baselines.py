@@ -4,7 +4,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 
 from coophash_keras.baselines import SupervisedHashNet

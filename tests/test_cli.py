@@ -5,9 +5,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import REPO
+from PIL import Image
 
 SMALL = ["--set", "base_filters=8", "--set", "feature_dim=32", "--set", "latent_dim=8",
          "--set", "generator_filters=16", "--set", "langevin_steps=2"]

@@ -38,6 +38,7 @@ def test_every_field_has_provenance():
 def test_config_doc_is_up_to_date():
     import os
     import sys
+
     from conftest import REPO
     sys.path.insert(0, os.path.join(REPO, "docs"))
     from make_config_doc import render

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from coophash_keras.data import (RetrievalSplit, from_arrays, load_dataset, load_fashion_mnist,
-                                 load_tfds, retrieval_split, validate_images, validate_labels)
+from coophash_keras.data import (
+    RetrievalSplit,
+    from_arrays,
+    load_dataset,
+    load_fashion_mnist,
+    load_tfds,
+    retrieval_split,
+    validate_images,
+    validate_labels,
+)
 
 
 def test_digits_loader(digits):

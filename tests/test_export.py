@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from coophash_keras.metrics import hamming_rank
 
 

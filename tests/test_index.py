@@ -3,8 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from coophash_keras.index import HammingIndex
-from coophash_keras.index import kernel
+from coophash_keras.index import HammingIndex, kernel
 from coophash_keras.metrics import hamming_distances
 
 
@@ -131,7 +130,7 @@ def test_bad_index_files(tmp_path):
     # a failed save never replaces a good file
     bad = HammingIndex(64)
     bad._ids = "not an array"
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         bad.save(path)
     assert len(HammingIndex.load(path)) == 50 and not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 

@@ -2,8 +2,15 @@ import keras
 import numpy as np
 import pytest
 
-from coophash_keras.layers import (ClassifierHead, ConvBaseNetwork, EnergyHead, HashHead, InferenceHead,
-                                   PairGenerator, num_downsamplings)
+from coophash_keras.layers import (
+    ClassifierHead,
+    ConvBaseNetwork,
+    EnergyHead,
+    HashHead,
+    InferenceHead,
+    PairGenerator,
+    num_downsamplings,
+)
 from coophash_keras.models import MultipurposeDescriptor
 
 

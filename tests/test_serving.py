@@ -12,11 +12,16 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
-
 from conftest import REPO
+from PIL import Image
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
 from serving.client import GrpcClient, RestClient, ServingClientError
 from serving.server import ModelServer
 
@@ -169,7 +174,7 @@ def test_concurrent_rest_requests(server, digits):
 
     def worker(i):
         try:
-            for j in range(10):
+            for _j in range(10):
                 status, body = http(server, "POST", "/v1/models/coophash:predict",
                                     {"instances": digits.images[i:i + 2].tolist()})
                 if status != 200:

@@ -11,8 +11,8 @@ import time
 import keras
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from coophash_keras import CoopHash
 from coophash_keras.callbacks import CoopHashTensorBoard, RetrievalMetricsCallback
 
@@ -166,7 +166,7 @@ def test_two_workers_train_together_and_the_chief_saves(tmp_path):
         procs.append(subprocess.Popen(cmd, cwd=REPO, env={k: v for k, v in ENV.items() if k != "TF_CONFIG"},
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (so, se) in zip(procs, outs):
+    for p, (_so, se) in zip(procs, outs):
         assert p.returncode == 0, se[-3000:]
     assert "2 replicas" in outs[0][0]
     assert (tmp_path / "w0" / "model.keras").exists() and not (tmp_path / "w1" / "model.keras").exists()
@@ -179,6 +179,7 @@ def test_two_workers_train_together_and_the_chief_saves(tmp_path):
 
 def test_mixed_precision_keeps_langevin_and_energies_float32(tiny_config, digits):
     import tensorflow as tf
+
     from coophash_keras.preprocessing import normalize_images
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

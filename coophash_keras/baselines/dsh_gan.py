@@ -24,8 +24,13 @@ from coophash_keras import losses
 from coophash_keras.data.validation import validate_fit_data
 from coophash_keras.layers import PairGenerator
 from coophash_keras.models.descriptor import MultipurposeDescriptor
-from coophash_keras.models.hashing import (HashingModelMixin, as_config, bit_balance, correct_predictions,
-                                           sample_negative_labels)
+from coophash_keras.models.hashing import (
+    HashingModelMixin,
+    as_config,
+    bit_balance,
+    correct_predictions,
+    sample_negative_labels,
+)
 from coophash_keras.preprocessing import denormalize_images, normalize_images
 
 _POSITIVE, _NEGATIVE, _NEGATIVE_LABELS = 0, 1, 2

@@ -7,7 +7,7 @@ import dataclasses
 import gzip
 import os
 import struct
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -26,7 +26,7 @@ class ImageSet:
     labels: np.ndarray
     num_classes: int
     multi_label: bool = False
-    class_names: Optional[Sequence[str]] = None
+    class_names: Sequence[str] | None = None
     name: str = "arrays"
     # Extra per-example arrays (e.g. "source_split": 0 = train file, 1 = test file).
     extras: dict = dataclasses.field(default_factory=dict)

@@ -65,9 +65,8 @@ def validate_labels(labels, num_classes, multi_label, num_examples=None, what="l
     if arr.ndim != 1:
         raise ValueError(f"{what} must be class ids of shape [N] (or set multi_label for multi-hot), "
                          f"got shape {arr.shape}")
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{what} must be integer class ids, got non-integer values")
+    if np.issubdtype(arr.dtype, np.floating) and (not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))):
+        raise ValueError(f"{what} must be integer class ids, got non-integer values")
     if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
         raise ValueError(f"{what} out of range: class ids must be in [0, {num_classes - 1}], "
                          f"got min {arr.min()} max {arr.max()}")

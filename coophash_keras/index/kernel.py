@@ -48,7 +48,7 @@ def load():
     try:
         lib = ctypes.CDLL(build())
     except (OSError, subprocess.CalledProcessError, FileNotFoundError) as exc:
-        warnings.warn(f"coophash: C Hamming kernel unavailable ({exc}); using the slower numpy scan")
+        warnings.warn(f"coophash: C Hamming kernel unavailable ({exc}); using the slower numpy scan", stacklevel=2)
         return None
     P = ctypes.c_void_p
     lib.hamming_topk.argtypes = [P, P, ctypes.c_int64, ctypes.c_int, P, ctypes.c_int64, ctypes.c_int, P, P,
