@@ -1,4 +1,5 @@
 """Shared by the serving benchmarks: an exported model to serve, and a server subprocess."""
+
 import os
 import socket
 import subprocess
@@ -21,14 +22,16 @@ def ensure_model_base(model_base=None):
     from coophash_keras.data import load_digits
     from coophash_keras.io import save_model
     from export import export_saved_model
+
     data = load_digits()
     model = CoopHash(CoopHashConfig())
     model.compile()
     model.fit(data.as_dataset(64, drop_remainder=True), epochs=1, verbose=0)
     tmp = tempfile.mkdtemp()
     save_model(model, os.path.join(tmp, "model.keras"))
-    export_saved_model(os.path.join(tmp, "model.keras"), os.path.join(tmp, "models"), "coophash",
-                       database_images=data.images)
+    export_saved_model(
+        os.path.join(tmp, "model.keras"), os.path.join(tmp, "models"), "coophash", database_images=data.images
+    )
     return os.path.join(tmp, "models")
 
 
@@ -41,10 +44,24 @@ def free_port():
 def start_server(model_base):
     """`coophash serve` in a subprocess on a free loopback port; returns (process, url)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "coophash_keras.cli", "serve", "--model-base", model_base,
-                             "--port", str(port), "--grpc-port", str(free_port())], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "coophash_keras.cli",
+            "serve",
+            "--model-base",
+            model_base,
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:

@@ -9,6 +9,7 @@ interleaved, because a shared 2-core machine is noisy):
   limit   a plain xor + popcount over every (query, code) pair with no top-k, same memory and
           blocking: the scan rate the hardware allows; ours/limit says how close the search gets.
 Both exact searches are checked to return the same distances."""
+
 import argparse
 import json
 import os
@@ -43,6 +44,7 @@ def main():
     p.add_argument("--json", default=None)
     a = p.parse_args()
     import faiss
+
     threads = os.cpu_count()
     faiss.omp_set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -55,27 +57,44 @@ def main():
             index = HammingIndex(bits).add(packed)
             build = time.perf_counter() - t
             index.search(queries[:8], a.k)  # compile/warm
-            ours, (ids, dist) = best_qps(lambda index=index, queries=queries: index.search(queries, a.k), a.queries, a.repeats)
+            ours, (ids, dist) = best_qps(
+                lambda index=index, queries=queries: index.search(queries, a.k), a.queries, a.repeats
+            )
 
             t = time.perf_counter()
             flat = faiss.IndexBinaryFlat(bits)
             flat.add(packed)
             faiss_build = time.perf_counter() - t
-            faiss_qps, (fd, _) = best_qps(lambda flat=flat, queries=queries: flat.search(queries, a.k), a.queries, a.repeats)
+            faiss_qps, (fd, _) = best_qps(
+                lambda flat=flat, queries=queries: flat.search(queries, a.k), a.queries, a.repeats
+            )
             assert np.array_equal(np.sort(fd, 1), dist), "exact searches disagree"
 
             qw = index._to_words(queries)
             limit, _ = best_qps(lambda index=index, qw=qw: kernel.popcount_scan(index._codes, qw), a.queries, a.repeats)
-            row = {"n": n, "bits": bits, "queries": a.queries, "k": a.k, "ours_qps": ours, "faiss_flat_qps": faiss_qps,
-                   "scan_limit_qps": limit, "ours_over_faiss": ours / faiss_qps, "ours_over_limit": ours / limit,
-                   "ours_build_s": build, "faiss_build_s": faiss_build,
-                   "ours_memory_mb": (index._codes.nbytes + index._ids.nbytes) / 2 ** 20,
-                   "faiss_memory_mb": n * bits / 8 / 2 ** 20}
+            row = {
+                "n": n,
+                "bits": bits,
+                "queries": a.queries,
+                "k": a.k,
+                "ours_qps": ours,
+                "faiss_flat_qps": faiss_qps,
+                "scan_limit_qps": limit,
+                "ours_over_faiss": ours / faiss_qps,
+                "ours_over_limit": ours / limit,
+                "ours_build_s": build,
+                "faiss_build_s": faiss_build,
+                "ours_memory_mb": (index._codes.nbytes + index._ids.nbytes) / 2**20,
+                "faiss_memory_mb": n * bits / 8 / 2**20,
+            }
             rows.append(row)
-            print(f"n={n:>9,} bits={bits:>3}: ours {ours:8.1f} q/s | faiss flat {faiss_qps:8.1f} q/s | scan limit "
-                  f"{limit:8.1f} q/s | ours/faiss {row['ours_over_faiss']:.2f} ours/limit {row['ours_over_limit']:.2f} | "
-                  f"build ours {build:.2f}s faiss {faiss_build:.2f}s | memory ours {row['ours_memory_mb']:.0f} MB "
-                  f"(codes+ids) faiss {row['faiss_memory_mb']:.0f} MB (codes)", flush=True)
+            print(
+                f"n={n:>9,} bits={bits:>3}: ours {ours:8.1f} q/s | faiss flat {faiss_qps:8.1f} q/s | scan limit "
+                f"{limit:8.1f} q/s | ours/faiss {row['ours_over_faiss']:.2f} ours/limit {row['ours_over_limit']:.2f} | "
+                f"build ours {build:.2f}s faiss {faiss_build:.2f}s | memory ours {row['ours_memory_mb']:.0f} MB "
+                f"(codes+ids) faiss {row['faiss_memory_mb']:.0f} MB (codes)",
+                flush=True,
+            )
             index = flat = packed = None  # free the large arrays before the next size
     info = {"machine": platform.processor() or platform.machine(), "cpus": threads, "faiss": faiss.__version__}
     if a.json:

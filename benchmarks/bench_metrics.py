@@ -1,7 +1,8 @@
 """Time retrieval_metrics on 1,000 queries x 70,000 database codes (random codes, 10 classes).
 
-    python benchmarks/bench_metrics.py [--queries 1000] [--database 70000] [--bits 32 64]
+python benchmarks/bench_metrics.py [--queries 1000] [--database 70000] [--bits 32 64]
 """
+
 import argparse
 import os
 import sys

@@ -5,6 +5,7 @@
 batch 1: median latency of REST :predict (server in a subprocess, keep-alive, loopback) divided
 by the median latency of calling the same SavedModel signature in-process;
 batch 64: images/s both ways."""
+
 import argparse
 import http.client
 import json
@@ -35,6 +36,7 @@ def main():
     import tensorflow as tf
 
     from coophash_keras.data import load_digits
+
     images = load_digits().images
     base = ensure_model_base(a.model_base)
     version = max(int(v) for v in os.listdir(os.path.join(base, "coophash")) if v.isdigit())
@@ -51,6 +53,7 @@ def main():
             resp = conn.getresponse()
             out = json.loads(resp.read())
             assert resp.status == 200 and len(out["predictions"]) == batch
+
         return call
 
     def direct(batch):

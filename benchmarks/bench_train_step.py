@@ -73,8 +73,13 @@ def main():
     total = sum(results[n] for n in parts)
     results["sum_of_parts"] = total
     results["step_over_sum_of_parts"] = results["train_step"] / total
-    results.update(batch=a.batch, langevin_steps=cfg.langevin_steps, machine=platform.processor() or platform.machine(),
-                   cpus=os.cpu_count(), tensorflow=tf.__version__)
+    results.update(
+        batch=a.batch,
+        langevin_steps=cfg.langevin_steps,
+        machine=platform.processor() or platform.machine(),
+        cpus=os.cpu_count(),
+        tensorflow=tf.__version__,
+    )
     for k in list(parts) + ["train_step", "sum_of_parts"]:
         print(f"{k:>20s}: {results[k] * 1e3:8.2f} ms")
     print(f"{'step / sum of parts':>20s}: {results['step_over_sum_of_parts']:.3f}")

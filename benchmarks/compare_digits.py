@@ -3,6 +3,7 @@ network, epochs and batch. Prints mAP@all and wall time per method and seed.
 
     python benchmarks/compare_digits.py [--bits 32] [--epochs 20] [--seeds 0 1 2] [--labels-per-class N]
 """
+
 import argparse
 import json
 import os
@@ -25,8 +26,13 @@ def main():
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seeds", type=int, nargs="*", default=[0])
     p.add_argument("--labels-per-class", type=int, default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="CoopHashConfig override for both methods (JSON value), e.g. real_triplet_weight=1")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="CoopHashConfig override for both methods (JSON value), e.g. real_triplet_weight=1",
+    )
     p.add_argument("--methods", nargs="*", default=["plain", "coophash"])
     p.add_argument("--json", default=None)
     a = p.parse_args()
@@ -46,9 +52,13 @@ def main():
             t = time.perf_counter()
             model.fit(train.as_dataset(batch, shuffle=True, seed=seed, drop_remainder=True), epochs=a.epochs, verbose=0)
             seconds = time.perf_counter() - t
-            res = retrieval_metrics(model.encode(data.images[split.query]), data.labels[split.query],
-                                    model.encode(data.images[split.database]), data.labels[split.database],
-                                    pr_curve=False)
+            res = retrieval_metrics(
+                model.encode(data.images[split.query]),
+                data.labels[split.query],
+                model.encode(data.images[split.database]),
+                data.labels[split.database],
+                pr_curve=False,
+            )
             rows.append({"method": name, "seed": seed, "mAP@all": res["mAP@all"], "train_s": seconds})
             print(f"seed {seed} {name:>8s}: mAP@all {res['mAP@all']:.4f}  train {seconds:.1f}s", flush=True)
     for name in a.methods:

@@ -4,6 +4,7 @@
 
 Starts `coophash serve` on a free 127.0.0.1 port, sends batch-1 requests of real digits from
 N threads with keep-alive connections, and prints errors, throughput and p50/p99 latency."""
+
 import argparse
 import http.client
 import json
@@ -23,6 +24,7 @@ def main():
     p.add_argument("--json", default=None)
     a = p.parse_args()
     from coophash_keras.data import load_digits
+
     images = load_digits().images
     base = ensure_model_base(a.model_base)
     proc, url = start_server(base)
@@ -62,9 +64,17 @@ def main():
         proc.terminate()
         proc.wait(timeout=30)
     lat = np.array(latencies) * 1e3
-    result = {"clients": a.clients, "requests_per_client": a.requests, "total": len(lat), "errors": len(errors),
-              "wall_s": wall, "requests_per_s": len(lat) / wall, "p50_ms": float(np.percentile(lat, 50)),
-              "p99_ms": float(np.percentile(lat, 99)), "cpus": os.cpu_count()}
+    result = {
+        "clients": a.clients,
+        "requests_per_client": a.requests,
+        "total": len(lat),
+        "errors": len(errors),
+        "wall_s": wall,
+        "requests_per_s": len(lat) / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "cpus": os.cpu_count(),
+    }
     print(json.dumps(result, indent=2))
     if a.json:
         with open(a.json, "w") as fh:

@@ -3,6 +3,7 @@ plots (PR curves, mAP vs labels), written as markdown + PNG. Needs matplotlib (b
 
     python benchmarks/make_results_doc.py results/fashion --out docs/results > docs/results/tables.md
 """
+
 import argparse
 import glob
 import json
@@ -11,8 +12,17 @@ from collections import defaultdict
 
 import numpy as np
 
-ORDER = ["plain", "dshgan", "coophash", "coophash+real", "coophash+real+unlabeled", "coophash+semi", "no_generator_pairs", "no_energy_head",
-         "no_inference_head"]
+ORDER = [
+    "plain",
+    "dshgan",
+    "coophash",
+    "coophash+real",
+    "coophash+real+unlabeled",
+    "coophash+semi",
+    "no_generator_pairs",
+    "no_energy_head",
+    "no_inference_head",
+]
 
 
 def load_runs(directory):
@@ -43,14 +53,19 @@ def _method_key(m):
 
 def main_table(runs):
     g = grouped(runs)
-    rows = ["| dataset | labels/class | bits | method | seeds | mAP@1000 | mAP@all | P@1000 | OOD mAP@1000 | "
-            "train min/run (ms/step) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| dataset | labels/class | bits | method | seeds | mAP@1000 | mAP@all | P@1000 | OOD mAP@1000 | "
+        "train min/run (ms/step) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for key in sorted(g, key=lambda k: (k[0], k[1], k[2], _method_key(k[3]))):
         rs = g[key]
-        rows.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {len(rs)} | "
-                    f"{mean_std([r['clean']['mAP@1000'] for r in rs])} | {mean_std([r['clean']['mAP@all'] for r in rs])} | "
-                    f"{mean_std([r['clean']['P@1000'] for r in rs])} | {mean_std([r['ood_mixed']['mAP@1000'] for r in rs])} | "
-                    f"{np.mean([r['train_s'] for r in rs]) / 60:.1f} ({np.mean([r['ms_per_step'] for r in rs]):.0f}) |")
+        rows.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {len(rs)} | "
+            f"{mean_std([r['clean']['mAP@1000'] for r in rs])} | {mean_std([r['clean']['mAP@all'] for r in rs])} | "
+            f"{mean_std([r['clean']['P@1000'] for r in rs])} | {mean_std([r['ood_mixed']['mAP@1000'] for r in rs])} | "
+            f"{np.mean([r['train_s'] for r in rs]) / 60:.1f} ({np.mean([r['ms_per_step'] for r in rs]):.0f}) |"
+        )
     return "\n".join(rows)
 
 
@@ -76,13 +91,16 @@ def corrupted_table(runs):
         rows.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {clean} | " + " | ".join(cells) + " |")
     if not rows:
         return ""
-    head = ["| dataset | labels/class | bits | method | clean queries | " + " | ".join(kinds) + " |",
-            "|---|---|---|---|---|" + "---|" * len(kinds)]
+    head = [
+        "| dataset | labels/class | bits | method | clean queries | " + " | ".join(kinds) + " |",
+        "|---|---|---|---|---|" + "---|" * len(kinds),
+    ]
     return "\n".join(head + rows)
 
 
 def _save(fig, ax, out, name):
     import matplotlib.pyplot as plt
+
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -93,8 +111,10 @@ def _save(fig, ax, out, name):
 
 def plots(runs, out):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     os.makedirs(out, exist_ok=True)
     g = grouped(runs)
     written = []
@@ -105,7 +125,11 @@ def plots(runs, out):
             p = np.mean([r["clean"]["pr_curve"]["precision"] for r in rs], axis=0)
             rc = np.mean([r["clean"]["pr_curve"]["recall"] for r in rs], axis=0)
             ax.plot(rc, p, marker=".", label=f"{method} ({len(rs)} seed{'s' if len(rs) > 1 else ''})")
-        ax.set(xlabel="recall", ylabel="precision", title=f"{dataset}, {labels} labels/class, {bits} bits\n(PR over Hamming radius 0..K, mean of seeds)")
+        ax.set(
+            xlabel="recall",
+            ylabel="precision",
+            title=f"{dataset}, {labels} labels/class, {bits} bits\n(PR over Hamming radius 0..K, mean of seeds)",
+        )
         written.append(_save(fig, ax, out, f"pr_{dataset}_L{labels}_K{bits}.png"))
     for dataset, bits in sorted({(k[0], k[2]) for k in g}):
         label_counts = sorted({k[1] for k in g if (k[0], k[2]) == (dataset, bits)})
@@ -121,8 +145,12 @@ def plots(runs, out):
                     xs.append(L), ms.append(np.mean(v)), ss.append(np.std(v))
             if len(xs) > 1:  # a method measured at one label count is not a curve
                 ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=method)
-        ax.set(xscale="log", xlabel="labeled images per class", ylabel="mAP@1000",
-               title=f"{dataset}, {bits} bits (mean ± std over seeds)")
+        ax.set(
+            xscale="log",
+            xlabel="labeled images per class",
+            ylabel="mAP@1000",
+            title=f"{dataset}, {bits} bits (mean ± std over seeds)",
+        )
         written.append(_save(fig, ax, out, f"map_vs_labels_{dataset}_K{bits}.png"))
     return written
 
@@ -131,8 +159,10 @@ def provenance(runs):
     rows = ["| run | wall time train + eval (s) | finished | machine | command |", "|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: r["_file"]):
         m = r["machine"]
-        rows.append(f"| {r['_file'][:-5]} | {r['train_s']:.0f} + {r['eval_s']:.0f} | {r['finished']} | "
-                    f"{m['cores']} cores {m['cpu']}{', GPU' if m['gpu'] else ''}, TF {m['tensorflow']} | `{r['command']}` |")
+        rows.append(
+            f"| {r['_file'][:-5]} | {r['train_s']:.0f} + {r['eval_s']:.0f} | {r['finished']} | "
+            f"{m['cores']} cores {m['cpu']}{', GPU' if m['gpu'] else ''}, TF {m['tensorflow']} | `{r['command']}` |"
+        )
     total = sum(r["train_s"] + r["eval_s"] for r in runs)
     rows.append(f"\nTotal wall time of these {len(runs)} runs: {total / 3600:.2f} h.")
     return "\n".join(rows)
@@ -142,20 +172,30 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("runs", nargs="+", help="directories of run JSONs")
     p.add_argument("--out", default="docs/results", help="where the PNG plots go")
-    p.add_argument("--insert", default=None, metavar="MD",
-                   help="replace the text between <!-- tables --> and <!-- /tables --> in this file")
+    p.add_argument(
+        "--insert",
+        default=None,
+        metavar="MD",
+        help="replace the text between <!-- tables --> and <!-- /tables --> in this file",
+    )
     a = p.parse_args()
     runs = [r for d in a.runs for r in load_runs(d)]
     if not runs:
         raise SystemExit(f"no run JSON found in {a.runs}")
     names = plots(runs, a.out)
     rel = os.path.relpath(a.out, os.path.dirname(a.insert) if a.insert else ".")
-    text = "\n".join([
-        "### Retrieval (clean) and under the OOD shift\n", main_table(runs),
-        "\n### Corrupted queries: mAP@1000 without → with `CoopHash.recover` (predicted class)\n",
-        corrupted_table(runs),
-        "\n### Plots\n", "\n".join(f"![{n}]({rel}/{n})" for n in names),
-        "\n### Runs: command, machine, wall time\n", provenance(runs)])
+    text = "\n".join(
+        [
+            "### Retrieval (clean) and under the OOD shift\n",
+            main_table(runs),
+            "\n### Corrupted queries: mAP@1000 without → with `CoopHash.recover` (predicted class)\n",
+            corrupted_table(runs),
+            "\n### Plots\n",
+            "\n".join(f"![{n}]({rel}/{n})" for n in names),
+            "\n### Runs: command, machine, wall time\n",
+            provenance(runs),
+        ]
+    )
     if a.insert:
         with open(a.insert) as fh:
             doc = fh.read()

@@ -18,8 +18,7 @@ class RetrievalMetricsCallback(keras.callbacks.Callback):
     metrics into the epoch logs: `val_map` (mAP over the whole database) and `val_map@K`.
     List it BEFORE TensorBoard / ModelCheckpoint / a tuner so they see the values."""
 
-    def __init__(self, query_images, query_labels, database_images, database_labels, every_n_epochs=1,
-                 topk=(100,)):
+    def __init__(self, query_images, query_labels, database_images, database_labels, every_n_epochs=1, topk=(100,)):
         super().__init__()
         self.query_images, self.query_labels = np.asarray(query_images), np.asarray(query_labels)
         self.database_images, self.database_labels = np.asarray(database_images), np.asarray(database_labels)
@@ -49,8 +48,17 @@ class CoopHashTensorBoard(keras.callbacks.Callback):
     and at the end of training the embedding projector (codes of `projector_images`, label
     metadata, sprite) written into the log_dir root, where the projector plugin looks."""
 
-    def __init__(self, log_dir, sample_images, sample_labels, every_n_epochs=1, num_pairs=8,
-                 projector_images=None, projector_labels=None, class_names=None):
+    def __init__(
+        self,
+        log_dir,
+        sample_images,
+        sample_labels,
+        every_n_epochs=1,
+        num_pairs=8,
+        projector_images=None,
+        projector_labels=None,
+        class_names=None,
+    ):
         super().__init__()
         self.log_dir = log_dir
         self.sample_images, self.sample_labels = np.asarray(sample_images), np.asarray(sample_labels)
@@ -87,16 +95,22 @@ class CoopHashTensorBoard(keras.callbacks.Callback):
         x_pos, x_neg, c_neg, _ = m.generate_contrastive_pairs(c_pos, seed)
         revised, _ = m.langevin_revise(tf.concat([x_pos, x_neg], 0), tf.concat([c_pos, c_neg], 0), seed)
         r_pos, r_neg = tf.split(revised, 2)
-        grid = tf.concat([x_pos, r_pos, x_neg, r_neg], axis=2)          # [n, H, 4W, C] per pair
+        grid = tf.concat([x_pos, r_pos, x_neg, r_neg], axis=2)  # [n, H, 4W, C] per pair
         grid = tf.reshape(grid, [1, -1, grid.shape[2], grid.shape[3]])  # one image, pairs stacked
-        labels = "\n".join(f"row {i}: c+ = {self._label_text(p)}, c- = {self._label_text(q)}"
-                           for i, (p, q) in enumerate(zip(c_pos.numpy(), c_neg.numpy())))
+        labels = "\n".join(
+            f"row {i}: c+ = {self._label_text(p)}, c- = {self._label_text(q)}"
+            for i, (p, q) in enumerate(zip(c_pos.numpy(), c_neg.numpy()))
+        )
         with self._writer.as_default(step=epoch):
             tf.summary.scalar("bits/balance", balance)
             tf.summary.scalar("bits/correlation", float(off.mean()))
             tf.summary.histogram("hash/pre_activation", pre)
-            tf.summary.image("pairs/generated_and_revised", denormalize_images(grid), max_outputs=1,
-                             description="columns: x^+ = g(z, c+), x~+ (Langevin-revised), x^- = g(z, c-), x~-")
+            tf.summary.image(
+                "pairs/generated_and_revised",
+                denormalize_images(grid),
+                max_outputs=1,
+                description="columns: x^+ = g(z, c+), x~+ (Langevin-revised), x^- = g(z, c-), x~-",
+            )
             tf.summary.text("pairs/labels", labels)
         self._writer.flush()
         if logs is not None:
@@ -122,15 +136,18 @@ def write_projector(log_dir, model, images, labels, class_names=None):
     with open(os.path.join(log_dir, "metadata.tsv"), "w") as fh:
         fh.write("label\tcode\n")
         for lab, code in zip(labels, codes):
-            lab_text = (class_names[int(lab)] if class_names is not None and np.ndim(lab) == 0
-                        else str(lab.tolist() if np.ndim(lab) else int(lab)))
+            lab_text = (
+                class_names[int(lab)]
+                if class_names is not None and np.ndim(lab) == 0
+                else str(lab.tolist() if np.ndim(lab) else int(lab))
+            )
             fh.write(f"{lab_text}\t{''.join('1' if b > 0 else '0' for b in code)}\n")
     h, w, c = images.shape[1:]
     side = int(np.ceil(np.sqrt(len(images))))
     sprite = np.zeros((side * h, side * w, c), np.uint8)
     for i, im in enumerate(images):
         r, col = divmod(i, side)
-        sprite[r * h:(r + 1) * h, col * w:(col + 1) * w] = im
+        sprite[r * h : (r + 1) * h, col * w : (col + 1) * w] = im
     tf.io.write_file(os.path.join(log_dir, "sprite.png"), tf.io.encode_png(sprite))
     config = projector.ProjectorConfig()
     emb = config.embeddings.add()
@@ -153,8 +170,11 @@ class ProgressLog(keras.callbacks.Callback):
         entry = {"epoch": int(epoch)}
         # CoopHash holds descriptor + generator optimizers, DSH-GAN discriminator + generator, the
         # plain baseline Keras' one `optimizer`.
-        names = [n for n in ("descriptor_optimizer", "discriminator_optimizer", "generator_optimizer")
-                 if getattr(self.model, n, None) is not None] or ["optimizer"]
+        names = [
+            n
+            for n in ("descriptor_optimizer", "discriminator_optimizer", "generator_optimizer")
+            if getattr(self.model, n, None) is not None
+        ] or ["optimizer"]
         for name in names:
             entry[name.replace("optimizer", "iterations")] = int(np.asarray(getattr(self.model, name).iterations))
         entry["logs"] = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
@@ -176,21 +196,26 @@ def check_backup_dir(backup_dir, model):
             saved = json.load(fh)
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if diff:
-            raise ValueError(f"the backup in {backup_dir} was made with a different configuration (fields {diff}); "
-                             "use another --backup-dir or delete it to start over")
+            raise ValueError(
+                f"the backup in {backup_dir} was made with a different configuration (fields {diff}); "
+                "use another --backup-dir or delete it to start over"
+            )
     else:
         with open(cfg_path, "w") as fh:
             json.dump(current, fh, indent=2)
     weights = os.path.join(backup_dir, "latest.weights.h5")
     if os.path.exists(weights):
         import h5py
+
         try:
             with h5py.File(weights, "r") as h5:
                 names = []
                 h5.visit(names.append)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem to the user
-            raise ValueError(f"the backup checkpoint {weights} is corrupted ({exc}); delete {backup_dir} "
-                             "to start over") from None
+            raise ValueError(
+                f"the backup checkpoint {weights} is corrupted ({exc}); delete {backup_dir} to start over"
+            ) from None
         if not any(n.startswith("descriptor") for n in names):
-            raise ValueError(f"the backup checkpoint {weights} holds no CoopHash weights; delete {backup_dir} "
-                             "to start over")
+            raise ValueError(
+                f"the backup checkpoint {weights} holds no CoopHash weights; delete {backup_dir} to start over"
+            )

@@ -45,8 +45,9 @@ def _strategy(args):
         workers = [w.strip() for w in args.workers.split(",") if w.strip()]
         if args.task_index is None or not 0 <= args.task_index < len(workers):
             raise CLIError(f"--task-index must be in [0, {len(workers) - 1}] for {len(workers)} workers")
-        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
-                                              "task": {"type": "worker", "index": args.task_index}})
+        os.environ["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": args.task_index}}
+        )
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if getattr(args, "mirrored", False):
@@ -63,6 +64,7 @@ def _is_chief(strategy):
 
 def _validation_sets(data, split, max_database=5000, seed=0):
     import numpy as np
+
     database = split.database
     if len(database) > max_database:
         database = np.sort(np.random.default_rng(seed).choice(database, max_database, replace=False))
@@ -72,6 +74,7 @@ def _validation_sets(data, split, max_database=5000, seed=0):
 def _model_class(name):
     from coophash_keras import CoopHash
     from coophash_keras.baselines import DSHGAN, SupervisedHashNet
+
     return {"coophash": CoopHash, "dshgan": DSHGAN, "plain": SupervisedHashNet}[name]
 
 
@@ -91,9 +94,19 @@ def cmd_train(args):
     data = load_dataset(args.dataset, args.data_dir)
     split = retrieval_split(data.labels, args.query_per_class, args.labels_per_class, seed=args.seed)
     overrides = _overrides(args.set)
-    config = CoopHashConfig.from_dict(dict(
-        dict(image_shape=data.image_shape, num_classes=data.num_classes, multi_label=data.multi_label,
-             num_bits=args.bits, batch_size=args.batch_size, seed=args.seed), **overrides))
+    config = CoopHashConfig.from_dict(
+        dict(
+            dict(
+                image_shape=data.image_shape,
+                num_classes=data.num_classes,
+                multi_label=data.multi_label,
+                num_bits=args.bits,
+                batch_size=args.batch_size,
+                seed=args.seed,
+            ),
+            **overrides,
+        )
+    )
     model_name = getattr(args, "model", "coophash")
     if getattr(args, "ablation", None):
         if model_name != "coophash":
@@ -113,14 +126,24 @@ def cmd_train(args):
     val = _validation_sets(data, split) if val_every else None
     if val is not None:  # first, so TensorBoard, ModelCheckpoint and the tuner see val_map
         callbacks.append(RetrievalMetricsCallback(*val, every_n_epochs=val_every, topk=(100,)))
-        callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(args.run_dir, "best.keras"), monitor="val_map",
-                                                         mode="max", save_best_only=True))
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(args.run_dir, "best.keras"), monitor="val_map", mode="max", save_best_only=True
+            )
+        )
     if getattr(args, "tensorboard", None) and model_class is CoopHash:
         sample = data.subset(split.query[:256])
         projector = data.subset(split.database[:1000])
-        callbacks.append(CoopHashTensorBoard(args.tensorboard, sample.images, sample.labels,
-                                             projector_images=projector.images, projector_labels=projector.labels,
-                                             class_names=data.class_names))
+        callbacks.append(
+            CoopHashTensorBoard(
+                args.tensorboard,
+                sample.images,
+                sample.labels,
+                projector_images=projector.images,
+                projector_labels=projector.labels,
+                class_names=data.class_names,
+            )
+        )
     if getattr(args, "tensorboard", None):
         callbacks.append(keras.callbacks.TensorBoard(args.tensorboard, histogram_freq=0))
     if getattr(args, "backup_dir", None):
@@ -131,10 +154,14 @@ def cmd_train(args):
     train_ds = train.as_dataset(config.batch_size, shuffle=True, seed=args.seed, drop_remainder=True)
     if model_name == "dshgan" and len(split.unlabeled) >= config.batch_size:
         from coophash_keras.data import with_unlabeled
+
         train_ds = with_unlabeled(train_ds, data.images[split.unlabeled], config.batch_size, args.seed)
-    print(f"training {model_class.__name__} on {data.name}: {len(train)} labeled images, {config.num_bits} bits, "
-          f"{args.epochs} epochs -> {args.run_dir}"
-          + (f" ({strategy.num_replicas_in_sync} replicas)" if strategy is not None else ""), flush=True)
+    print(
+        f"training {model_class.__name__} on {data.name}: {len(train)} labeled images, {config.num_bits} bits, "
+        f"{args.epochs} epochs -> {args.run_dir}"
+        + (f" ({strategy.num_replicas_in_sync} replicas)" if strategy is not None else ""),
+        flush=True,
+    )
     start = time.time()
     history = model.fit(train_ds, epochs=args.epochs, verbose=args.verbose, callbacks=callbacks)
     seconds = time.time() - start
@@ -147,9 +174,19 @@ def cmd_train(args):
     with open(os.path.join(args.run_dir, "history.json"), "w") as fh:
         json.dump({k: [float(v) for v in vals] for k, vals in history.history.items()}, fh, indent=2)
     with open(os.path.join(args.run_dir, "run.json"), "w") as fh:
-        json.dump({"dataset": args.dataset, "data_dir": args.data_dir, "query_per_class": args.query_per_class,
-                   "labels_per_class": args.labels_per_class, "seed": args.seed, "epochs": args.epochs,
-                   "train_seconds": seconds}, fh, indent=2)
+        json.dump(
+            {
+                "dataset": args.dataset,
+                "data_dir": args.data_dir,
+                "query_per_class": args.query_per_class,
+                "labels_per_class": args.labels_per_class,
+                "seed": args.seed,
+                "epochs": args.epochs,
+                "train_seconds": seconds,
+            },
+            fh,
+            indent=2,
+        )
     print(f"trained in {seconds:.1f}s; model: {os.path.join(args.run_dir, 'model.keras')}")
     return model
 
@@ -163,20 +200,44 @@ def cmd_tune(args):
     strategy = _strategy(args)
     data = load_dataset(args.dataset, args.data_dir)
     split = retrieval_split(data.labels, args.query_per_class, args.labels_per_class, seed=args.seed)
-    base = CoopHashConfig.from_dict(dict(
-        dict(image_shape=data.image_shape, num_classes=data.num_classes, multi_label=data.multi_label,
-             num_bits=args.bits, batch_size=args.batch_size, seed=args.seed), **_overrides(args.set)))
+    base = CoopHashConfig.from_dict(
+        dict(
+            dict(
+                image_shape=data.image_shape,
+                num_classes=data.num_classes,
+                multi_label=data.multi_label,
+                num_bits=args.bits,
+                batch_size=args.batch_size,
+                seed=args.seed,
+            ),
+            **_overrides(args.set),
+        )
+    )
     tune = args.tune.split(",") if args.tune else list(SEARCH_SPACE)
-    tuner = make_tuner(base, os.path.join(args.run_dir, "tuner"), max_trials=args.trials, tune=tune, seed=args.seed,
-                       distribution_strategy=strategy, overwrite=args.overwrite)
+    tuner = make_tuner(
+        base,
+        os.path.join(args.run_dir, "tuner"),
+        max_trials=args.trials,
+        tune=tune,
+        seed=args.seed,
+        distribution_strategy=strategy,
+        overwrite=args.overwrite,
+    )
     train = data.subset(split.train).as_dataset(base.batch_size, shuffle=True, seed=args.seed, drop_remainder=True)
-    tuner.search(train, epochs=args.epochs, verbose=args.verbose,
-                 callbacks=[RetrievalMetricsCallback(*_validation_sets(data, split), every_n_epochs=1)])
+    tuner.search(
+        train,
+        epochs=args.epochs,
+        verbose=args.verbose,
+        callbacks=[RetrievalMetricsCallback(*_validation_sets(data, split), every_n_epochs=1)],
+    )
     best = tuner.oracle.get_best_trials(1)[0]
     best_config = CoopHashConfig.from_dict(dict(base.to_dict(), **{k: best.hyperparameters.get(k) for k in tune}))
     best_config.to_json(os.path.join(args.run_dir, "best_config.json"))
-    summary = {"best_val_map": best.score, "trials": len(tuner.oracle.trials),
-               "best_hyperparameters": {k: best.hyperparameters.get(k) for k in tune}}
+    summary = {
+        "best_val_map": best.score,
+        "trials": len(tuner.oracle.trials),
+        "best_hyperparameters": {k: best.hyperparameters.get(k) for k in tune},
+    }
     with open(os.path.join(args.run_dir, "tuning.json"), "w") as fh:
         json.dump(summary, fh, indent=2)
     print(f"best val_map {best.score:.4f} after {summary['trials']} trials: {summary['best_hyperparameters']}")
@@ -198,11 +259,16 @@ def cmd_evaluate(args):
     start = time.time()
     query = model.encode(data.images[split.query], verbose=args.verbose)
     database = model.encode(data.images[split.database], verbose=args.verbose)
-    metrics = retrieval_metrics(query, data.labels[split.query], database, data.labels[split.database],
-                                topk=args.topk, radius=2)
-    metrics.update(num_query=int(len(split.query)), num_database=int(len(split.database)),
-                   num_bits=int(query.shape[1]), bit_balance=float(1 - np.abs(database.mean(0)).mean()),
-                   evaluate_seconds=time.time() - start)
+    metrics = retrieval_metrics(
+        query, data.labels[split.query], database, data.labels[split.database], topk=args.topk, radius=2
+    )
+    metrics.update(
+        num_query=int(len(split.query)),
+        num_database=int(len(split.database)),
+        num_bits=int(query.shape[1]),
+        bit_balance=float(1 - np.abs(database.mean(0)).mean()),
+        evaluate_seconds=time.time() - start,
+    )
     out = args.output or os.path.join(args.run_dir, "metrics.json")
     with open(out, "w") as fh:
         json.dump(metrics, fh, indent=2)
@@ -263,13 +329,15 @@ def cmd_export(args):
     database_images = database_ids = None
     if args.database:
         from coophash_keras.data import RetrievalSplit, load_dataset
+
         run_dir = args.database
         run = _load_run(run_dir)
         data = load_dataset(run["dataset"], run.get("data_dir"))
         split = RetrievalSplit.load(os.path.join(run_dir, "split.npz"))
         database_images, database_ids = data.images[split.database], split.database.astype(np.int64)
-    path = export_saved_model(args.model, args.base, args.name, args.version, database_images, database_ids,
-                              args.search_k)
+    path = export_saved_model(
+        args.model, args.base, args.name, args.version, database_images, database_ids, args.search_k
+    )
     sigs = "serving_default, hash_image_bytes" + (", search" if args.database else "")
     print(f"exported {args.model} -> {path} (signatures: {sigs})")
     return path
@@ -287,8 +355,9 @@ def cmd_serve(args):
             raise CLIError(f"--index expects NAME=PATH, got {item!r}")
         name, path = item.split("=", 1)
         indexes[name] = path
-    server = ModelServer(args.model_base, args.host, args.port, args.grpc_port, args.poll_interval,
-                         args.max_body_bytes, indexes)
+    server = ModelServer(
+        args.model_base, args.host, args.port, args.grpc_port, args.poll_interval, args.max_body_bytes, indexes
+    )
     if not server.registry.names():
         raise CLIError(f"no model found under {args.model_base} (expected <base>/<name>/<version>/saved_model.pb)")
     server.serve_forever()
@@ -360,8 +429,10 @@ def cmd_index_build(args):
     if os.path.exists(args.out) and not args.overwrite:
         raise CLIError(f"{args.out} exists; pass --overwrite to replace it")
     index.save(args.out)
-    print(f"indexed {len(index)} codes ({model.config.num_bits} bits, model {index.model_version}) in "
-          f"{time.time() - start:.1f}s -> {args.out}")
+    print(
+        f"indexed {len(index)} codes ({model.config.num_bits} bits, model {index.model_version}) in "
+        f"{time.time() - start:.1f}s -> {args.out}"
+    )
 
 
 def cmd_index_search(args):
@@ -381,15 +452,27 @@ def cmd_index_search(args):
 def cmd_demo(args):
     """Train on digits with the demo settings, evaluate and print where everything is."""
     start = time.time()
-    train_args = argparse.Namespace(dataset="digits", data_dir=None, bits=32, epochs=args.epochs, batch_size=64,
-                                    query_per_class=20, labels_per_class=None, seed=0, run_dir=args.run_dir,
-                                    verbose=2, set=[])
+    train_args = argparse.Namespace(
+        dataset="digits",
+        data_dir=None,
+        bits=32,
+        epochs=args.epochs,
+        batch_size=64,
+        query_per_class=20,
+        labels_per_class=None,
+        seed=0,
+        run_dir=args.run_dir,
+        verbose=2,
+        set=[],
+    )
     cmd_train(train_args)
     metrics = cmd_evaluate(argparse.Namespace(run_dir=args.run_dir, topk=[100], output=None, verbose=0))
     served = _demo_export_and_query(args.run_dir)
     print(f"\n{served}")
-    print(f"\ndemo done in {time.time() - start:.0f}s: mAP@all = {metrics['mAP@all']:.4f} at 32 bits "
-          f"(query 20/class, database = the other digits); model at {os.path.join(args.run_dir, 'model.keras')}")
+    print(
+        f"\ndemo done in {time.time() - start:.0f}s: mAP@all = {metrics['mAP@all']:.4f} at 32 bits "
+        f"(query 20/class, database = the other digits); model at {os.path.join(args.run_dir, 'model.keras')}"
+    )
 
 
 def _demo_export_and_query(run_dir):
@@ -406,8 +489,16 @@ def _demo_export_and_query(run_dir):
 
     base = os.path.join(run_dir, "models")
     shutil.rmtree(base, ignore_errors=True)
-    cmd_export(argparse.Namespace(model=os.path.join(run_dir, "model.keras"), base=base, name="coophash",
-                                  version=None, database=run_dir, search_k=5))
+    cmd_export(
+        argparse.Namespace(
+            model=os.path.join(run_dir, "model.keras"),
+            base=base,
+            name="coophash",
+            version=None,
+            database=run_dir,
+            search_k=5,
+        )
+    )
     data = load_digits()
     split = RetrievalSplit.load(os.path.join(run_dir, "split.npz"))
     tmp = tempfile.mkdtemp()
@@ -417,12 +508,15 @@ def _demo_export_and_query(run_dir):
         Image.fromarray(data.images[i][..., 0]).save(paths[-1])
     with ModelServer(base, port=0, grpc_port=None) as server:
         print(f"serving {base} at {server.url} (TF-Serving REST API); querying 3 digits:")
-        out = cmd_query(argparse.Namespace(images=paths, url=server.url, grpc=None, model="coophash", version=None,
-                                           search=True))
+        out = cmd_query(
+            argparse.Namespace(images=paths, url=server.url, grpc=None, model="coophash", version=None, search=True)
+        )
     shutil.rmtree(tmp, ignore_errors=True)
     hits = [np.mean(data.labels[np.asarray(ids)] == data.labels[i]) for i, ids in zip(split.query[:3], out["ids"])]
-    return (f"served query: top-5 neighbours share the query's label in {100 * np.mean(hits):.0f}% of cases; "
-            f"SavedModel at {os.path.join(base, 'coophash', '1')}")
+    return (
+        f"served query: top-5 neighbours share the query's label in {100 * np.mean(hits):.0f}% of cases; "
+        f"SavedModel at {os.path.join(base, 'coophash', '1')}"
+    )
 
 
 def build_parser():
@@ -436,26 +530,54 @@ def build_parser():
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--query-per-class", type=int, default=20)
-    t.add_argument("--labels-per-class", type=int, default=None, help="labeled training images per class "
-                   "(default: all non-query images)")
+    t.add_argument(
+        "--labels-per-class",
+        type=int,
+        default=None,
+        help="labeled training images per class (default: all non-query images)",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--run-dir", required=True)
-    t.add_argument("--model", choices=["coophash", "dshgan", "plain"], default="coophash",
-                   help="CoopHash, or a baseline: DSH-GAN (semi-supervised: uses the non-labeled training "
-                        "images) or plain supervised hashing (cannot be exported: no energy head)")
-    t.add_argument("--ablation", choices=["no_generator_pairs", "no_energy_head", "no_inference_head"],
-                   default=None, help="switch one CoopHash component off (docs/RESULTS.md)")
+    t.add_argument(
+        "--model",
+        choices=["coophash", "dshgan", "plain"],
+        default="coophash",
+        help="CoopHash, or a baseline: DSH-GAN (semi-supervised: uses the non-labeled training "
+        "images) or plain supervised hashing (cannot be exported: no energy head)",
+    )
+    t.add_argument(
+        "--ablation",
+        choices=["no_generator_pairs", "no_energy_head", "no_inference_head"],
+        default=None,
+        help="switch one CoopHash component off (docs/RESULTS.md)",
+    )
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a CoopHashConfig field")
     t.add_argument("--verbose", type=int, default=1, help="Keras verbosity: 0 silent, 1 progress bar, 2 per epoch")
-    t.add_argument("--val-every", type=int, default=0, metavar="N",
-                   help="validation mAP (val_map) every N epochs; keeps RUN/best.keras (best val_map)")
+    t.add_argument(
+        "--val-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="validation mAP (val_map) every N epochs; keeps RUN/best.keras (best val_map)",
+    )
     t.add_argument("--tensorboard", default=None, metavar="DIR", help="write TensorBoard logs to DIR")
-    t.add_argument("--backup-dir", default=None, metavar="DIR",
-                   help="preemption-safe: back up every epoch and resume from DIR when re-run")
-    t.add_argument("--mixed-precision", action="store_true",
-                   help="mixed_float16 (GPUs); Langevin revision, energies and losses stay float32")
-    t.add_argument("--workers", default=None, metavar="HOST:PORT,...",
-                   help="MultiWorkerMirroredStrategy over these workers (or set TF_CONFIG yourself)")
+    t.add_argument(
+        "--backup-dir",
+        default=None,
+        metavar="DIR",
+        help="preemption-safe: back up every epoch and resume from DIR when re-run",
+    )
+    t.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="mixed_float16 (GPUs); Langevin revision, energies and losses stay float32",
+    )
+    t.add_argument(
+        "--workers",
+        default=None,
+        metavar="HOST:PORT,...",
+        help="MultiWorkerMirroredStrategy over these workers (or set TF_CONFIG yourself)",
+    )
     t.add_argument("--task-index", type=int, default=None, help="this worker's index in --workers (0 = chief)")
     t.add_argument("--mirrored", action="store_true", help="MirroredStrategy over this machine's GPUs")
     t.set_defaults(func=cmd_train)
@@ -500,8 +622,12 @@ def build_parser():
     b.add_argument("--model", required=True, help="run directory or model.keras")
     b.add_argument("--dataset", default="digits")
     b.add_argument("--data-dir", default=None)
-    b.add_argument("--split", choices=["database", "query", "train", "unlabeled"], default=None,
-                   help="index only this split of the run (ids = dataset indices); default: every image")
+    b.add_argument(
+        "--split",
+        choices=["database", "query", "train", "unlabeled"],
+        default=None,
+        help="index only this split of the run (ids = dataset indices); default: every image",
+    )
     b.add_argument("--out", required=True)
     b.add_argument("--overwrite", action="store_true")
     b.set_defaults(func=cmd_index_build)
@@ -517,8 +643,12 @@ def build_parser():
     x.add_argument("--base", required=True, help="model base directory (e.g. models)")
     x.add_argument("--name", default="coophash")
     x.add_argument("--version", type=int, default=None, help="default: next free integer")
-    x.add_argument("--database", default=None, metavar="RUN",
-                   help="embed the packed codes of this run's database split and add the `search` signature")
+    x.add_argument(
+        "--database",
+        default=None,
+        metavar="RUN",
+        help="embed the packed codes of this run's database split and add the `search` signature",
+    )
     x.add_argument("--search-k", type=int, default=10, help="results per query of the search signature")
     x.set_defaults(func=cmd_export)
 
@@ -529,8 +659,12 @@ def build_parser():
     s.add_argument("--grpc-port", type=int, default=8500)
     s.add_argument("--poll-interval", type=float, default=1.0, help="seconds between scans for new versions")
     s.add_argument("--max-body-bytes", type=int, default=32 * 1024 * 1024)
-    s.add_argument("--index", action="append", metavar="NAME=PATH",
-                   help="serve POST /v1/models/NAME:search from this HammingIndex file")
+    s.add_argument(
+        "--index",
+        action="append",
+        metavar="NAME=PATH",
+        help="serve POST /v1/models/NAME:search from this HammingIndex file",
+    )
     s.set_defaults(func=cmd_serve)
 
     q = sub.add_parser("query", help="send image files to a served model and print their codes")
@@ -552,6 +686,7 @@ def build_parser():
 def main(argv=None):
     if os.environ.get("COOPHASH_DEBUG"):
         import keras
+
         keras.config.disable_traceback_filtering()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)

@@ -35,10 +35,22 @@ class CoopHashConfig:
 
     # --- Langevin revision (Eq. 6) -----------------------------------------------------------
     langevin_steps: int = _f(10, "ours", "T, Langevin steps per batch (reference code: 15)")
-    langevin_step_size: float = _f(1.0, "ours", "delta in Eq. 6, so each step moves delta^2/2 = 0.5 x grad (reference code: 0.002 with a reference Gaussian of sigma 0.016)")
-    langevin_noise_scale: float = _f(0.007, "ours", "noise = scale * delta * N(0, I); 1.0 is Eq. 6, 0 turns it off (0.007: pixel noise std 0.007, JEM-like)")
-    langevin_ref_sigma: float | None = _f(None, "reference", "sigma of the reference Gaussian (CoopNets 0.016); None = off")
-    langevin_clip_update: float | None = _f(0.1, "ours", "clip each Langevin update to +-value (CoopFlow-style); None = off")
+    langevin_step_size: float = _f(
+        1.0,
+        "ours",
+        "delta in Eq. 6, so each step moves delta^2/2 = 0.5 x grad (reference code: 0.002 with a reference Gaussian of sigma 0.016)",
+    )
+    langevin_noise_scale: float = _f(
+        0.007,
+        "ours",
+        "noise = scale * delta * N(0, I); 1.0 is Eq. 6, 0 turns it off (0.007: pixel noise std 0.007, JEM-like)",
+    )
+    langevin_ref_sigma: float | None = _f(
+        None, "reference", "sigma of the reference Gaussian (CoopNets 0.016); None = off"
+    )
+    langevin_clip_update: float | None = _f(
+        0.1, "ours", "clip each Langevin update to +-value (CoopFlow-style); None = off"
+    )
     langevin_clip_images: bool = _f(True, "ours", "keep revised images inside the data range [-1, 1]")
 
     # --- descriptor losses -------------------------------------------------------------------
@@ -46,20 +58,38 @@ class CoopHashConfig:
     classification_weight: float = _f(1.0, "ours", "weight of the classification loss on real images")
     triplet_weight: float = _f(1.0, "ours", "weight of the triplet loss (real anchor, revised x+, revised x-)")
     triplet_margin: float = _f(1.0, "ours", "margin of the relaxed triplet loss on mean squared code distance")
-    real_triplet_weight: float = _f(0.0, "ours", "extra triplet on hardest real in-batch triplets, per replica batch (0 = paper's synthetic-only)")
-    synthetic_classification_weight: float = _f(0.0, "ours", "extension (not in the paper; DSH-GAN/AC-GAN style): classify the revised x~+ as c+ and x~- as c-; 0 = off")
-    unlabeled_nll_weight: float = _f(0.0, "ours", "semi-supervised extension (not in the paper): maximum likelihood of the marginal energy logsumexp_c f_E(x, c) on unlabeled images, when batches carry them (data.with_unlabeled); 0 = off")
+    real_triplet_weight: float = _f(
+        0.0, "ours", "extra triplet on hardest real in-batch triplets, per replica batch (0 = paper's synthetic-only)"
+    )
+    synthetic_classification_weight: float = _f(
+        0.0,
+        "ours",
+        "extension (not in the paper; DSH-GAN/AC-GAN style): classify the revised x~+ as c+ and x~- as c-; 0 = off",
+    )
+    unlabeled_nll_weight: float = _f(
+        0.0,
+        "ours",
+        "semi-supervised extension (not in the paper): maximum likelihood of the marginal energy logsumexp_c f_E(x, c) on unlabeled images, when batches carry them (data.with_unlabeled); 0 = off",
+    )
     quantization_weight: float = _f(0.01, "ours", "weight of mean (|h| - 1)^2, pushes relaxed codes to +-1")
-    energy_l2_weight: float = _f(0.1, "ours", "penalty on mean f_E^2 of real and revised images (keeps energies bounded)")
+    energy_l2_weight: float = _f(
+        0.1, "ours", "penalty on mean f_E^2 of real and revised images (keeps energies bounded)"
+    )
 
     # --- generator / inference-path loss (Eq. 2 + KL) ------------------------------------------
     kl_weight: float = _f(1.0, "reference", "KL(q(z|x_rev) || N(0,I)) weight (CoopVAEBM: 2 with pixel-sum recon)")
     reconstruction_reduction: str = _f("mean", "ours", "'mean' over pixels or 'sum' (CoopVAEBM uses sum)")
     vae_updates_base: bool = _f(False, "ours", "whether the VAE loss also trains the shared base f0")
-    generator_latent: str = _f("inferred", "paper", "z the generator learns from: 'inferred' = z~ ~ q(z|x~) from the inference head (variational MCMC teaching, Eq. 2); 'prior' = the z that made the pair (original cooperative learning; the no-inference-head ablation)")
+    generator_latent: str = _f(
+        "inferred",
+        "paper",
+        "z the generator learns from: 'inferred' = z~ ~ q(z|x~) from the inference head (variational MCMC teaching, Eq. 2); 'prior' = the z that made the pair (original cooperative learning; the no-inference-head ablation)",
+    )
 
     # --- DSH-GAN baseline only ---------------------------------------------------------------
-    adversarial_weight: float = _f(1.0, "ours", "DSH-GAN: weight of the real-vs-synthetic adversarial loss (DSH-GAN's weights could not be read)")
+    adversarial_weight: float = _f(
+        1.0, "ours", "DSH-GAN: weight of the real-vs-synthetic adversarial loss (DSH-GAN's weights could not be read)"
+    )
 
     # --- optimisation ------------------------------------------------------------------------
     descriptor_learning_rate: float = _f(1e-3, "ours", "Adam LR of the descriptor (reference: 0.009 on another scale)")

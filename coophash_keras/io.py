@@ -10,8 +10,9 @@ import numpy as np
 
 
 def all_weights_finite(model):
-    return all(np.all(np.isfinite(np.asarray(v))) for v in model.weights
-               if np.issubdtype(np.asarray(v).dtype, np.floating))
+    return all(
+        np.all(np.isfinite(np.asarray(v))) for v in model.weights if np.issubdtype(np.asarray(v).dtype, np.floating)
+    )
 
 
 def save_model(model, path):
@@ -37,6 +38,7 @@ def load_model(path):
         raise FileNotFoundError(f"no model file at {path}")
     import coophash_keras.baselines  # noqa: F401  (registers the serializable classes)
     import coophash_keras.models.coophash  # noqa: F401
+
     try:
         return keras.models.load_model(path)
     except Exception as exc:

@@ -47,9 +47,24 @@ class CoopHashHyperModel(kt.HyperModel):
         return model.fit(*args, **kwargs)
 
 
-def make_tuner(base_config, directory, project_name="coophash", max_trials=10, tune=None, seed=0,
-               distribution_strategy=None, overwrite=False):
+def make_tuner(
+    base_config,
+    directory,
+    project_name="coophash",
+    max_trials=10,
+    tune=None,
+    seed=0,
+    distribution_strategy=None,
+    overwrite=False,
+):
     # No optimizer/loss passed to the tuner: it would re-compile() with the standard signature.
-    return kt.RandomSearch(CoopHashHyperModel(base_config, tune), objective=kt.Objective("val_map", "max"),
-                           max_trials=max_trials, seed=seed, directory=directory, project_name=project_name,
-                           distribution_strategy=distribution_strategy, overwrite=overwrite)
+    return kt.RandomSearch(
+        CoopHashHyperModel(base_config, tune),
+        objective=kt.Objective("val_map", "max"),
+        max_trials=max_trials,
+        seed=seed,
+        directory=directory,
+        project_name=project_name,
+        distribution_strategy=distribution_strategy,
+        overwrite=overwrite,
+    )

@@ -1,4 +1,5 @@
 """Regenerate docs/CONFIG.md from CoopHashConfig: python docs/make_config_doc.py"""
+
 import os
 import sys
 
@@ -8,6 +9,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 def render():
     from coophash_keras.config import CoopHashConfig
+
     with open(os.path.join(HERE, "CONFIG.md.head")) as fh:
         head = fh.read()
     with open(os.path.join(HERE, "CONFIG.md.tail")) as fh:

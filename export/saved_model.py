@@ -53,9 +53,15 @@ def load_descriptor(model_path):
         if config.get("registered_name") not in _EXPORTABLE:
             raise ValueError(f"{model_path} holds a {config.get('class_name')!r}, not a CoopHash (or DSH-GAN) model")
         cfg = config["config"]["config"]
-        descriptor = MultipurposeDescriptor(cfg["image_shape"], cfg["num_classes"], cfg["num_bits"],
-                                            cfg["latent_dim"], cfg["base_filters"], cfg["feature_dim"],
-                                            name="descriptor")
+        descriptor = MultipurposeDescriptor(
+            cfg["image_shape"],
+            cfg["num_classes"],
+            cfg["num_bits"],
+            cfg["latent_dim"],
+            cfg["base_filters"],
+            cfg["feature_dim"],
+            name="descriptor",
+        )
         descriptor.build()
         holder = _WeightsHolder(descriptor)
         holder.build()
@@ -123,8 +129,9 @@ def build_archive(descriptor, cfg, database_packed=None, database_ids=None, sear
     if database_packed is not None:
         database_packed = np.asarray(database_packed, np.uint8)
         if database_packed.ndim != 2 or database_packed.shape[1] * 8 != cfg["num_bits"]:
-            raise ValueError(f"database codes must be packed uint8 [N, {cfg['num_bits'] // 8}], "
-                             f"got {database_packed.shape}")
+            raise ValueError(
+                f"database codes must be packed uint8 [N, {cfg['num_bits'] // 8}], got {database_packed.shape}"
+            )
         ids = np.arange(len(database_packed)) if database_ids is None else np.asarray(database_ids, np.int64)
         if len(ids) != len(database_packed):
             raise ValueError(f"{len(ids)} database ids for {len(database_packed)} codes")
@@ -140,8 +147,12 @@ def build_archive(descriptor, cfg, database_packed=None, database_ids=None, sear
         def search(images):
             out = _outputs(descriptor, images, multi_label)
             distances, rows = hamming_topk(out["packed"], db_var, k)
-            return {"ids": tf.gather(ids_var, rows), "distances": distances, "codes": out["codes"],
-                    "packed": out["packed"]}
+            return {
+                "ids": tf.gather(ids_var, rows),
+                "distances": distances,
+                "codes": out["codes"],
+                "packed": out["packed"],
+            }
 
         archive.add_endpoint("search", search)
     return archive
@@ -172,15 +183,18 @@ def write_models_config(base):
     entries = []
     for name in sorted(os.listdir(base)):
         if os.path.isdir(os.path.join(base, name)) and any(d.isdigit() for d in os.listdir(os.path.join(base, name))):
-            entries.append(f"  config {{\n    name: '{name}'\n    base_path: '/models/{name}'\n    model_platform: 'tensorflow'\n  }}")
+            entries.append(
+                f"  config {{\n    name: '{name}'\n    base_path: '/models/{name}'\n    model_platform: 'tensorflow'\n  }}"
+            )
     path = os.path.join(base, "models.config")
     with open(path, "w") as fh:
         fh.write("model_config_list {\n" + "\n".join(entries) + "\n}\n")
     return path
 
 
-def export_saved_model(model_path, base, name="coophash", version=None, database_images=None,
-                       database_ids=None, search_k=10, warmup=True):
+def export_saved_model(
+    model_path, base, name="coophash", version=None, database_images=None, database_ids=None, search_k=10, warmup=True
+):
     """Write <base>/<name>/<version>/ and return its path. With `database_images` (uint8), their
     packed codes and ids are embedded and a `search` signature answers top-k retrieval."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -191,15 +205,18 @@ def export_saved_model(model_path, base, name="coophash", version=None, database
         raise ValueError(f"version must be a positive integer, got {version}")
     export_dir = os.path.join(base, name, str(version))
     if os.path.exists(export_dir):
-        raise ValueError(f"{export_dir} already exists; pick another --version (next free: "
-                         f"{next_version(base, name)})")
+        raise ValueError(f"{export_dir} already exists; pick another --version (next free: {next_version(base, name)})")
     database_packed = None
     if database_images is not None:
         from coophash_keras.data.validation import validate_images
+
         images = validate_images(database_images, tuple(cfg["image_shape"]), "database images")
-        database_packed = np.concatenate([
-            _outputs(descriptor, tf.constant(images[i:i + 1024], tf.uint8), False)["packed"].numpy()
-            for i in range(0, len(images), 1024)])
+        database_packed = np.concatenate(
+            [
+                _outputs(descriptor, tf.constant(images[i : i + 1024], tf.uint8), False)["packed"].numpy()
+                for i in range(0, len(images), 1024)
+            ]
+        )
     archive = build_archive(descriptor, cfg, database_packed, database_ids, search_k)
     # Write next to the final directory, then rename: TF-Serving polls <base>/<name> and must never
     # see a half-written version.
@@ -214,10 +231,19 @@ def export_saved_model(model_path, base, name="coophash", version=None, database
         os.makedirs(os.path.join(tmp_dir, "assets.extra"), exist_ok=True)
         with open(os.path.join(tmp_dir, "assets.extra", "coophash.json"), "w") as fh:
             from coophash_keras.io import model_fingerprint
-            json.dump({"config": cfg, "source_model": os.path.abspath(model_path), "signatures": signatures,
-                       "model_fingerprint": model_fingerprint(model_path),
-                       "search_k": search_k if database_packed is not None else None,
-                       "database_size": None if database_packed is None else int(len(database_packed))}, fh, indent=2)
+
+            json.dump(
+                {
+                    "config": cfg,
+                    "source_model": os.path.abspath(model_path),
+                    "signatures": signatures,
+                    "model_fingerprint": model_fingerprint(model_path),
+                    "search_k": search_k if database_packed is not None else None,
+                    "database_size": None if database_packed is None else int(len(database_packed)),
+                },
+                fh,
+                indent=2,
+            )
         os.replace(tmp_dir, export_dir)
     finally:
         if os.path.exists(tmp_dir):

@@ -64,6 +64,7 @@ class GrpcClient:
     def __init__(self, target, model, version=None, timeout=30.0):
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
         self.channel = grpc.insecure_channel(target)
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
@@ -79,6 +80,7 @@ class GrpcClient:
     def predict(self, inputs, signature="serving_default", output_filter=()):
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
+
         req = predict_pb2.PredictRequest()
         self._spec(req.model_spec, signature)
         for k, v in inputs.items():
@@ -90,6 +92,7 @@ class GrpcClient:
 
     def metadata(self):
         from tensorflow_serving.apis import get_model_metadata_pb2
+
         req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(req.model_spec)
         resp = self.predictions.GetModelMetadata(req, timeout=self.timeout)
@@ -99,6 +102,7 @@ class GrpcClient:
 
     def status(self):
         from tensorflow_serving.apis import get_model_status_pb2
+
         req = get_model_status_pb2.GetModelStatusRequest()
         self._spec(req.model_spec)
         return self.models.GetModelStatus(req, timeout=self.timeout)

@@ -83,8 +83,11 @@ def parse_predict_request(body, signature_of):
         raise invalid("'signature_name' key must be a string value.")
     has_instances, has_inputs = "instances" in request, "inputs" in request
     if has_instances == has_inputs:
-        raise invalid("Missing 'inputs' or 'instances' key" if not has_instances else
-                      "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exists")
+        raise invalid(
+            "Missing 'inputs' or 'instances' key"
+            if not has_instances
+            else "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exists"
+        )
     signature = signature_of(name)
     names = sorted(signature.inputs)
     string_inputs = {k for k, (dtype, _) in signature.inputs.items() if dtype.name == "string"}
@@ -95,8 +98,10 @@ def parse_predict_request(body, signature_of):
         named = isinstance(instances[0], dict) and not _is_b64(instances[0])
         if not named:
             if len(names) != 1:
-                raise invalid(f"signature '{name}' has {len(names)} inputs {names}: each instance must be an "
-                              "object keyed by input name")
+                raise invalid(
+                    f"signature '{name}' has {len(names)} inputs {names}: each instance must be an "
+                    "object keyed by input name"
+                )
             return name, {names[0]: _to_array(instances, names[0] in string_inputs, names[0])}, True
         columns = {k: [] for k in names}
         for i, inst in enumerate(instances):
@@ -128,14 +133,14 @@ def format_predict_response(outputs, row_format):
     """{output: ndarray} -> the JSON body TF-Serving would send."""
     if not row_format:
         if len(outputs) == 1:
-            (k, v), = outputs.items()
+            ((k, v),) = outputs.items()
             return {"outputs": _jsonable(k, v)}
         return {"outputs": {k: _jsonable(k, v) for k, v in outputs.items()}}
     sizes = {k: (v.shape[0] if v.ndim else None) for k, v in outputs.items()}
     if len(set(sizes.values())) != 1 or None in sizes.values():
         raise invalid(f"Tensor output has inconsistent batch size for row format: {sizes}")
     if len(outputs) == 1:
-        (k, v), = outputs.items()
+        ((k, v),) = outputs.items()
         return {"predictions": _jsonable(k, v)}
     columns = {k: _jsonable(k, v) for k, v in outputs.items()}
     n = next(iter(sizes.values()))

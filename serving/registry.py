@@ -18,8 +18,11 @@ log = logging.getLogger("coophash.serving")
 def _op_error_message(exc):
     """The informative line of a TF op error ("Graph execution error:" and node traces dropped)."""
     lines = [ln.strip() for ln in exc.message.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Graph execution error", "Detected at node", "<stack traces",
-                                                       "[[", "File "))]
+    useful = [
+        ln
+        for ln in lines
+        if not ln.startswith(("Graph execution error", "Detected at node", "<stack traces", "[[", "File "))
+    ]
     return (useful[0] if useful else lines[0]).split(" [[")[0] if lines else "TensorFlow op error"
 
 
@@ -30,25 +33,30 @@ class Signature:
         self.name = name
         self.fn = fn
         self.signature_def = signature_def
-        self.inputs = {k: (tf.dtypes.as_dtype(v.dtype), [d.size for d in v.tensor_shape.dim])
-                       for k, v in signature_def.inputs.items()}
-        self.outputs = {k: (tf.dtypes.as_dtype(v.dtype), [d.size for d in v.tensor_shape.dim])
-                        for k, v in signature_def.outputs.items()}
+        self.inputs = {
+            k: (tf.dtypes.as_dtype(v.dtype), [d.size for d in v.tensor_shape.dim])
+            for k, v in signature_def.inputs.items()
+        }
+        self.outputs = {
+            k: (tf.dtypes.as_dtype(v.dtype), [d.size for d in v.tensor_shape.dim])
+            for k, v in signature_def.outputs.items()
+        }
 
     def check_and_convert(self, inputs):
         """numpy arrays keyed by input name -> tensors, with errors that name the problem."""
         sent, wanted = set(inputs), set(self.inputs)
         if sent != wanted:
-            raise invalid(f"input size does not match signature: {len(sent)}!={len(wanted)} len({sorted(wanted)}). "
-                          f"Sent extra: {sorted(sent - wanted)}. Missing but required: {sorted(wanted - sent)}.")
+            raise invalid(
+                f"input size does not match signature: {len(sent)}!={len(wanted)} len({sorted(wanted)}). "
+                f"Sent extra: {sorted(sent - wanted)}. Missing but required: {sorted(wanted - sent)}."
+            )
         tensors = {}
         for key, value in inputs.items():
             dtype, shape = self.inputs[key]
             arr = np.asarray(value)
             if len(shape) != arr.ndim or any(s != -1 and s != a for s, a in zip(shape, arr.shape)):
                 want = "[" + ", ".join("-1" if s == -1 else str(s) for s in shape) + "]"
-                raise invalid(f"input '{key}' of signature '{self.name}' must have shape {want}, "
-                              f"got {list(arr.shape)}")
+                raise invalid(f"input '{key}' of signature '{self.name}' must have shape {want}, got {list(arr.shape)}")
             if dtype == tf.string:
                 if arr.dtype.kind not in "OSU":
                     raise invalid(f"input '{key}' must be DT_STRING (b64 objects or strings), got {arr.dtype}")
@@ -60,8 +68,10 @@ class Signature:
                     raise invalid(f"input '{key}' must be {dtype.name} integers, got values of type {arr.dtype}")
                 info = np.iinfo(np_dtype)
                 if arr.size and (arr.min() < info.min or arr.max() > info.max):
-                    raise invalid(f"input '{key}' values must fit {dtype.name} [{info.min}, {info.max}], "
-                                  f"got range [{arr.min()}, {arr.max()}]")
+                    raise invalid(
+                        f"input '{key}' values must fit {dtype.name} [{info.min}, {info.max}], "
+                        f"got range [{arr.min()}, {arr.max()}]"
+                    )
             elif dtype.is_floating and arr.dtype.kind not in "iuf":
                 raise invalid(f"input '{key}' must be {dtype.name} numbers, got values of type {arr.dtype}")
             tensors[key] = tf.constant(arr.astype(np_dtype), dtype)
@@ -72,8 +82,10 @@ class Signature:
         if output_filter:
             unknown = [o for o in output_filter if o not in self.outputs]
             if unknown:
-                raise invalid(f"output tensor alias not found in signature: {unknown[0]} Outputs expected to be "
-                              f"in the set {{{', '.join(sorted(self.outputs))}}}.")
+                raise invalid(
+                    f"output tensor alias not found in signature: {unknown[0]} Outputs expected to be "
+                    f"in the set {{{', '.join(sorted(self.outputs))}}}."
+                )
         try:
             out = self.fn(**tensors)
         except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as exc:
@@ -93,8 +105,9 @@ class Servable:
             meta.ParseFromString(fh.read())
         graph = meta.meta_graphs[0]
         self.signature_defs = dict(graph.signature_def)
-        self.signatures = {k: Signature(k, self.loaded.signatures[k], self.signature_defs[k])
-                           for k in self.loaded.signatures}
+        self.signatures = {
+            k: Signature(k, self.loaded.signatures[k], self.signature_defs[k]) for k in self.loaded.signatures
+        }
         info_path = os.path.join(path, "assets.extra", "coophash.json")
         self.info = {}
         if os.path.exists(info_path):
@@ -108,6 +121,7 @@ class Servable:
         if not os.path.exists(path):
             return
         from tensorflow_serving.apis import prediction_log_pb2
+
         for record in tf.data.TFRecordDataset(path):
             entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
             req = entry.predict_log.request
@@ -117,6 +131,7 @@ class Servable:
     def signature_def_map(self):
         """The SignatureDefMap that metadata requests return (REST and gRPC alike)."""
         from tensorflow_serving.apis import get_model_metadata_pb2
+
         sigmap = get_model_metadata_pb2.SignatureDefMap()
         for k, v in self.signature_defs.items():
             sigmap.signature_def[k].CopyFrom(v)
@@ -181,6 +196,7 @@ class ModelRegistry:
                     self.poll()
                 except Exception as exc:  # keep polling whatever happens on disk
                     log.error("poll failed: %s", exc)
+
         self._thread = threading.Thread(target=loop, name="model-poller", daemon=True)
         self._thread.start()
 

@@ -15,15 +15,24 @@ from serving.status import model_status_response
 log = logging.getLogger("coophash.serving")
 
 # tensorflow_serving/model_servers/http_rest_api_util.cc
-_PREDICT = re.compile(r"(?i)^/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)$")
+_PREDICT = re.compile(
+    r"(?i)^/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)$"
+)
 _SEARCH = re.compile(r"(?i)^/v1/models/([^/:]+)(?:/versions/(\d+))?:search$")
 _GET = re.compile(r"(?i)^/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?$")
 
 
 def metadata_json(servable):
-    return {"model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
-            "metadata": {"signature_def": json_format.MessageToDict(
-                servable.signature_def_map(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True)}}
+    return {
+        "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
+        "metadata": {
+            "signature_def": json_format.MessageToDict(
+                servable.signature_def_map(),
+                preserving_proto_field_name=True,
+                always_print_fields_with_no_presence=True,
+            )
+        },
+    }
 
 
 def _version(text, label):
@@ -33,7 +42,7 @@ def _version(text, label):
         return None
     try:
         value = int(text)
-        if value > 2 ** 63 - 1:
+        if value > 2**63 - 1:
             raise ValueError
         return value
     except ValueError:
@@ -46,9 +55,9 @@ class RestHandler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms for the
     # delayed ACK on every response.
     disable_nagle_algorithm = True
-    registry = None          # set by make_rest_server
-    max_body_bytes = 0       # set by make_rest_server
-    indexes = {}             # model name -> HammingIndex, for the :search route
+    registry = None  # set by make_rest_server
+    max_body_bytes = 0  # set by make_rest_server
+    indexes = {}  # model name -> HammingIndex, for the :search route
 
     def log_message(self, fmt, *args):  # route access logs through logging (quiet by default)
         log.debug("%s - %s", self.address_string(), fmt % args)
@@ -86,9 +95,11 @@ class RestHandler(BaseHTTPRequestHandler):
         if length > self.max_body_bytes:
             self.close_connection = True  # do not read the oversized body
             # 413, as the real server's HTTP layer (libevent max body size) answers.
-            raise ServingError("RESOURCE_EXHAUSTED",
-                               f"Request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes",
-                               http_status=413)
+            raise ServingError(
+                "RESOURCE_EXHAUSTED",
+                f"Request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes",
+                http_status=413,
+            )
         return self.rfile.read(length)
 
     def do_GET(self):
@@ -107,8 +118,12 @@ class RestHandler(BaseHTTPRequestHandler):
                 self._send_json(200, metadata_json(servable))
             else:
                 response = model_status_response(self.registry, name, version)
-                self._send_json(200, json_format.MessageToDict(
-                    response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
+                self._send_json(
+                    200,
+                    json_format.MessageToDict(
+                        response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                    ),
+                )
         except ServingError as exc:
             self._send_error(exc)
 
@@ -128,9 +143,11 @@ class RestHandler(BaseHTTPRequestHandler):
             name, version, method = unquote(m.group(1)), _version(m.group(2), m.group(3)), m.group(4).lower()
             servable = self.registry.get(name, version)
             if method != "predict":
-                raise invalid(f"Expected {'classification' if method == 'classify' else 'regression'} signature "
-                              f"method_name to be tensorflow/serving/{method}; this model exports predict "
-                              "signatures only")
+                raise invalid(
+                    f"Expected {'classification' if method == 'classify' else 'regression'} signature "
+                    f"method_name to be tensorflow/serving/{method}; this model exports predict "
+                    "signatures only"
+                )
             sig_name, inputs, row_format = parse_predict_request(body, servable.signature)
             outputs = servable.signature(sig_name).run(inputs)
             self._send_json(200, format_predict_response(outputs, row_format))
@@ -147,12 +164,16 @@ class RestHandler(BaseHTTPRequestHandler):
         servable = self.registry.get(name, version)
         index = self.indexes.get(name)
         if index is None:
-            raise ServingError("NOT_FOUND", f"no index is configured for model {name} (coophash serve --index "
-                                            f"{name}=PATH)")
+            raise ServingError(
+                "NOT_FOUND", f"no index is configured for model {name} (coophash serve --index {name}=PATH)"
+            )
         fingerprint = servable.info.get("model_fingerprint")
         if index.model_version and fingerprint and index.model_version != fingerprint:
-            raise ServingError("FAILED_PRECONDITION", f"the index was built by model {index.model_version} but "
-                               f"{name} version {servable.version} is model {fingerprint}: rebuild the index")
+            raise ServingError(
+                "FAILED_PRECONDITION",
+                f"the index was built by model {index.model_version} but "
+                f"{name} version {servable.version} is model {fingerprint}: rebuild the index",
+            )
         try:
             request = json.loads(body) if body else None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -169,8 +190,12 @@ class RestHandler(BaseHTTPRequestHandler):
         sig_name, inputs, _ = parse_predict_request(forwarded, servable.signature)
         packed = servable.signature(sig_name).run(inputs, ["packed", "codes"])
         ids, distances = index.search(packed["packed"], k)
-        return {"results": [{"ids": i.tolist(), "distances": d.tolist(), "codes": c.tolist()}
-                            for i, d, c in zip(ids, distances, packed["codes"])]}
+        return {
+            "results": [
+                {"ids": i.tolist(), "distances": d.tolist(), "codes": c.tolist()}
+                for i, d, c in zip(ids, distances, packed["codes"])
+            ]
+        }
 
     def do_PUT(self):
         self._method_not_allowed()
@@ -184,8 +209,11 @@ class RestHandler(BaseHTTPRequestHandler):
 
 
 def make_rest_server(registry, host="127.0.0.1", port=8501, max_body_bytes=32 * 1024 * 1024, indexes=None):
-    handler = type("BoundRestHandler", (RestHandler,), {"registry": registry, "max_body_bytes": max_body_bytes,
-                                                         "indexes": dict(indexes or {})})
+    handler = type(
+        "BoundRestHandler",
+        (RestHandler,),
+        {"registry": registry, "max_body_bytes": max_body_bytes, "indexes": dict(indexes or {})},
+    )
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server

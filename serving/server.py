@@ -19,26 +19,38 @@ log = logging.getLogger("coophash.serving")
 class ModelServer:
     """REST (and optionally gRPC) over one ModelRegistry. Port 0 picks a free port."""
 
-    def __init__(self, model_base, host="127.0.0.1", port=8501, grpc_port=None, poll_interval=1.0,
-                 max_body_bytes=32 * 1024 * 1024, indexes=None):
+    def __init__(
+        self,
+        model_base,
+        host="127.0.0.1",
+        port=8501,
+        grpc_port=None,
+        poll_interval=1.0,
+        max_body_bytes=32 * 1024 * 1024,
+        indexes=None,
+    ):
         """`indexes`: {model name: HammingIndex file} served by POST /v1/models/{name}:search."""
         self.registry = ModelRegistry(model_base, poll_interval)
         loaded = {}
         for name, path in (indexes or {}).items():
             from coophash_keras.index import HammingIndex
+
             loaded[name] = HammingIndex.load(path, mmap=True)
             servable = self.registry.get(name)
             fingerprint = servable.info.get("model_fingerprint")
             if fingerprint and loaded[name].model_version and fingerprint != loaded[name].model_version:
-                raise ValueError(f"index {path} was built by model {loaded[name].model_version}, but {name} "
-                                 f"version {servable.version} is model {fingerprint}: rebuild the index")
+                raise ValueError(
+                    f"index {path} was built by model {loaded[name].model_version}, but {name} "
+                    f"version {servable.version} is model {fingerprint}: rebuild the index"
+                )
         self.rest = make_rest_server(self.registry, host, port, max_body_bytes, loaded)
         self.host = host
         self.port = self.rest.server_address[1]
         self.grpc, self.grpc_port = (None, None)
         if grpc_port is not None:
-            self.grpc, self.grpc_port = make_grpc_server(self.registry, host, grpc_port,
-                                                         max_message_bytes=max_body_bytes)
+            self.grpc, self.grpc_port = make_grpc_server(
+                self.registry, host, grpc_port, max_message_bytes=max_body_bytes
+            )
         self._thread = None
 
     @property
@@ -68,8 +80,12 @@ class ModelServer:
 
     def serve_forever(self):
         self.start()
-        log.warning("REST on %s%s; models: %s", self.url,
-                    f", gRPC on {self.host}:{self.grpc_port}" if self.grpc else "", self.registry.names())
+        log.warning(
+            "REST on %s%s; models: %s",
+            self.url,
+            f", gRPC on {self.host}:{self.grpc_port}" if self.grpc else "",
+            self.registry.names(),
+        )
         try:
             self._thread.join()
         except KeyboardInterrupt:

@@ -14,13 +14,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tiny_config():
     """The smallest CoopHash that still exercises every part (8x8 digits, 16 bits)."""
     from coophash_keras import CoopHashConfig
-    return CoopHashConfig(image_shape=(8, 8, 1), num_classes=10, num_bits=16, base_filters=8, feature_dim=32,
-                          latent_dim=8, generator_filters=16, langevin_steps=3, batch_size=32)
+
+    return CoopHashConfig(
+        image_shape=(8, 8, 1),
+        num_classes=10,
+        num_bits=16,
+        base_filters=8,
+        feature_dim=32,
+        latent_dim=8,
+        generator_filters=16,
+        langevin_steps=3,
+        batch_size=32,
+    )
 
 
 @pytest.fixture(scope="session")
 def digits():
     from coophash_keras.data import load_digits
+
     return load_digits()
 
 
@@ -32,8 +43,17 @@ def trained_tiny(tmp_path_factory, digits):
 
     from coophash_keras import CoopHash, CoopHashConfig
     from coophash_keras.io import save_model
-    cfg = CoopHashConfig(image_shape=(8, 8, 1), num_classes=10, num_bits=16, base_filters=8, feature_dim=32,
-                         latent_dim=8, generator_filters=16, langevin_steps=2)
+
+    cfg = CoopHashConfig(
+        image_shape=(8, 8, 1),
+        num_classes=10,
+        num_bits=16,
+        base_filters=8,
+        feature_dim=32,
+        latent_dim=8,
+        generator_filters=16,
+        langevin_steps=2,
+    )
     model = CoopHash(cfg)
     model.compile()
     model.fit(digits.subset(np.arange(256)).as_dataset(32, drop_remainder=True), epochs=2, verbose=0)

@@ -28,8 +28,9 @@ class FixedNoiseCoopHash(CoopHash):
     runs it, so 2 replicas must reproduce the single-device update exactly."""
 
     def generate_contrastive_pairs(self, labels_multi_hot, seed):
-        proj = tf.constant(np.random.default_rng(0).normal(size=(self.config.num_classes, self.config.latent_dim)),
-                           tf.float32)
+        proj = tf.constant(
+            np.random.default_rng(0).normal(size=(self.config.num_classes, self.config.latent_dim)), tf.float32
+        )
         z = labels_multi_hot @ proj
         negative = tf.roll(labels_multi_hot, 1, axis=-1)
         return self.generator(z, labels_multi_hot), self.generator(z, negative), negative, z
@@ -39,9 +40,18 @@ class FixedNoiseCoopHash(CoopHash):
 
 
 def main():
-    cfg = CoopHashConfig(image_shape=(8, 8, 1), num_classes=10, num_bits=16, base_filters=8, feature_dim=32,
-                         latent_dim=8, generator_filters=16, langevin_steps=3, langevin_noise_scale=0.0,
-                         langevin_step_size=1.0)
+    cfg = CoopHashConfig(
+        image_shape=(8, 8, 1),
+        num_classes=10,
+        num_bits=16,
+        base_filters=8,
+        feature_dim=32,
+        latent_dim=8,
+        generator_filters=16,
+        langevin_steps=3,
+        langevin_noise_scale=0.0,
+        langevin_step_size=1.0,
+    )
     digits = load_digits()
     ds = tf.data.Dataset.from_tensor_slices((digits.images[:32], digits.labels[:32])).batch(16, drop_remainder=True)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -59,8 +69,9 @@ def main():
     single.fit(ds, epochs=1, verbose=0, shuffle=False)
     multi.fit(ds, epochs=1, verbose=0, shuffle=False)
     upd = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), init) if a.dtype.kind == "f")
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), multi.get_weights())
-               if a.dtype.kind == "f")
+    diff = max(
+        float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), multi.get_weights()) if a.dtype.kind == "f"
+    )
 
     # The real model under the strategy: replicas draw different noise, and fit runs end to end.
     with strategy.scope():
@@ -70,12 +81,19 @@ def main():
     z0, z1 = [t.numpy() for t in strategy.experimental_local_results(per_replica)]
     hist = model.fit(ds, epochs=2, verbose=0)
     codes = model.encode(digits.images[:8])
-    print(json.dumps({
-        "replicas": strategy.num_replicas_in_sync, "max_update": upd, "max_diff": diff,
-        "replica_noise_differs": bool(not np.allclose(z0, z1)),
-        "fit_losses_finite": bool(all(np.all(np.isfinite(v)) for v in hist.history.values())),
-        "iterations": int(model.descriptor_optimizer.iterations.numpy()),
-        "codes_ok": bool(codes.shape == (8, 16) and set(np.unique(codes)) <= {-1, 1})}))
+    print(
+        json.dumps(
+            {
+                "replicas": strategy.num_replicas_in_sync,
+                "max_update": upd,
+                "max_diff": diff,
+                "replica_noise_differs": bool(not np.allclose(z0, z1)),
+                "fit_losses_finite": bool(all(np.all(np.isfinite(v)) for v in hist.history.values())),
+                "iterations": int(model.descriptor_optimizer.iterations.numpy()),
+                "codes_ok": bool(codes.shape == (8, 16) and set(np.unique(codes)) <= {-1, 1}),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ from coophash_keras.io import load_model, save_model
 def test_supervised_baseline_trains_encodes_and_round_trips(tmp_path, tiny_config, digits):
     model = SupervisedHashNet(tiny_config)
     model.compile()
-    hist = model.fit(digits.subset(np.arange(512)).as_dataset(32, shuffle=True, drop_remainder=True), epochs=3,
-                     verbose=0)
+    hist = model.fit(
+        digits.subset(np.arange(512)).as_dataset(32, shuffle=True, drop_remainder=True), epochs=3, verbose=0
+    )
     assert hist.history["loss"][-1] < hist.history["loss"][0]
     assert hist.history["classification_loss"][-1] < hist.history["classification_loss"][0]
     codes = model.encode(digits.images[:20])
@@ -24,8 +25,14 @@ def test_supervised_baseline_trains_encodes_and_round_trips(tmp_path, tiny_confi
     np.testing.assert_array_equal(load_model(path).encode(digits.images[:50]), model.encode(digits.images[:50]))
     # io.load_model registers the baseline itself: a fresh process that never imported it can load
     code = f"from coophash_keras.io import load_model; print(type(load_model({path!r})).__name__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert out.returncode == 0 and out.stdout.strip().endswith("SupervisedHashNet"), out.stderr[-2000:]
 
 
@@ -33,6 +40,7 @@ def test_dsh_gan_trains_semi_supervised_encodes_round_trips_and_exports(tmp_path
     from coophash_keras.baselines import DSHGAN
     from coophash_keras.data import with_unlabeled
     from export.saved_model import export_saved_model, load_descriptor
+
     labeled = digits.subset(np.arange(320))
     ds = with_unlabeled(labeled.as_dataset(32, shuffle=True, drop_remainder=True), digits.images[320:], 32)
     model = DSHGAN(tiny_config)
@@ -57,8 +65,10 @@ def test_dsh_gan_trains_semi_supervised_encodes_round_trips_and_exports(tmp_path
     assert cfg["num_bits"] == 16
     export_dir = export_saved_model(path, str(tmp_path / "serving"), name="dshgan")
     import tensorflow as tf
+
     served = tf.saved_model.load(export_dir).signatures["serving_default"](
-        images=tf.constant(digits.images[:40].astype(np.uint8)))
+        images=tf.constant(digits.images[:40].astype(np.uint8))
+    )
     np.testing.assert_array_equal(served["codes"].numpy(), codes)
 
 
@@ -67,6 +77,7 @@ def test_semi_supervised_batches_are_validated(tiny_config, digits):
 
     from coophash_keras.baselines import DSHGAN
     from coophash_keras.data import with_unlabeled
+
     model = DSHGAN(tiny_config)
     model.compile()
     labeled = digits.subset(np.arange(64)).as_dataset(32, drop_remainder=True)

@@ -8,13 +8,29 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
-SMALL = ["--set", "base_filters=8", "--set", "feature_dim=32", "--set", "latent_dim=8",
-         "--set", "generator_filters=16", "--set", "langevin_steps=2"]
+SMALL = [
+    "--set",
+    "base_filters=8",
+    "--set",
+    "feature_dim=32",
+    "--set",
+    "latent_dim=8",
+    "--set",
+    "generator_filters=16",
+    "--set",
+    "langevin_steps=2",
+]
 
 
 def coophash(*args, check=True):
-    out = subprocess.run([sys.executable, "-m", "coophash_keras.cli", *args], capture_output=True, text=True,
-                         cwd=REPO, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    out = subprocess.run(
+        [sys.executable, "-m", "coophash_keras.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -23,8 +39,26 @@ def coophash(*args, check=True):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("run")
-    coophash("train", "--dataset", "digits", "--bits", "16", "--epochs", "1", "--batch-size", "32",
-             "--query-per-class", "5", "--labels-per-class", "10", "--run-dir", str(d), "--verbose", "0", *SMALL)
+    coophash(
+        "train",
+        "--dataset",
+        "digits",
+        "--bits",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--query-per-class",
+        "5",
+        "--labels-per-class",
+        "10",
+        "--run-dir",
+        str(d),
+        "--verbose",
+        "0",
+        *SMALL,
+    )
     return d
 
 
@@ -60,14 +94,17 @@ def test_encode_png_and_npy(run_dir, tmp_path):
     assert len(packed.stdout.strip().split("\t")[-1]) == 4  # 2 bytes as hex
 
 
-@pytest.mark.parametrize("args,match", [
-    (["train", "--bits", "12", "--run-dir", "x"], "multiple of 8"),
-    (["train", "--dataset", "nope", "--run-dir", "x"], "unknown dataset"),
-    (["train", "--dataset", "fashion_mnist", "--data-dir", "/nonexistent", "--run-dir", "x"], "missing data file"),
-    (["train", "--set", "langevin_stepz=1", "--run-dir", "x"], "Unknown CoopHashConfig field"),
-    (["evaluate", "--run-dir", "/nonexistent"], "not a run directory"),
-    (["encode", "--run-dir", "/nonexistent", "a.png"], "no model file"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["train", "--bits", "12", "--run-dir", "x"], "multiple of 8"),
+        (["train", "--dataset", "nope", "--run-dir", "x"], "unknown dataset"),
+        (["train", "--dataset", "fashion_mnist", "--data-dir", "/nonexistent", "--run-dir", "x"], "missing data file"),
+        (["train", "--set", "langevin_stepz=1", "--run-dir", "x"], "Unknown CoopHashConfig field"),
+        (["evaluate", "--run-dir", "/nonexistent"], "not a run directory"),
+        (["encode", "--run-dir", "/nonexistent", "a.png"], "no model file"),
+    ],
+)
 def test_cli_errors_are_one_clear_line(args, match):
     out = coophash(*args, check=False)
     assert out.returncode == 2
@@ -85,9 +122,11 @@ def test_encode_rejects_missing_and_bad_images(run_dir, tmp_path):
 
 def test_index_build_and_search(run_dir, tmp_path):
     out_path = tmp_path / "db.idx"
-    coophash("index", "build", "--model", str(run_dir), "--dataset", "digits", "--split", "database",
-             "--out", str(out_path))
+    coophash(
+        "index", "build", "--model", str(run_dir), "--dataset", "digits", "--split", "database", "--out", str(out_path)
+    )
     from coophash_keras.index import HammingIndex
+
     index = HammingIndex.load(str(out_path))
     assert len(index) == 1797 - 50 and index.num_bits == 16 and len(index.model_version) == 16
     again = coophash("index", "build", "--model", str(run_dir), "--out", str(out_path), check=False)
@@ -96,8 +135,9 @@ def test_index_build_and_search(run_dir, tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
     out = coophash("index", "search", "--index", str(out_path), "--model", str(run_dir), "--k", "3", str(png))
     assert "ids=[" in out.stdout and "distances=[" in out.stdout
-    bad = coophash("index", "search", "--index", str(out_path), "--model", str(run_dir), "--k", "0", str(png),
-                   check=False)
+    bad = coophash(
+        "index", "search", "--index", str(out_path), "--model", str(run_dir), "--k", "0", str(png), check=False
+    )
     assert bad.returncode == 2 and "k must be" in bad.stderr
 
 
@@ -110,8 +150,23 @@ def test_demo_runs_end_to_end(tmp_path):
 
 
 def test_train_baselines_and_ablations_from_the_cli(tmp_path):
-    common = ["--dataset", "digits", "--bits", "16", "--epochs", "1", "--batch-size", "32", "--query-per-class", "5",
-              "--labels-per-class", "10", "--verbose", "0", *SMALL]
+    common = [
+        "--dataset",
+        "digits",
+        "--bits",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--query-per-class",
+        "5",
+        "--labels-per-class",
+        "10",
+        "--verbose",
+        "0",
+        *SMALL,
+    ]
     d = tmp_path / "dshgan"
     out = coophash("train", "--model", "dshgan", "--run-dir", str(d), *common)
     assert "training DSHGAN" in out.stdout
@@ -122,6 +177,15 @@ def test_train_baselines_and_ablations_from_the_cli(tmp_path):
     a = tmp_path / "ablation"
     coophash("train", "--ablation", "no_inference_head", "--run-dir", str(a), *common)
     assert json.loads((a / "config.json").read_text())["generator_latent"] == "prior"
-    bad = coophash("train", "--model", "plain", "--ablation", "no_energy_head", "--run-dir", str(tmp_path / "x"),
-                   *common, check=False)
+    bad = coophash(
+        "train",
+        "--model",
+        "plain",
+        "--ablation",
+        "no_energy_head",
+        "--run-dir",
+        str(tmp_path / "x"),
+        *common,
+        check=False,
+    )
     assert bad.returncode == 2 and "--ablation applies to --model coophash only" in bad.stderr

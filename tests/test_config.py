@@ -11,10 +11,16 @@ def test_bits_must_be_positive_multiple_of_8(bits):
         CoopHashConfig(num_bits=bits)
 
 
-@pytest.mark.parametrize("change,match", [
-    (dict(image_shape=(8, 8)), "image_shape"), (dict(image_shape=(2, 2, 1)), "at least 4x4"),
-    (dict(num_classes=1), "num_classes"), (dict(langevin_step_size=0), "step_size"),
-    (dict(reconstruction_reduction="max"), "reconstruction_reduction")])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(image_shape=(8, 8)), "image_shape"),
+        (dict(image_shape=(2, 2, 1)), "at least 4x4"),
+        (dict(num_classes=1), "num_classes"),
+        (dict(langevin_step_size=0), "step_size"),
+        (dict(reconstruction_reduction="max"), "reconstruction_reduction"),
+    ],
+)
 def test_invalid_values_are_named(change, match):
     with pytest.raises(ValueError, match=match):
         CoopHashConfig(**change)
@@ -40,7 +46,9 @@ def test_config_doc_is_up_to_date():
     import sys
 
     from conftest import REPO
+
     sys.path.insert(0, os.path.join(REPO, "docs"))
     from make_config_doc import render
+
     with open(os.path.join(REPO, "docs", "CONFIG.md")) as fh:
         assert fh.read() == render(), "docs/CONFIG.md is stale: run python docs/make_config_doc.py"

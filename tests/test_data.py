@@ -48,7 +48,9 @@ def test_split_counts_and_disjointness(digits, train_per_class, database):
 
 
 def test_split_save_load_and_candidates(tmp_path, digits):
-    sp = retrieval_split(digits.labels, 5, 3, seed=0, query_candidates=np.arange(900), train_candidates=np.arange(900, 1797))
+    sp = retrieval_split(
+        digits.labels, 5, 3, seed=0, query_candidates=np.arange(900), train_candidates=np.arange(900, 1797)
+    )
     assert sp.query.max() < 900 and sp.train.min() >= 900 and sp.unlabeled.min() >= 900
     sp.save(tmp_path / "s.npz")
     back = RetrievalSplit.load(tmp_path / "s.npz")
@@ -97,8 +99,10 @@ def test_missing_data_file_is_named(tmp_path):
         load_dataset("imagenet21k")
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
-                    reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+    reason="Debian package dataset-fashion-mnist not installed",
+)
 def test_fashion_mnist_from_debian_package():
     data = load_fashion_mnist(split="test")
     assert data.images.shape == (10000, 28, 28, 1) and set(np.unique(data.labels)) == set(range(10))
@@ -106,6 +110,7 @@ def test_fashion_mnist_from_debian_package():
 
 def test_tfds_loader_with_mock_data(tmp_path):
     import tensorflow_datasets as tfds
+
     with tfds.testing.mock_data(num_examples=12, data_dir=str(tmp_path)):
         data = load_tfds("mnist", split="train")
     assert data.images.shape == (12, 28, 28, 1) and data.images.dtype == np.uint8
@@ -118,19 +123,35 @@ def test_npz_loader(tmp_path):
     assert data.num_classes == 3 and len(data) == 4
 
 
-@pytest.mark.parametrize("images,match", [
-    (np.zeros((2, 8, 8, 1, 1)), "rank 4"), (np.zeros((2, 7, 8, 1)), "8x8"), (np.zeros((2, 8, 8, 3)), "channel"),
-    (np.array([["a"]]), "numeric"), (np.zeros((0, 8, 8, 1)), "empty"), (np.full((2, 8, 8, 1), 300.0), "range"),
-    (np.full((2, 8, 8, 1), np.nan), "NaN"), (np.random.rand(4, 8, 8, 1), "normalised")])
+@pytest.mark.parametrize(
+    "images,match",
+    [
+        (np.zeros((2, 8, 8, 1, 1)), "rank 4"),
+        (np.zeros((2, 7, 8, 1)), "8x8"),
+        (np.zeros((2, 8, 8, 3)), "channel"),
+        (np.array([["a"]]), "numeric"),
+        (np.zeros((0, 8, 8, 1)), "empty"),
+        (np.full((2, 8, 8, 1), 300.0), "range"),
+        (np.full((2, 8, 8, 1), np.nan), "NaN"),
+        (np.random.rand(4, 8, 8, 1), "normalised"),
+    ],
+)
 def test_bad_images_are_named(images, match):
     with pytest.raises(ValueError, match=match):
         validate_images(images, (8, 8, 1))
 
 
-@pytest.mark.parametrize("labels,multi,match", [
-    (np.array([0, 10]), False, "out of range"), (np.array([-1, 2]), False, "out of range"),
-    (np.array([0.5, 1]), False, "integer"), (np.zeros((2, 3)), False, "shape"),
-    (np.zeros((2, 3)), True, r"\[N, 10\]"), (np.full((2, 10), 2), True, "only 0 and 1")])
+@pytest.mark.parametrize(
+    "labels,multi,match",
+    [
+        (np.array([0, 10]), False, "out of range"),
+        (np.array([-1, 2]), False, "out of range"),
+        (np.array([0.5, 1]), False, "integer"),
+        (np.zeros((2, 3)), False, "shape"),
+        (np.zeros((2, 3)), True, r"\[N, 10\]"),
+        (np.full((2, 10), 2), True, "only 0 and 1"),
+    ],
+)
 def test_bad_labels_are_named(labels, multi, match):
     with pytest.raises(ValueError, match=match):
         validate_labels(labels, 10, multi)
@@ -138,6 +159,7 @@ def test_bad_labels_are_named(labels, multi, match):
 
 def test_corruptions_keep_shape_and_dtype_change_pixels_and_are_seeded(digits):
     from coophash_keras.data.corruptions import CORRUPTIONS, corrupt
+
     images = (digits.images[:64] * (255 / 16)).astype(np.uint8)
     for kind in CORRUPTIONS + ("mixed",):
         out = corrupt(images, kind, seed=3)

@@ -7,8 +7,13 @@ from conftest import REPO
 
 
 def test_mirrored_strategy_matches_single_device_and_draws_per_replica_noise():
-    out = subprocess.run([sys.executable, os.path.join(REPO, "tests", "distributed_check.py")],
-                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tests", "distributed_check.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["replicas"] == 2

@@ -21,9 +21,16 @@ def trained(trained_tiny):
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory, digits):
     from export import export_saved_model
+
     base = tmp_path_factory.mktemp("models")
-    path = export_saved_model(trained[1], str(base), "coophash", database_images=digits.images[300:700],
-                              database_ids=np.arange(300, 700), search_k=7)
+    path = export_saved_model(
+        trained[1],
+        str(base),
+        "coophash",
+        database_images=digits.images[300:700],
+        database_ids=np.arange(300, 700),
+        search_k=7,
+    )
     return str(base), path
 
 
@@ -76,6 +83,7 @@ def test_search_signature_matches_brute_force_ranking(trained, exported, digits)
 
 def test_versions_and_bad_exports(trained, exported, tmp_path):
     from export import export_saved_model, next_version
+
     base, _ = exported
     assert next_version(base, "coophash") == 2
     with pytest.raises(ValueError, match="already exists"):

@@ -63,7 +63,12 @@ def test_descriptor_heads_shapes():
     d.build()
     out = d(np.zeros((3, 8, 8, 1), np.float32))
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "features": (3, 16), "class_energies": (3, 5), "z_mean": (3, 4), "z_log_var": (3, 4),
-        "logits": (3, 5), "hash": (3, 16)}
+        "features": (3, 16),
+        "class_energies": (3, 5),
+        "z_mean": (3, 4),
+        "z_log_var": (3, 4),
+        "logits": (3, 5),
+        "hash": (3, 16),
+    }
     names = {v.path for v in d.descriptor_variables}
     assert not any("inference_head" in n for n in names)  # trained by the generator optimizer

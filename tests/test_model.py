@@ -19,9 +19,22 @@ def test_fit_on_digits_trains_and_codes_are_pm1(tiny_config, digits):
     hist = model.fit(ds, epochs=3, verbose=0)
     for name, values in hist.history.items():
         assert np.all(np.isfinite(values)), name
-    expected = {"loss", "nll_loss", "classification_loss", "triplet_loss", "quantization_loss", "generator_loss",
-                "reconstruction_loss", "kl_loss", "energy_real", "energy_revised", "langevin_grad_norm",
-                "bit_balance", "class_accuracy", "diverged"}
+    expected = {
+        "loss",
+        "nll_loss",
+        "classification_loss",
+        "triplet_loss",
+        "quantization_loss",
+        "generator_loss",
+        "reconstruction_loss",
+        "kl_loss",
+        "energy_real",
+        "energy_revised",
+        "langevin_grad_norm",
+        "bit_balance",
+        "class_accuracy",
+        "diverged",
+    }
     assert expected <= set(hist.history)
     assert hist.history["classification_loss"][-1] < hist.history["classification_loss"][0]
     assert int(model.descriptor_optimizer.iterations) == 3 * 20 == int(model.generator_optimizer.iterations)
@@ -128,16 +141,21 @@ def test_load_errors(tmp_path):
         load_model(str(bad))
 
 
-@pytest.mark.parametrize("make_ds,match", [
-    (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64], d.labels[:64])), "rank 4"),
-    (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64, :7], d.labels[:64])).batch(8), "8x8"),
-    (lambda d: tf.data.Dataset.from_tensor_slices((np.repeat(d.images[:64], 3, -1), d.labels[:64])).batch(8),
-     "channel"),
-    (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64], d.labels[:64] + 5)).batch(8), "out of range"),
-    (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:0], d.labels[:0])).batch(8), "empty"),
-    (lambda d: tf.data.Dataset.from_tensor_slices(d.images[:64]).batch(8), r"\(images, labels\)"),
-    (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64] / 255.0, d.labels[:64])).batch(8), "normalised"),
-])
+@pytest.mark.parametrize(
+    "make_ds,match",
+    [
+        (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64], d.labels[:64])), "rank 4"),
+        (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64, :7], d.labels[:64])).batch(8), "8x8"),
+        (
+            lambda d: tf.data.Dataset.from_tensor_slices((np.repeat(d.images[:64], 3, -1), d.labels[:64])).batch(8),
+            "channel",
+        ),
+        (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64], d.labels[:64] + 5)).batch(8), "out of range"),
+        (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:0], d.labels[:0])).batch(8), "empty"),
+        (lambda d: tf.data.Dataset.from_tensor_slices(d.images[:64]).batch(8), r"\(images, labels\)"),
+        (lambda d: tf.data.Dataset.from_tensor_slices((d.images[:64] / 255.0, d.labels[:64])).batch(8), "normalised"),
+    ],
+)
 def test_bad_training_data_is_rejected_before_training(tiny_config, digits, make_ds, match):
     model = make_model(tiny_config)
     with pytest.raises(ValueError, match=match):
@@ -156,8 +174,9 @@ def test_bad_encode_input_and_fit_before_compile(tiny_config, digits):
 
 
 def test_langevin_divergence_stops_training_with_finite_weights(tmp_path, tiny_config, digits):
-    cfg = tiny_config.replace(langevin_step_size=1e20, langevin_clip_update=None, langevin_clip_images=False,
-                              langevin_steps=4)
+    cfg = tiny_config.replace(
+        langevin_step_size=1e20, langevin_clip_update=None, langevin_clip_images=False, langevin_steps=4
+    )
     model = make_model(cfg)
     before = [v.numpy().copy() for v in model.weights]
     with pytest.raises(TrainingDivergedError, match="Langevin"):
@@ -177,8 +196,9 @@ def test_ablations_switch_their_component_off(tiny_config, digits, ablation):
     model = make_model(cfg)
     head_before = [v.numpy().copy() for v in model.descriptor.inference_head.trainable_variables]
     gen_before = [v.numpy().copy() for v in model.generator.trainable_variables]
-    hist = model.fit(digits.subset(np.arange(256)).as_dataset(32, shuffle=True, drop_remainder=True),
-                     epochs=2, verbose=0).history
+    hist = model.fit(
+        digits.subset(np.arange(256)).as_dataset(32, shuffle=True, drop_remainder=True), epochs=2, verbose=0
+    ).history
     for name, values in hist.items():
         assert np.all(np.isfinite(values)), name
     moved = lambda before, vs: any(np.abs(b - v.numpy()).max() > 0 for b, v in zip(before, vs))  # noqa: E731
@@ -210,14 +230,16 @@ def test_recover_generates_from_inferred_z_and_langevin_raises_energy(trained_ti
     z_mean, _ = model.descriptor.inference_head(features)
     c = tf.one_hot(labels, 10)
     from coophash_keras.preprocessing import denormalize_images
+
     np.testing.assert_array_equal(plain, np.asarray(denormalize_images(model.generator(z_mean, c))))
     # Langevin ascends f_E(., c): revised images have higher energy than where they started
     energy = lambda x: model.descriptor.energy(normalize_images(x), c).numpy().mean()  # noqa: E731
     assert energy(revised) > energy(plain)
     # without labels the classifier head picks c
     predicted = np.argmax(model.class_probabilities(images), -1)
-    np.testing.assert_array_equal(model.recover(images, langevin_steps=0),
-                                  model.recover(images, labels=predicted, langevin_steps=0))
+    np.testing.assert_array_equal(
+        model.recover(images, langevin_steps=0), model.recover(images, labels=predicted, langevin_steps=0)
+    )
     with pytest.raises(ValueError, match="out of range"):
         model.recover(images, labels=np.full(48, 12))
     with pytest.raises(ValueError, match="8x8"):
@@ -226,6 +248,7 @@ def test_recover_generates_from_inferred_z_and_langevin_raises_energy(trained_ti
 
 def test_unlabeled_batches_feed_the_marginal_energy_term_only_when_switched_on(tiny_config, digits):
     from coophash_keras.data import with_unlabeled
+
     labeled = digits.subset(np.arange(128)).as_dataset(32, drop_remainder=True)
     semi = with_unlabeled(labeled, digits.images[128:], 32)
     on = make_model(tiny_config.replace(unlabeled_nll_weight=1.0)).fit(semi, epochs=2, verbose=0).history
@@ -258,5 +281,6 @@ def test_synthetic_classification_adds_the_revised_pairs_class_loss(tiny_config,
     t1 = with_cls.descriptor_losses(x, c, rev, rev, c_neg)["total"]
     logits = base.descriptor(rev)["logits"]
     from coophash_keras import losses
+
     expected = losses.classification_loss(logits, c, False) + losses.classification_loss(logits, c_neg, False)
     np.testing.assert_allclose(t1 - t0, expected, rtol=1e-4, atol=1e-5)  # 2.0 * mean of the pair's two terms

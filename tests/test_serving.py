@@ -34,9 +34,16 @@ def model_file(trained_tiny):
 @pytest.fixture(scope="module")
 def server(model_file, tmp_path_factory, digits):
     from export import export_saved_model
+
     base = str(tmp_path_factory.mktemp("models"))
-    export_saved_model(model_file[1], base, "coophash", database_images=digits.images[200:400],
-                       database_ids=np.arange(200, 400), search_k=5)
+    export_saved_model(
+        model_file[1],
+        base,
+        "coophash",
+        database_images=digits.images[200:400],
+        database_ids=np.arange(200, 400),
+        search_k=5,
+    )
     srv = ModelServer(base, port=0, grpc_port=0, poll_interval=0.2, max_body_bytes=200_000).start()
     yield srv
     srv.stop()
@@ -70,8 +77,11 @@ def assert_still_serving(server, digits):
 def test_rest_status_and_metadata(server):
     status, body = http(server, "GET", "/v1/models/coophash")
     assert status == 200
-    assert body == {"model_version_status": [{"version": "1", "state": "AVAILABLE",
-                                              "status": {"error_code": "OK", "error_message": ""}}]}
+    assert body == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
     assert http(server, "GET", "/v1/models/coophash/versions/1")[0] == 200
     status, body = http(server, "GET", "/v1/models/coophash/metadata")
     assert status == 200 and body["model_spec"] == {"name": "coophash", "signature_name": "", "version": "1"}
@@ -89,8 +99,12 @@ def test_rest_predict_row_and_columnar(server, model_file, digits):
     assert status == 200 and len(body["predictions"]) == 4
     assert set(body["predictions"][0]) == {"codes", "packed", "energy", "class_probs"}
     np.testing.assert_array_equal([p["codes"] for p in body["predictions"]], model.encode(images))
-    status, body = http(server, "POST", "/v1/models/coophash/versions/1:predict",
-                        {"signature_name": "serving_default", "inputs": {"images": images.tolist()}})
+    status, body = http(
+        server,
+        "POST",
+        "/v1/models/coophash/versions/1:predict",
+        {"signature_name": "serving_default", "inputs": {"images": images.tolist()}},
+    )
     assert status == 200
     np.testing.assert_array_equal(body["outputs"]["packed"], model.encode(images, packed=True))
     np.testing.assert_allclose(np.sum(body["outputs"]["class_probs"], axis=1), 1.0, atol=1e-5)
@@ -99,12 +113,17 @@ def test_rest_predict_row_and_columnar(server, model_file, digits):
 def test_rest_b64_images_and_search(server, model_file, digits):
     model = model_file[0]
     instances = [{"b64": base64.b64encode(png(im)).decode()} for im in digits.images[:3]]
-    status, body = http(server, "POST", "/v1/models/coophash:predict",
-                        {"signature_name": "hash_image_bytes", "instances": instances})
+    status, body = http(
+        server, "POST", "/v1/models/coophash:predict", {"signature_name": "hash_image_bytes", "instances": instances}
+    )
     assert status == 200
     np.testing.assert_array_equal([p["codes"] for p in body["predictions"]], model.encode(digits.images[:3]))
-    status, body = http(server, "POST", "/v1/models/coophash:predict",
-                        {"signature_name": "search", "instances": digits.images[:2].tolist()})
+    status, body = http(
+        server,
+        "POST",
+        "/v1/models/coophash:predict",
+        {"signature_name": "search", "instances": digits.images[:2].tolist()},
+    )
     assert status == 200
     ids = [p["ids"] for p in body["predictions"]]
     assert np.array(ids).shape == (2, 5) and all(200 <= i < 400 for row in ids for i in row)
@@ -132,13 +151,30 @@ BAD_REQUESTS = [
     ("POST", "/v1/models/coophash:predict", {"instances": [[[[300]] * 8] * 8]}, 400, "fit uint8"),
     ("POST", "/v1/models/coophash:predict", {"instances": [[[["a"]] * 8] * 8]}, 400, "not a number"),
     ("POST", "/v1/models/coophash:predict", {"instances": [{"b64": "AAAA"}]}, 400, "only accepted for DT_STRING"),
-    ("POST", "/v1/models/coophash:predict", {"signature_name": "hash_image_bytes",
-                                             "instances": [{"b64": base64.b64encode(b"not an image").decode()}]},
-     400, "image"),
-    ("POST", "/v1/models/coophash:predict", {"signature_name": "hash_image_bytes", "instances": [{"b64": "%%%"}]},
-     400, "base64"),
+    (
+        "POST",
+        "/v1/models/coophash:predict",
+        {"signature_name": "hash_image_bytes", "instances": [{"b64": base64.b64encode(b"not an image").decode()}]},
+        400,
+        "image",
+    ),
+    (
+        "POST",
+        "/v1/models/coophash:predict",
+        {"signature_name": "hash_image_bytes", "instances": [{"b64": "%%%"}]},
+        400,
+        "base64",
+    ),
     ("POST", "/v1/models/coophash:predict", {"signature_name": "nope", "instances": [1]}, 400, "not found"),
-    ("POST", "/v1/models/coophash:predict", {"instances": [], }, 400, "non-empty"),
+    (
+        "POST",
+        "/v1/models/coophash:predict",
+        {
+            "instances": [],
+        },
+        400,
+        "non-empty",
+    ),
     ("POST", "/v1/models/coophash:predict", {"instances": [1], "inputs": [1]}, 400, "only one of"),
     ("POST", "/v1/models/coophash:predict", {"foo": 1}, 400, "Missing 'inputs' or 'instances'"),
     ("POST", "/v1/models/coophash:predict", {"inputs": {"imagez": [1]}}, 400, "Missing named input"),
@@ -175,8 +211,9 @@ def test_concurrent_rest_requests(server, digits):
     def worker(i):
         try:
             for _j in range(10):
-                status, body = http(server, "POST", "/v1/models/coophash:predict",
-                                    {"instances": digits.images[i:i + 2].tolist()})
+                status, body = http(
+                    server, "POST", "/v1/models/coophash:predict", {"instances": digits.images[i : i + 2].tolist()}
+                )
                 if status != 200:
                     errors.append(body)
             done.append(i)
@@ -211,8 +248,9 @@ def test_grpc_predict_every_signature(stubs, model_file, digits):
     resp = predictions.Predict(predict_request("serving_default", "images", digits.images[:3]), timeout=30)
     np.testing.assert_array_equal(tf.make_ndarray(resp.outputs["codes"]), model.encode(digits.images[:3]))
     assert resp.model_spec.version.value == 1 and resp.model_spec.signature_name == "serving_default"
-    resp = predictions.Predict(predict_request("hash_image_bytes", "image_bytes",
-                                               [png(im) for im in digits.images[:3]], tf.string), timeout=30)
+    resp = predictions.Predict(
+        predict_request("hash_image_bytes", "image_bytes", [png(im) for im in digits.images[:3]], tf.string), timeout=30
+    )
     np.testing.assert_array_equal(tf.make_ndarray(resp.outputs["codes"]), model.encode(digits.images[:3]))
     req = predict_request("search", "images", digits.images[:2])
     req.output_filter.append("ids")
@@ -235,16 +273,23 @@ def test_grpc_metadata_and_status(stubs):
     assert status.model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
 
 
-@pytest.mark.parametrize("make,code", [
-    (lambda d: predict_request("serving_default", "images", d.images[:1], name="nope"), grpc.StatusCode.NOT_FOUND),
-    (lambda d: predict_request("nope", "images", d.images[:1]), grpc.StatusCode.FAILED_PRECONDITION),
-    (lambda d: predict_request("serving_default", "images", d.images[:1, :4]), grpc.StatusCode.INVALID_ARGUMENT),
-    (lambda d: predict_request("serving_default", "images", d.images[:1].astype(np.float32)),
-     grpc.StatusCode.INVALID_ARGUMENT),
-    (lambda d: predict_request("serving_default", "imagez", d.images[:1]), grpc.StatusCode.INVALID_ARGUMENT),
-    (lambda d: predict_request("hash_image_bytes", "image_bytes", [b"junk"], tf.string),
-     grpc.StatusCode.INVALID_ARGUMENT),
-])
+@pytest.mark.parametrize(
+    "make,code",
+    [
+        (lambda d: predict_request("serving_default", "images", d.images[:1], name="nope"), grpc.StatusCode.NOT_FOUND),
+        (lambda d: predict_request("nope", "images", d.images[:1]), grpc.StatusCode.FAILED_PRECONDITION),
+        (lambda d: predict_request("serving_default", "images", d.images[:1, :4]), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            lambda d: predict_request("serving_default", "images", d.images[:1].astype(np.float32)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (lambda d: predict_request("serving_default", "imagez", d.images[:1]), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            lambda d: predict_request("hash_image_bytes", "image_bytes", [b"junk"], tf.string),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+    ],
+)
 def test_grpc_errors(stubs, digits, make, code):
     predictions, _ = stubs
     with pytest.raises(grpc.RpcError) as err:
@@ -265,6 +310,7 @@ def test_grpc_client(server, model_file, digits):
 # ------------------------------------------------------------------------------- versions, CLI
 def test_new_version_is_picked_up_without_restart(model_file, tmp_path, digits):
     from export import export_saved_model
+
     base = str(tmp_path / "models")
     export_saved_model(model_file[1], base, "coophash", warmup=False)
     with ModelServer(base, port=0, poll_interval=0.1) as srv:
@@ -277,8 +323,9 @@ def test_new_version_is_picked_up_without_restart(model_file, tmp_path, digits):
                 break
             time.sleep(0.1)
         assert body["model_version_status"][0]["version"] == "2"
-        status, body = http(srv, "POST", "/v1/models/coophash/versions/2:predict",
-                            {"instances": digits.images[:1].tolist()})
+        status, body = http(
+            srv, "POST", "/v1/models/coophash/versions/2:predict", {"instances": digits.images[:1].tolist()}
+        )
         assert status == 200
         # a broken version directory does not take the server down
         os.makedirs(os.path.join(base, "coophash", "3"))
@@ -293,16 +340,34 @@ def test_coophash_query_cli(server, tmp_path, digits):
         paths.append(str(tmp_path / f"q{i}.png"))
         open(paths[-1], "wb").write(png(digits.images[i]))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-m", "coophash_keras.cli", "query", "--url", server.url, "--search", *paths],
-                         capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "coophash_keras.cli", "query", "--url", server.url, "--search", *paths],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and "code=" in lines[0] and "top_ids=" in lines[0]
-    out = subprocess.run([sys.executable, "-m", "coophash_keras.cli", "query", "--grpc", f"127.0.0.1:{server.grpc_port}",
-                          paths[0]], capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "coophash_keras.cli", "query", "--grpc", f"127.0.0.1:{server.grpc_port}", paths[0]],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0 and "code=" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "coophash_keras.cli", "query", "--url", server.url, "--model", "nope",
-                          paths[0]], capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "coophash_keras.cli", "query", "--url", server.url, "--model", "nope", paths[0]],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 2 and "404" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -312,6 +377,7 @@ def test_search_route_backed_by_an_index(model_file, tmp_path, digits):
     from coophash_keras.io import model_fingerprint
     from coophash_keras.metrics import hamming_rank
     from export import export_saved_model
+
     model, path = model_file
     base = str(tmp_path / "models")
     export_saved_model(path, base, "coophash", warmup=False)
@@ -319,7 +385,9 @@ def test_search_route_backed_by_an_index(model_file, tmp_path, digits):
     index_path = str(tmp_path / "db.idx")
     HammingIndex(16, model_fingerprint(path)).add(db_codes, np.arange(500, 1500)).save(index_path)
     with ModelServer(base, port=0, indexes={"coophash": index_path}) as srv:
-        status, body = http(srv, "POST", "/v1/models/coophash:search", {"instances": digits.images[:3].tolist(), "k": 4})
+        status, body = http(
+            srv, "POST", "/v1/models/coophash:search", {"instances": digits.images[:3].tolist(), "k": 4}
+        )
         assert status == 200, body
         expected = hamming_rank(model.encode(digits.images[:3]), model.encode(digits.images[500:1500]), topk=4) + 500
         np.testing.assert_array_equal([r["ids"] for r in body["results"]], expected)
@@ -327,10 +395,12 @@ def test_search_route_backed_by_an_index(model_file, tmp_path, digits):
         b64 = [{"b64": base64.b64encode(png(im)).decode()} for im in digits.images[:2]]
         status, body = http(srv, "POST", "/v1/models/coophash:search", {"instances": b64, "k": 4})
         assert status == 200 and [r["ids"] for r in body["results"]] == expected[:2].tolist()
-        for bad, code, match in [({"instances": digits.images[:1].tolist(), "k": 0}, 400, "k must be"),
-                                 ({"instances": digits.images[:1].tolist(), "k": 5000}, 400, "k must be"),
-                                 ({"k": 3}, 400, "instances"),
-                                 ({"instances": [[1, 2]]}, 400, "shape")]:
+        for bad, code, match in [
+            ({"instances": digits.images[:1].tolist(), "k": 0}, 400, "k must be"),
+            ({"instances": digits.images[:1].tolist(), "k": 5000}, 400, "k must be"),
+            ({"k": 3}, 400, "instances"),
+            ({"instances": [[1, 2]]}, 400, "shape"),
+        ]:
             status, body = http(srv, "POST", "/v1/models/coophash:search", bad)
             assert status == code and match in body["error"], body
         status, body = http(srv, "POST", "/v1/models/other:search", {"instances": [1]})

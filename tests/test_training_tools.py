@@ -1,4 +1,5 @@
 """TensorBoard logs, keras-tuner, preemption-safe resume, multi-worker training, mixed precision."""
+
 import glob
 import json
 import os
@@ -16,13 +17,24 @@ from conftest import REPO
 from coophash_keras import CoopHash
 from coophash_keras.callbacks import CoopHashTensorBoard, RetrievalMetricsCallback
 
-SMALL = ["--set", "base_filters=8", "--set", "feature_dim=32", "--set", "latent_dim=8",
-         "--set", "generator_filters=16", "--set", "langevin_steps=2"]
+SMALL = [
+    "--set",
+    "base_filters=8",
+    "--set",
+    "feature_dim=32",
+    "--set",
+    "latent_dim=8",
+    "--set",
+    "generator_filters=16",
+    "--set",
+    "langevin_steps=2",
+]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def read_events(run_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     out = {}
     for path in glob.glob(os.path.join(run_dir, "events.out.tfevents.*")):
         acc = EventAccumulator(path, size_guidance={"tensors": 0})
@@ -34,28 +46,55 @@ def read_events(run_dir):
 
 def test_tensorboard_logs_every_quantity(tmp_path, tiny_config, digits):
     import tensorflow as tf
+
     model = CoopHash(tiny_config)
     model.compile()
     log_dir = str(tmp_path / "tb")
     q, db = digits.subset(np.arange(100)), digits.subset(np.arange(100, 600))
-    callbacks = [RetrievalMetricsCallback(q.images, q.labels, db.images, db.labels, every_n_epochs=1, topk=(50,)),
-                 CoopHashTensorBoard(log_dir, q.images, q.labels, projector_images=db.images[:64],
-                                     projector_labels=db.labels[:64], class_names=digits.class_names),
-                 keras.callbacks.TensorBoard(log_dir)]
-    model.fit(digits.subset(np.arange(600, 856)).as_dataset(32, drop_remainder=True), epochs=2, verbose=0,
-              callbacks=callbacks)
+    callbacks = [
+        RetrievalMetricsCallback(q.images, q.labels, db.images, db.labels, every_n_epochs=1, topk=(50,)),
+        CoopHashTensorBoard(
+            log_dir,
+            q.images,
+            q.labels,
+            projector_images=db.images[:64],
+            projector_labels=db.labels[:64],
+            class_names=digits.class_names,
+        ),
+        keras.callbacks.TensorBoard(log_dir),
+    ]
+    model.fit(
+        digits.subset(np.arange(600, 856)).as_dataset(32, drop_remainder=True), epochs=2, verbose=0, callbacks=callbacks
+    )
     train = read_events(os.path.join(log_dir, "train"))
-    for name in ("loss", "nll_loss", "classification_loss", "triplet_loss", "quantization_loss", "generator_loss",
-                 "reconstruction_loss", "kl_loss", "energy_real", "energy_revised", "langevin_grad_norm",
-                 "bit_balance", "bit_correlation"):
+    for name in (
+        "loss",
+        "nll_loss",
+        "classification_loss",
+        "triplet_loss",
+        "quantization_loss",
+        "generator_loss",
+        "reconstruction_loss",
+        "kl_loss",
+        "energy_real",
+        "energy_revised",
+        "langevin_grad_norm",
+        "bit_balance",
+        "bit_correlation",
+    ):
         values = [float(tf.make_ndarray(t)) for t in train[f"epoch_{name}"]]
         assert len(values) == 2 and np.all(np.isfinite(values)), name
     val = read_events(os.path.join(log_dir, "validation"))
     maps = [float(tf.make_ndarray(t)) for t in val["epoch_map"]]
     assert len(maps) == 2 and all(0 <= m <= 1 for m in maps) and "epoch_map@50" in val
     extra = read_events(os.path.join(log_dir, "coophash"))
-    assert {"bits/balance", "bits/correlation", "hash/pre_activation", "pairs/generated_and_revised",
-            "pairs/labels"} <= set(extra)
+    assert {
+        "bits/balance",
+        "bits/correlation",
+        "hash/pre_activation",
+        "pairs/generated_and_revised",
+        "pairs/labels",
+    } <= set(extra)
     image = tf.io.decode_png(tf.make_ndarray(extra["pairs/generated_and_revised"][-1])[2]).numpy()
     assert image.shape == (8 * 8, 4 * 8, 1)  # 8 pairs stacked, 4 columns each
     hist = tf.make_ndarray(extra["hash/pre_activation"][-1])
@@ -68,10 +107,15 @@ def test_tensorboard_logs_every_quantity(tmp_path, tiny_config, digits):
 
 def test_keras_tuner_two_trials_report_validation_map(tmp_path, tiny_config, digits):
     from coophash_keras.tuning import make_tuner
+
     tuner = make_tuner(tiny_config, str(tmp_path), max_trials=2, tune=["langevin_steps", "triplet_margin"], seed=1)
     q, db = digits.subset(np.arange(100)), digits.subset(np.arange(100, 600))
-    tuner.search(digits.subset(np.arange(600, 856)).as_dataset(32, drop_remainder=True), epochs=1, verbose=0,
-                 callbacks=[RetrievalMetricsCallback(q.images, q.labels, db.images, db.labels)])
+    tuner.search(
+        digits.subset(np.arange(600, 856)).as_dataset(32, drop_remainder=True),
+        epochs=1,
+        verbose=0,
+        callbacks=[RetrievalMetricsCallback(q.images, q.labels, db.images, db.labels)],
+    )
     trials = tuner.oracle.trials
     assert len(trials) == 2
     scores = [t.score for t in trials.values()]
@@ -82,20 +126,61 @@ def test_keras_tuner_two_trials_report_validation_map(tmp_path, tiny_config, dig
 
 def test_coophash_tune_cli(tmp_path):
     # 2 epochs: the objective must be reported on every epoch, not only the last
-    out = subprocess.run([sys.executable, "-m", "coophash_keras.cli", "tune", "--trials", "2", "--epochs", "2",
-                          "--bits", "16", "--tune", "langevin_steps,kl_weight", "--run-dir", str(tmp_path), *SMALL],
-                         capture_output=True, text=True, cwd=REPO, timeout=600, env=ENV)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coophash_keras.cli",
+            "tune",
+            "--trials",
+            "2",
+            "--epochs",
+            "2",
+            "--bits",
+            "16",
+            "--tune",
+            "langevin_steps,kl_weight",
+            "--run-dir",
+            str(tmp_path),
+            *SMALL,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env=ENV,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.load(open(tmp_path / "tuning.json"))
     assert summary["trials"] == 2 and 0 <= summary["best_val_map"] <= 1
     assert set(summary["best_hyperparameters"]) == {"langevin_steps", "kl_weight"}
-    assert json.load(open(tmp_path / "best_config.json"))["langevin_steps"] == summary["best_hyperparameters"]["langevin_steps"]
+    assert (
+        json.load(open(tmp_path / "best_config.json"))["langevin_steps"]
+        == summary["best_hyperparameters"]["langevin_steps"]
+    )
 
 
 def train_cmd(run_dir, backup_dir, epochs, extra=()):
-    return [sys.executable, "-m", "coophash_keras.cli", "train", "--epochs", str(epochs), "--bits", "16",
-            "--batch-size", "64", "--run-dir", str(run_dir), "--backup-dir", str(backup_dir), "--verbose", "0",
-            *SMALL, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "coophash_keras.cli",
+        "train",
+        "--epochs",
+        str(epochs),
+        "--bits",
+        "16",
+        "--batch-size",
+        "64",
+        "--run-dir",
+        str(run_dir),
+        "--backup-dir",
+        str(backup_dir),
+        "--verbose",
+        "0",
+        *SMALL,
+        *extra,
+    ]
 
 
 def progress(run_dir):
@@ -107,8 +192,9 @@ def progress(run_dir):
 
 def train_then_sigkill(run_dir, backup, epochs, after_epochs):
     """Start a training subprocess and SIGKILL it once `after_epochs` epochs are logged."""
-    proc = subprocess.Popen(train_cmd(run_dir, backup, epochs), cwd=REPO, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_cmd(run_dir, backup, epochs), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while len(progress(run_dir)) < after_epochs and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -123,10 +209,11 @@ def test_sigkill_then_resume_continues_with_both_optimizers(tmp_path):
     epochs = 8
     before = train_then_sigkill(run_dir, backup, epochs, after_epochs=3)
     assert not (run_dir / "model.keras").exists()
-    out = subprocess.run(train_cmd(run_dir, backup, epochs), cwd=REPO, env=ENV, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        train_cmd(run_dir, backup, epochs), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
-    after = progress(run_dir)[len(before):]
+    after = progress(run_dir)[len(before) :]
     steps = 1597 // 64
     last_before = before[-1]["epoch"]
     first_after = after[0]["epoch"]
@@ -141,12 +228,19 @@ def test_corrupted_or_mismatched_backup_is_a_clear_error(tmp_path):
     run_dir, backup = tmp_path / "run", tmp_path / "backup"
     train_then_sigkill(run_dir, backup, 8, after_epochs=1)  # an interrupted run leaves its backup
     assert (backup / "latest.weights.h5").exists()
-    mismatch = subprocess.run(train_cmd(run_dir, backup, 2, ["--set", "num_bits=32"]), cwd=REPO, env=ENV,
-                              capture_output=True, text=True, timeout=600)
+    mismatch = subprocess.run(
+        train_cmd(run_dir, backup, 2, ["--set", "num_bits=32"]),
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert mismatch.returncode == 2 and "different configuration" in mismatch.stderr and "num_bits" in mismatch.stderr
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n garbage")
-    corrupt = subprocess.run(train_cmd(run_dir, backup, 2), cwd=REPO, env=ENV, capture_output=True, text=True,
-                             timeout=600)
+    corrupt = subprocess.run(
+        train_cmd(run_dir, backup, 2), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert corrupt.returncode == 2 and "corrupted" in corrupt.stderr and "Traceback" not in corrupt.stderr
 
 
@@ -160,11 +254,39 @@ def test_two_workers_train_together_and_the_chief_saves(tmp_path):
     workers = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
     procs = []
     for i in range(2):
-        cmd = [sys.executable, "-m", "coophash_keras.cli", "train", "--epochs", "2", "--bits", "16", "--batch-size",
-               "64", "--labels-per-class", "20", "--run-dir", str(tmp_path / f"w{i}"), "--workers", workers,
-               "--task-index", str(i), "--verbose", "0", *SMALL]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env={k: v for k, v in ENV.items() if k != "TF_CONFIG"},
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        cmd = [
+            sys.executable,
+            "-m",
+            "coophash_keras.cli",
+            "train",
+            "--epochs",
+            "2",
+            "--bits",
+            "16",
+            "--batch-size",
+            "64",
+            "--labels-per-class",
+            "20",
+            "--run-dir",
+            str(tmp_path / f"w{i}"),
+            "--workers",
+            workers,
+            "--task-index",
+            str(i),
+            "--verbose",
+            "0",
+            *SMALL,
+        ]
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env={k: v for k, v in ENV.items() if k != "TF_CONFIG"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_so, se) in zip(procs, outs):
         assert p.returncode == 0, se[-3000:]
@@ -181,6 +303,7 @@ def test_mixed_precision_keeps_langevin_and_energies_float32(tiny_config, digits
     import tensorflow as tf
 
     from coophash_keras.preprocessing import normalize_images
+
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         model = CoopHash(tiny_config)

@@ -51,13 +51,24 @@ class DSHGAN(HashingModelMixin, keras.Model):
         self.config = as_config(config)
         c = self.config
         self.descriptor = MultipurposeDescriptor(
-            c.image_shape, c.num_classes, c.num_bits, c.latent_dim, c.base_filters, c.feature_dim,
-            name="descriptor")
-        self.generator = PairGenerator(c.image_shape, c.latent_dim, c.num_classes, c.generator_filters,
-                                       name="generator")
+            c.image_shape, c.num_classes, c.num_bits, c.latent_dim, c.base_filters, c.feature_dim, name="descriptor"
+        )
+        self.generator = PairGenerator(
+            c.image_shape, c.latent_dim, c.num_classes, c.generator_filters, name="generator"
+        )
         self.seed_generator = keras.random.SeedGenerator(c.seed, name="seed_generator")
-        names = ["loss", "adversarial_loss", "classification_loss", "triplet_loss", "quantization_loss",
-                 "generator_loss", "real_score", "synthetic_score", "bit_balance", "class_accuracy"]
+        names = [
+            "loss",
+            "adversarial_loss",
+            "classification_loss",
+            "triplet_loss",
+            "quantization_loss",
+            "generator_loss",
+            "real_score",
+            "synthetic_score",
+            "bit_balance",
+            "class_accuracy",
+        ]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.discriminator_optimizer = None
         self.generator_optimizer = None
@@ -75,9 +86,11 @@ class DSHGAN(HashingModelMixin, keras.Model):
         super().compile(optimizer=None, **kwargs)
         c = self.config
         self.discriminator_optimizer = discriminator_optimizer or keras.optimizers.Adam(
-            c.descriptor_learning_rate, beta_1=c.adam_beta_1, name="discriminator_optimizer")
+            c.descriptor_learning_rate, beta_1=c.adam_beta_1, name="discriminator_optimizer"
+        )
         self.generator_optimizer = generator_optimizer or keras.optimizers.Adam(
-            c.generator_learning_rate, beta_1=c.adam_beta_1, name="generator_optimizer")
+            c.generator_learning_rate, beta_1=c.adam_beta_1, name="generator_optimizer"
+        )
         if not self.built:
             self.build()
         self.discriminator_optimizer.build(self.descriptor.descriptor_variables)
@@ -86,12 +99,16 @@ class DSHGAN(HashingModelMixin, keras.Model):
     def get_compile_config(self):
         if self.discriminator_optimizer is None:
             return None
-        return {"discriminator_optimizer": keras.optimizers.serialize(self.discriminator_optimizer),
-                "generator_optimizer": keras.optimizers.serialize(self.generator_optimizer)}
+        return {
+            "discriminator_optimizer": keras.optimizers.serialize(self.discriminator_optimizer),
+            "generator_optimizer": keras.optimizers.serialize(self.generator_optimizer),
+        }
 
     def compile_from_config(self, config):
-        self.compile(keras.optimizers.deserialize(config["discriminator_optimizer"]),
-                     keras.optimizers.deserialize(config["generator_optimizer"]))
+        self.compile(
+            keras.optimizers.deserialize(config["discriminator_optimizer"]),
+            keras.optimizers.deserialize(config["generator_optimizer"]),
+        )
 
     @property
     def metrics(self):
@@ -121,17 +138,29 @@ class DSHGAN(HashingModelMixin, keras.Model):
         adv_syn, logits_syn, hash_syn = self.streams(tf.concat([x_pos, x_neg], 0))
         terms = {
             "adversarial_loss": tf.reduce_mean(_bce(adv_real, 1.0)) + tf.reduce_mean(_bce(adv_syn, 0.0)),
-            "classification_loss": tf.reduce_mean(losses.classification_loss(
-                tf.concat([logits_real[:n], logits_syn], 0), tf.concat([labels, labels, c_neg], 0), c.multi_label)),
-            "triplet_loss": tf.reduce_mean(losses.triplet_loss(hash_real[:n], hash_syn[:n], hash_syn[n:],
-                                                               c.triplet_margin)),
+            "classification_loss": tf.reduce_mean(
+                losses.classification_loss(
+                    tf.concat([logits_real[:n], logits_syn], 0), tf.concat([labels, labels, c_neg], 0), c.multi_label
+                )
+            ),
+            "triplet_loss": tf.reduce_mean(
+                losses.triplet_loss(hash_real[:n], hash_syn[:n], hash_syn[n:], c.triplet_margin)
+            ),
             "quantization_loss": tf.reduce_mean(losses.quantization_loss(hash_real)),
         }
-        total = (c.adversarial_weight * terms["adversarial_loss"]
-                 + c.classification_weight * terms["classification_loss"]
-                 + c.triplet_weight * terms["triplet_loss"] + c.quantization_weight * terms["quantization_loss"])
-        terms.update(total=total, real_score=tf.reduce_mean(tf.sigmoid(adv_real)),
-                     synthetic_score=tf.reduce_mean(tf.sigmoid(adv_syn)), logits=logits_real[:n], hash=hash_real[:n])
+        total = (
+            c.adversarial_weight * terms["adversarial_loss"]
+            + c.classification_weight * terms["classification_loss"]
+            + c.triplet_weight * terms["triplet_loss"]
+            + c.quantization_weight * terms["quantization_loss"]
+        )
+        terms.update(
+            total=total,
+            real_score=tf.reduce_mean(tf.sigmoid(adv_real)),
+            synthetic_score=tf.reduce_mean(tf.sigmoid(adv_syn)),
+            logits=logits_real[:n],
+            hash=hash_real[:n],
+        )
         return terms
 
     def generator_losses(self, x, labels, seed):
@@ -141,11 +170,13 @@ class DSHGAN(HashingModelMixin, keras.Model):
         adv_syn, logits_syn, hash_syn = self.streams(tf.concat([x_pos, x_neg], 0))
         anchor = tf.stop_gradient(self.streams(x)[2])
         n = tf.shape(x)[0]
-        return (c.adversarial_weight * tf.reduce_mean(_bce(adv_syn, 1.0))
-                + c.classification_weight * tf.reduce_mean(losses.classification_loss(
-                    logits_syn, tf.concat([labels, c_neg], 0), c.multi_label))
-                + c.triplet_weight * tf.reduce_mean(losses.triplet_loss(anchor, hash_syn[:n], hash_syn[n:],
-                                                                        c.triplet_margin)))
+        return (
+            c.adversarial_weight * tf.reduce_mean(_bce(adv_syn, 1.0))
+            + c.classification_weight
+            * tf.reduce_mean(losses.classification_loss(logits_syn, tf.concat([labels, c_neg], 0), c.multi_label))
+            + c.triplet_weight
+            * tf.reduce_mean(losses.triplet_loss(anchor, hash_syn[:n], hash_syn[n:], c.triplet_margin))
+        )
 
     @staticmethod
     def _replica_share(loss):
@@ -164,8 +195,9 @@ class DSHGAN(HashingModelMixin, keras.Model):
         x_pos, x_neg, c_neg = self.synthesize_triplet_pairs(labels, seed)
         d_vars = self.descriptor.descriptor_variables
         with tf.GradientTape() as tape:
-            terms = self.discriminator_losses(x, labels, unlabeled, tf.stop_gradient(x_pos),
-                                              tf.stop_gradient(x_neg), c_neg)
+            terms = self.discriminator_losses(
+                x, labels, unlabeled, tf.stop_gradient(x_pos), tf.stop_gradient(x_neg), c_neg
+            )
             d_loss = self._replica_share(terms["total"])
         self.discriminator_optimizer.apply(tape.gradient(d_loss, d_vars), d_vars)
         g_vars = self.generator.trainable_variables
@@ -184,8 +216,14 @@ class DSHGAN(HashingModelMixin, keras.Model):
     def _track(self, terms, g_loss, labels):
         t = self.trackers
         t["loss"].update_state(terms["total"])
-        for name in ("adversarial_loss", "classification_loss", "triplet_loss", "quantization_loss",
-                     "real_score", "synthetic_score"):
+        for name in (
+            "adversarial_loss",
+            "classification_loss",
+            "triplet_loss",
+            "quantization_loss",
+            "real_score",
+            "synthetic_score",
+        ):
             t[name].update_state(terms[name])
         t["generator_loss"].update_state(g_loss)
         t["bit_balance"].update_state(bit_balance(terms["hash"]))

@@ -25,8 +25,10 @@ class SupervisedHashNet(HashingModelMixin, keras.Model):
         self.base = ConvBaseNetwork(c.image_shape, c.base_filters, c.feature_dim, name="base")
         self.classifier_head = ClassifierHead(c.num_classes, name="classifier_head", dtype="float32")
         self.hash_head = HashHead(c.num_bits, name="hash_head", dtype="float32")
-        self.trackers = {n: keras.metrics.Mean(name=n) for n in
-                         ("loss", "classification_loss", "triplet_loss", "quantization_loss", "bit_balance")}
+        self.trackers = {
+            n: keras.metrics.Mean(name=n)
+            for n in ("loss", "classification_loss", "triplet_loss", "quantization_loss", "bit_balance")
+        }
 
     def build(self, input_shape=None):
         self.base.build((None,) + tuple(self.config.image_shape))
@@ -54,12 +56,16 @@ class SupervisedHashNet(HashingModelMixin, keras.Model):
         features = self.base(normalize_images(images))
         codes = self.hash_head(features)
         labels = self.labels_to_multi_hot(labels)
-        terms = {"classification_loss": losses.classification_loss(self.classifier_head(features), labels, c.multi_label),
-                 "triplet_loss": losses.in_batch_triplet_loss(codes, labels, c.triplet_margin),
-                 "quantization_loss": losses.quantization_loss(codes)}
-        total = (c.classification_weight * terms["classification_loss"]
-                 + (c.real_triplet_weight or 1.0) * terms["triplet_loss"]
-                 + c.quantization_weight * terms["quantization_loss"])
+        terms = {
+            "classification_loss": losses.classification_loss(self.classifier_head(features), labels, c.multi_label),
+            "triplet_loss": losses.in_batch_triplet_loss(codes, labels, c.triplet_margin),
+            "quantization_loss": losses.quantization_loss(codes),
+        }
+        total = (
+            c.classification_weight * terms["classification_loss"]
+            + (c.real_triplet_weight or 1.0) * terms["triplet_loss"]
+            + c.quantization_weight * terms["quantization_loss"]
+        )
         return total, terms, codes
 
     def _track(self, total, terms, codes):

@@ -1,16 +1,28 @@
 from coophash_keras.data.loaders import (
-                                         FASHION_MNIST_DIR,
-                                         ImageSet,
-                                         from_arrays,
-                                         load_dataset,
-                                         load_digits,
-                                         load_fashion_mnist,
-                                         load_tfds,
-                                         with_unlabeled,
+    FASHION_MNIST_DIR,
+    ImageSet,
+    from_arrays,
+    load_dataset,
+    load_digits,
+    load_fashion_mnist,
+    load_tfds,
+    with_unlabeled,
 )
 from coophash_keras.data.split import RetrievalSplit, retrieval_split
 from coophash_keras.data.validation import validate_fit_data, validate_images, validate_labels
 
-__all__ = ["FASHION_MNIST_DIR", "ImageSet", "from_arrays", "load_dataset", "load_digits", "load_fashion_mnist",
-           "load_tfds", "RetrievalSplit", "retrieval_split", "validate_fit_data", "validate_images",
-           "validate_labels", "with_unlabeled"]
+__all__ = [
+    "FASHION_MNIST_DIR",
+    "ImageSet",
+    "from_arrays",
+    "load_dataset",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_tfds",
+    "RetrievalSplit",
+    "retrieval_split",
+    "validate_fit_data",
+    "validate_images",
+    "validate_labels",
+    "with_unlabeled",
+]

@@ -41,12 +41,11 @@ def _occlusion(x, rng):
     tops = rng.integers(h // 6, h - size_h - h // 6 + 1, n)
     lefts = rng.integers(w // 6, w - size_w - w // 6 + 1, n)
     for i in range(n):
-        out[i, tops[i]:tops[i] + size_h, lefts[i]:lefts[i] + size_w, :] = 128.0
+        out[i, tops[i] : tops[i] + size_h, lefts[i] : lefts[i] + size_w, :] = 128.0
     return out
 
 
-_FUNCTIONS = {"noise": _noise, "blur": _blur, "contrast": _contrast, "rotation": _rotation,
-              "occlusion": _occlusion}
+_FUNCTIONS = {"noise": _noise, "blur": _blur, "contrast": _contrast, "rotation": _rotation, "occlusion": _occlusion}
 
 
 def corrupt(images, kind, seed=0):

@@ -16,8 +16,18 @@ from coophash_keras.data.validation import validate_images, validate_labels
 from coophash_keras.preprocessing import to_uint8_images
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                         "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 @dataclasses.dataclass
@@ -40,8 +50,12 @@ class ImageSet:
 
     def subset(self, indices):
         indices = np.asarray(indices)
-        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices],
-                                   extras={k: v[indices] for k, v in self.extras.items()})
+        return dataclasses.replace(
+            self,
+            images=self.images[indices],
+            labels=self.labels[indices],
+            extras={k: v[indices] for k, v in self.extras.items()},
+        )
 
     def as_dataset(self, batch_size, shuffle=False, seed=0, drop_remainder=False, repeat=False):
         """tf.data of (uint8 images, labels) batches. Use drop_remainder=True for training under a
@@ -49,8 +63,10 @@ class ImageSet:
         if len(self) == 0:
             raise ValueError(f"{self.name}: cannot make a dataset from 0 images")
         if drop_remainder and len(self) < batch_size:
-            raise ValueError(f"{self.name}: {len(self)} images are fewer than one batch of {batch_size} "
-                             "with drop_remainder=True; lower the batch size")
+            raise ValueError(
+                f"{self.name}: {len(self)} images are fewer than one batch of {batch_size} "
+                "with drop_remainder=True; lower the batch size"
+            )
         ds = tf.data.Dataset.from_tensor_slices((self.images, self.labels))
         if shuffle:
             ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
@@ -65,11 +81,16 @@ def with_unlabeled(labeled_dataset, unlabeled_images, batch_size, seed=0):
     DSH-GAN's adversary uses them; CoopHash and the plain baseline ignore the third element."""
     unlabeled_images = np.asarray(unlabeled_images)
     if unlabeled_images.ndim != 4 or len(unlabeled_images) < batch_size:
-        raise ValueError(f"unlabeled images must be [N, H, W, C] with N >= batch_size ({batch_size}), "
-                         f"got shape {unlabeled_images.shape}")
-    pool = (tf.data.Dataset.from_tensor_slices(unlabeled_images)
-            .shuffle(min(len(unlabeled_images), 20000), seed=seed, reshuffle_each_iteration=True)
-            .repeat().batch(batch_size, drop_remainder=True))
+        raise ValueError(
+            f"unlabeled images must be [N, H, W, C] with N >= batch_size ({batch_size}), "
+            f"got shape {unlabeled_images.shape}"
+        )
+    pool = (
+        tf.data.Dataset.from_tensor_slices(unlabeled_images)
+        .shuffle(min(len(unlabeled_images), 20000), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+    )
     return tf.data.Dataset.zip((labeled_dataset, pool)).map(lambda lab, u: (lab[0], lab[1], u))
 
 
@@ -93,6 +114,7 @@ def from_arrays(images, labels, num_classes=None, multi_label=False, class_names
 def load_digits():
     """scikit-learn's 1,797 8x8 digits (shipped with scikit-learn, no download), 0..16 -> 0..255."""
     from sklearn.datasets import load_digits as sk_load_digits
+
     d = sk_load_digits()
     images = to_uint8_images(d.images, max_value=16.0)[..., None]
     return ImageSet(images, d.target.astype(np.int64), 10, False, [str(i) for i in range(10)], "digits")
@@ -103,7 +125,8 @@ def _read_idx(path):
         raise FileNotFoundError(
             f"missing data file {path}. Fashion-MNIST comes from the Debian package dataset-fashion-mnist "
             f"(apt-get install dataset-fashion-mnist, files in {FASHION_MNIST_DIR}) or any directory "
-            "holding the four *-idx?-ubyte.gz files")
+            "holding the four *-idx?-ubyte.gz files"
+        )
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as fh:
@@ -113,7 +136,7 @@ def _read_idx(path):
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = data[3]
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     payload = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if payload.size != int(np.prod(dims)):
         raise ValueError(f"{path} is truncated: header says {dims}, found {payload.size} values")
@@ -136,14 +159,16 @@ def load_fashion_mnist(directory=FASHION_MNIST_DIR, split="all"):
             sources.append(np.full(len(labels), i, np.int8))
     images = np.concatenate([p[0] for p in parts])
     labels = validate_labels(np.concatenate([p[1] for p in parts]), 10, False)
-    return ImageSet(images, labels, 10, False, FASHION_MNIST_CLASSES, "fashion_mnist",
-                    {"source_split": np.concatenate(sources)})
+    return ImageSet(
+        images, labels, 10, False, FASHION_MNIST_CLASSES, "fashion_mnist", {"source_split": np.concatenate(sources)}
+    )
 
 
 def load_tfds(name, split="train", data_dir=None, image_key="image", label_key="label", download=False):
     """Any TFDS image-classification dataset by name (prepared data, or tfds.testing.mock_data in
     tests). Multi-label features (a Sequence of ClassLabel) become multi-hot rows."""
     import tensorflow_datasets as tfds
+
     builder = tfds.builder(name, data_dir=data_dir)
     if download:
         builder.download_and_prepare()

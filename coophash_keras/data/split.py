@@ -44,8 +44,9 @@ def _take_per_class(members, n, available, rng):
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
 
-def retrieval_split(labels, query_per_class, train_per_class=None, database="rest", seed=0,
-                    query_candidates=None, train_candidates=None):
+def retrieval_split(
+    labels, query_per_class, train_per_class=None, database="rest", seed=0, query_candidates=None, train_candidates=None
+):
     """Split example indices for retrieval experiments.
 
     query:     `query_per_class` images of each class (from `query_candidates`, default all);

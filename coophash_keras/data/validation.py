@@ -38,8 +38,10 @@ def _check_pixel_range(arr, what):
         if lo < 0 or hi > 255:
             raise ValueError(f"{what} must be raw pixel values in [0, 255], got range [{lo:g}, {hi:g}]")
         if hi <= 1.0 and arr.size > 16:
-            raise ValueError(f"{what} look already normalised (all values in [0, 1]); pass raw pixel "
-                             "values in [0, 255] - the model normalises them itself")
+            raise ValueError(
+                f"{what} look already normalised (all values in [0, 1]); pass raw pixel "
+                "values in [0, 255] - the model normalises them itself"
+            )
     elif np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.uint8:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 255:
@@ -49,8 +51,9 @@ def _check_pixel_range(arr, what):
 def validate_labels(labels, num_classes, multi_label, num_examples=None, what="labels"):
     """Return labels as int64 [N] class ids (single-label) or float32 [N, C] multi-hot."""
     arr = np.asarray(labels)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-                                   or arr.dtype == bool):
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.dtype == bool
+    ):
         raise ValueError(f"{what} must be numeric, got dtype {arr.dtype}")
     if num_examples is not None and len(arr) != num_examples:
         raise ValueError(f"{what} has {len(arr)} entries but there are {num_examples} images")
@@ -63,26 +66,29 @@ def validate_labels(labels, num_classes, multi_label, num_examples=None, what="l
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
-        raise ValueError(f"{what} must be class ids of shape [N] (or set multi_label for multi-hot), "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"{what} must be class ids of shape [N] (or set multi_label for multi-hot), got shape {arr.shape}"
+        )
     if np.issubdtype(arr.dtype, np.floating) and (not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))):
         raise ValueError(f"{what} must be integer class ids, got non-integer values")
     if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
-        raise ValueError(f"{what} out of range: class ids must be in [0, {num_classes - 1}], "
-                         f"got min {arr.min()} max {arr.max()}")
+        raise ValueError(
+            f"{what} out of range: class ids must be in [0, {num_classes - 1}], got min {arr.min()} max {arr.max()}"
+        )
     return arr.astype(np.int64)
 
 
 def _check_spec(element_spec, config):
     if not isinstance(element_spec, (tuple, list)) or len(element_spec) < 2:
-        raise ValueError("the training dataset must yield (images, labels) tuples, got element spec "
-                         f"{element_spec}")
+        raise ValueError(f"the training dataset must yield (images, labels) tuples, got element spec {element_spec}")
     img_spec, lab_spec = element_spec[0], element_spec[1]
     h, w, c = config.image_shape
     shape = img_spec.shape
     if shape.rank != 4:
-        raise ValueError(f"dataset images must be batched with rank 4 [batch, {h}, {w}, {c}], got shape {shape}"
-                         " (did you forget .batch()?)")
+        raise ValueError(
+            f"dataset images must be batched with rank 4 [batch, {h}, {w}, {c}], got shape {shape}"
+            " (did you forget .batch()?)"
+        )
     if shape[3] is not None and shape[3] != c:
         raise ValueError(f"dataset images must have {c} channel(s), got shape {shape}")
     if (shape[1], shape[2]) != (h, w) and None not in (shape[1], shape[2]):

@@ -53,8 +53,10 @@ class HammingIndex:
         if arr.ndim == 1:
             arr = arr[None]
         if arr.ndim != 2:
-            raise ValueError(f"{what} must be [N, {self.num_bits}] ±1 codes or [N, {self.num_bits // 8}] packed "
-                             f"uint8, got shape {arr.shape}")
+            raise ValueError(
+                f"{what} must be [N, {self.num_bits}] ±1 codes or [N, {self.num_bits // 8}] packed "
+                f"uint8, got shape {arr.shape}"
+            )
         if arr.dtype == np.uint8 and arr.shape[1] == self.num_bits // 8:
             packed = arr
         elif arr.shape[1] == self.num_bits and arr.dtype.kind in "iuf":
@@ -62,11 +64,15 @@ class HammingIndex:
                 raise ValueError(f"{what} with {self.num_bits} columns must hold ±1 (or 0/1) values")
             packed = np.packbits(arr > 0, axis=1)
         elif arr.dtype == np.uint8:
-            raise ValueError(f"packed {what} must have {self.num_bits // 8} bytes per code for {self.num_bits} bits, "
-                             f"got {arr.shape[1]}")
+            raise ValueError(
+                f"packed {what} must have {self.num_bits // 8} bytes per code for {self.num_bits} bits, "
+                f"got {arr.shape[1]}"
+            )
         else:
-            raise ValueError(f"{what} must have {self.num_bits} bits: ±1 codes [N, {self.num_bits}] or packed uint8 "
-                             f"[N, {self.num_bits // 8}], got {arr.dtype} {arr.shape}")
+            raise ValueError(
+                f"{what} must have {self.num_bits} bits: ±1 codes [N, {self.num_bits}] or packed uint8 "
+                f"[N, {self.num_bits // 8}], got {arr.dtype} {arr.shape}"
+            )
         padded = np.zeros((len(packed), self.words * 8), np.uint8)
         padded[:, : packed.shape[1]] = packed
         return padded.view(np.uint64)
@@ -163,9 +169,9 @@ class HammingIndex:
             raise ValueError("the index is empty")
         q = self._to_words(queries, "queries")
         out = []
-        chunk = max(1, int(2 ** 27 // max(len(self), 1)))  # about 256 MB of uint16 distances at a time
+        chunk = max(1, int(2**27 // max(len(self), 1)))  # about 256 MB of uint16 distances at a time
         for start in range(0, len(q), chunk):
-            dist = kernel.distances(self._codes, q[start:start + chunk])
+            dist = kernel.distances(self._codes, q[start : start + chunk])
             for row in dist:
                 hit = np.flatnonzero(row <= radius)
                 order = np.lexsort((self._ids[hit], row[hit]))
@@ -175,6 +181,7 @@ class HammingIndex:
     # ------------------------------------------------------------------ FAISS
     def _build_faiss(self):
         import faiss
+
         packed = np.ascontiguousarray(self.packed_codes())
         p = self.faiss_params
         if self.backend == "faiss-flat":
@@ -243,8 +250,10 @@ class HammingIndex:
         if size != expected:
             raise ValueError(f"{path} is truncated or corrupted: {size} bytes, header implies {expected}")
         if expected_model_version is not None and version != expected_model_version:
-            raise ValueError(f"{path} was built by model version {version!r}, not {expected_model_version!r}: "
-                             "codes from different models are not comparable; rebuild the index")
+            raise ValueError(
+                f"{path} was built by model version {version!r}, not {expected_model_version!r}: "
+                "codes from different models are not comparable; rebuild the index"
+            )
         index = cls(num_bits, version, backend, faiss_params)
         if mmap:
             index._codes = np.memmap(path, np.uint64, "r", offset, (n, words)) if n else index._codes

@@ -51,8 +51,18 @@ def load():
         warnings.warn(f"coophash: C Hamming kernel unavailable ({exc}); using the slower numpy scan", stacklevel=2)
         return None
     P = ctypes.c_void_p
-    lib.hamming_topk.argtypes = [P, P, ctypes.c_int64, ctypes.c_int, P, ctypes.c_int64, ctypes.c_int, P, P,
-                                 ctypes.c_int]
+    lib.hamming_topk.argtypes = [
+        P,
+        P,
+        ctypes.c_int64,
+        ctypes.c_int,
+        P,
+        ctypes.c_int64,
+        ctypes.c_int,
+        P,
+        P,
+        ctypes.c_int,
+    ]
     lib.hamming_topk.restype = None
     lib.hamming_distances.argtypes = [P, ctypes.c_int64, ctypes.c_int, P, ctypes.c_int64, P]
     lib.hamming_distances.restype = None
@@ -83,7 +93,7 @@ def topk(db_words, ids, query_words, k, use_c=True, ids_increasing=False):
     out_d = np.empty((nq, k), np.int32)
     out_id = np.empty((nq, k), np.int64)
     for i in range(nq):
-        d = distances(db_words, query_words[i:i + 1], use_c=False)[0].astype(np.int64)
+        d = distances(db_words, query_words[i : i + 1], use_c=False)[0].astype(np.int64)
         order = np.lexsort((ids, d))[:k]
         out_d[i], out_id[i] = d[order], ids[order]
     return out_id, out_d
@@ -111,5 +121,6 @@ def popcount_scan(db_words, query_words):
     if lib is None:
         raise RuntimeError("the C kernel is needed for the scan-limit measurement")
     n, w = db_words.shape
-    return lib.popcount_scan(_ptr(np.ascontiguousarray(db_words)), n, w,
-                             _ptr(np.ascontiguousarray(query_words)), len(query_words))
+    return lib.popcount_scan(
+        _ptr(np.ascontiguousarray(db_words)), n, w, _ptr(np.ascontiguousarray(query_words)), len(query_words)
+    )

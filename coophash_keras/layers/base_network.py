@@ -62,6 +62,5 @@ class ConvBaseNetwork(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(image_shape=list(self.image_shape), base_filters=self.base_filters,
-                      feature_dim=self.feature_dim)
+        config.update(image_shape=list(self.image_shape), base_filters=self.base_filters, feature_dim=self.feature_dim)
         return config

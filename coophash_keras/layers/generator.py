@@ -22,7 +22,7 @@ class PairGenerator(layers.Layer):
         self.filters = int(filters)
         h, w, c = self.image_shape
         n = num_downsamplings(h, w)
-        self.start_h, self.start_w = -(-h // 2 ** n), -(-w // 2 ** n)
+        self.start_h, self.start_w = -(-h // 2**n), -(-w // 2**n)
         self.project = layers.Dense(self.start_h * self.start_w * self.filters, name="project")
         self.up_convs = []
         f = self.filters
@@ -30,7 +30,7 @@ class PairGenerator(layers.Layer):
             f = max(f // 2, 16)
             self.up_convs.append(layers.Conv2DTranspose(f, 4, strides=2, padding="same", name=f"up_{i}"))
         self.to_image = layers.Conv2D(c, 3, padding="same", name="to_image")
-        self.full_h, self.full_w = self.start_h * 2 ** n, self.start_w * 2 ** n
+        self.full_h, self.full_w = self.start_h * 2**n, self.start_w * 2**n
 
     def build(self, input_shapes=None):
         b = None
@@ -51,10 +51,14 @@ class PairGenerator(layers.Layer):
         x = ops.cast(ops.tanh(self.to_image(h)), "float32")  # images (and Langevin) stay float32
         H, W, _ = self.image_shape
         top, left = (self.full_h - H) // 2, (self.full_w - W) // 2
-        return x[:, top:top + H, left:left + W, :]
+        return x[:, top : top + H, left : left + W, :]
 
     def get_config(self):
         config = super().get_config()
-        config.update(image_shape=list(self.image_shape), latent_dim=self.latent_dim,
-                      num_classes=self.num_classes, filters=self.filters)
+        config.update(
+            image_shape=list(self.image_shape),
+            latent_dim=self.latent_dim,
+            num_classes=self.num_classes,
+            filters=self.filters,
+        )
         return config

@@ -50,8 +50,9 @@ def relevance_matrix(query_labels, database_labels):
         return ql[:, None] == dl[None, :]
     if ql.ndim == 2 and dl.ndim == 2:
         return (ql.astype(np.float32) @ dl.astype(np.float32).T) > 0
-    raise ValueError(f"query labels {ql.shape} and database labels {dl.shape} must both be class ids [N] "
-                     "or both multi-hot [N, C]")
+    raise ValueError(
+        f"query labels {ql.shape} and database labels {dl.shape} must both be class ids [N] or both multi-hot [N, C]"
+    )
 
 
 def _check_inputs(query_codes, query_labels, database_codes, database_labels):
@@ -62,8 +63,9 @@ def _check_inputs(query_codes, query_labels, database_codes, database_labels):
             raise ValueError(f"{len(codes)} {what} codes but {len(labels)} {what} labels")
 
 
-def retrieval_metrics(query_codes, query_labels, database_codes, database_labels, topk=(1000,),
-                      radius=2, pr_curve=True, chunk_size=200):
+def retrieval_metrics(
+    query_codes, query_labels, database_codes, database_labels, topk=(1000,), radius=2, pr_curve=True, chunk_size=200
+):
     """All metrics in one pass over chunks of queries. Returns a dict:
     'mAP@all', 'mAP@all_exclude_empty', 'mAP@K', 'mAP@K_exclude_empty', 'P@K' for K in topk,
     'P@r<radius>', and 'pr_curve' {'radius', 'precision', 'recall'}."""
@@ -88,7 +90,7 @@ def retrieval_metrics(query_codes, query_labels, database_codes, database_labels
         order = np.argsort(dist, axis=1, kind="stable")  # radix sort on uint16: ties keep index order
         rel_sorted = np.take_along_axis(rel, order, axis=1)
         hits = np.cumsum(rel_sorted, axis=1, dtype=np.int32)  # relevant items within the top k
-        contrib = np.where(rel_sorted, hits / ranks, 0.0)      # P@k at each relevant rank
+        contrib = np.where(rel_sorted, hits / ranks, 0.0)  # P@k at each relevant rank
         for name, k in cutoffs:
             rel_k = hits[:, k - 1]
             gain = contrib[:, :k].sum(axis=1)
@@ -124,12 +126,12 @@ def retrieval_metrics(query_codes, query_labels, database_codes, database_labels
     return out
 
 
-def mean_average_precision(query_codes, query_labels, database_codes, database_labels, topk=None,
-                           empty_queries="zero"):
+def mean_average_precision(query_codes, query_labels, database_codes, database_labels, topk=None, empty_queries="zero"):
     """mAP@topk (None = whole database) with the pinned ranking and relevance rules."""
     if empty_queries not in ("zero", "exclude"):
         raise ValueError(f"empty_queries must be 'zero' or 'exclude', got {empty_queries!r}")
-    res = retrieval_metrics(query_codes, query_labels, database_codes, database_labels,
-                            topk=() if topk is None else (topk,), pr_curve=False)
+    res = retrieval_metrics(
+        query_codes, query_labels, database_codes, database_labels, topk=() if topk is None else (topk,), pr_curve=False
+    )
     name = "all" if topk is None else str(topk)
     return res[f"mAP@{name}" + ("_exclude_empty" if empty_queries == "exclude" else "")]
