@@ -29,14 +29,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from coophash_keras import CoopHash, CoopHashConfig  # noqa: E402
-from coophash_keras.baselines import DSHGAN, SupervisedHashNet  # noqa: E402
+from coophash_keras.baselines.dsh_gan import DSHGAN  # noqa: E402
+from coophash_keras.baselines.triplet import TripletHashNet  # noqa: E402
 from coophash_keras.data import load_digits, load_fashion_mnist, retrieval_split, with_unlabeled  # noqa: E402
 from coophash_keras.data.corruptions import CORRUPTIONS, corrupt  # noqa: E402
 from coophash_keras.metrics import retrieval_metrics  # noqa: E402
 
 # method name -> (model class, config changes on top of the shared config)
 METHODS = {
-    "plain": (SupervisedHashNet, lambda c: {}),
+    "triplet": (TripletHashNet, lambda c: {}),
     "dshgan": (DSHGAN, lambda c: {}),
     "coophash": (CoopHash, lambda c: {}),
     "coophash+real": (CoopHash, lambda c: {"real_triplet_weight": 1.0}),  # ours: + real in-batch triplets

@@ -2,12 +2,22 @@
 pair generator via variational MCMC teaching) as a Keras 3 / TensorFlow package.
 
 Top-level names are imported lazily, so inference-only code (export/, serving/) can import
-`coophash_keras.models.descriptor` without pulling in the training code."""
+`coophash_keras.models.descriptor` without pulling in the training code. Importing the package
+registers every model of `coophash_keras.registry` with Keras (lazily), so
+`keras.models.load_model("model.keras")` works after a plain `import coophash_keras`."""
 
 import importlib
 import os
 
+from coophash_keras._quiet import is_quiet_cli, quiet_stderr  # noqa: E402
+
+if is_quiet_cli():
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+with quiet_stderr(is_quiet_cli()):
+    from coophash_keras import registry as _registry  # noqa: E402  (imports keras, so TensorFlow)
+
+_registry.install_lazy_loaders()
 
 __version__ = "0.1.0"
 _LAZY = {

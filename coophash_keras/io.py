@@ -1,12 +1,42 @@
 """Saving and loading models so that a non-finite or half-written model file never replaces a good one."""
 
+import contextlib
 import hashlib
+import json
 import os
 import tempfile
 import zipfile
 
 import keras
 import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yield a temporary path next to `path`; on success it is fsync'ed and renamed over `path`
+    (atomic on POSIX), on error removed. Readers see the old file or the new one, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix or ".tmp", dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a power cut
+        finally:
+            os.close(dir_fd)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_json(path, obj):
+    with atomic_path(path, ".json") as tmp, open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2)
 
 
 def all_weights_finite(model):
@@ -20,24 +50,14 @@ def save_model(model, path):
     to write a model holding NaN/inf weights."""
     if not all_weights_finite(model):
         raise ValueError(f"refusing to save {path}: the model holds non-finite (NaN/inf) weights")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path, ".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_model(path):
     """Load a saved CoopHash (or baseline) `.keras` file, with a clear error if it is missing."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path}")
-    import coophash_keras.baselines  # noqa: F401  (registers the serializable classes)
-    import coophash_keras.models.coophash  # noqa: F401
 
     try:
         return keras.models.load_model(path)

@@ -1,11 +1,14 @@
-"""keras-tuner search over CoopHash hyper-parameters with validation mAP as the objective."""
+"""keras-tuner search over a registered model's hyper-parameters, validation mAP as the objective."""
 
+import os
+
+import keras
 import keras_tuner as kt
 
-from coophash_keras.config import CoopHashConfig
-from coophash_keras.models.coophash import CoopHash
+from coophash_keras.io import atomic_write_json
 
-# name -> how keras-tuner samples it (all are CoopHashConfig fields)
+# field -> how keras-tuner samples it (all are CoopHashConfig fields); each model class lists the
+# fields that matter to it in `tunable_fields`.
 SEARCH_SPACE = {
     "langevin_steps": lambda hp: hp.Int("langevin_steps", 2, 16, step=2),
     "langevin_step_size": lambda hp: hp.Float("langevin_step_size", 0.1, 2.0, sampling="log"),
@@ -14,6 +17,7 @@ SEARCH_SPACE = {
     "triplet_margin": lambda hp: hp.Float("triplet_margin", 0.25, 1.5),
     "nll_weight": lambda hp: hp.Float("nll_weight", 0.1, 2.0, sampling="log"),
     "classification_weight": lambda hp: hp.Float("classification_weight", 0.25, 4.0, sampling="log"),
+    "quantization_weight": lambda hp: hp.Float("quantization_weight", 1e-4, 0.1, sampling="log"),
     "kl_weight": lambda hp: hp.Float("kl_weight", 0.1, 4.0, sampling="log"),
     "descriptor_learning_rate": lambda hp: hp.Float("descriptor_learning_rate", 1e-4, 3e-3, sampling="log"),
     "generator_learning_rate": lambda hp: hp.Float("generator_learning_rate", 1e-4, 3e-3, sampling="log"),
@@ -22,15 +26,16 @@ SEARCH_SPACE = {
 }
 
 
-class CoopHashHyperModel(kt.HyperModel):
-    """Builds a compiled CoopHash from `base_config` with the `tune` fields sampled by the tuner
-    (default: all of SEARCH_SPACE). Use with a RetrievalMetricsCallback and
+class HashingHyperModel(kt.HyperModel):
+    """Builds a compiled `model_class` from `base_config` with the `tune` fields sampled by the
+    tuner (default: the model's `tunable_fields`). Use with a RetrievalMetricsCallback and
     objective=kt.Objective("val_map", "max")."""
 
-    def __init__(self, base_config: CoopHashConfig, tune=None, **kwargs):
+    def __init__(self, model_class, base_config, tune=None, **kwargs):
         super().__init__(**kwargs)
+        self.model_class = model_class
         self.base_config = base_config
-        self.tune = list(tune or SEARCH_SPACE)
+        self.tune = list(tune or model_class.tunable_fields)
         unknown = [t for t in self.tune if t not in SEARCH_SPACE]
         if unknown:
             raise ValueError(f"cannot tune {unknown}; tunable fields: {sorted(SEARCH_SPACE)}")
@@ -39,7 +44,8 @@ class CoopHashHyperModel(kt.HyperModel):
         return self.base_config.replace(**{name: SEARCH_SPACE[name](hp) for name in self.tune})
 
     def build(self, hp):
-        model = CoopHash(self.config_for(hp))
+        keras.utils.set_random_seed(self.base_config.seed)  # the same trial starts from the same weights
+        model = self.model_class(self.config_for(hp))
         model.compile()  # the tuner builds under its distribution strategy's scope
         return model
 
@@ -47,7 +53,30 @@ class CoopHashHyperModel(kt.HyperModel):
         return model.fit(*args, **kwargs)
 
 
+class _ReportingRandomSearch(kt.RandomSearch):
+    """RandomSearch that reports each finished trial to `on_trial(dict)`."""
+
+    def __init__(self, *args, on_trial=None, **kwargs):
+        self._on_trial = on_trial
+        super().__init__(*args, **kwargs)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        if self._on_trial is not None:
+            self._on_trial(trial_summary(trial))
+
+
+def trial_summary(trial):
+    return {
+        "trial_id": trial.trial_id,
+        "status": str(trial.status),
+        "score": trial.score,
+        "hyperparameters": dict(trial.hyperparameters.values),
+    }
+
+
 def make_tuner(
+    model_class,
     base_config,
     directory,
     project_name="coophash",
@@ -56,15 +85,55 @@ def make_tuner(
     seed=0,
     distribution_strategy=None,
     overwrite=False,
+    on_trial=None,
 ):
+    # keras-tuner replaces a seed of 0 by a random one (`seed or randint`), so the oracle gets seed + 1.
     # No optimizer/loss passed to the tuner: it would re-compile() with the standard signature.
-    return kt.RandomSearch(
-        CoopHashHyperModel(base_config, tune),
+    return _ReportingRandomSearch(
+        HashingHyperModel(model_class, base_config, tune),
         objective=kt.Objective("val_map", "max"),
         max_trials=max_trials,
-        seed=seed,
+        seed=int(seed) + 1,
         directory=directory,
         project_name=project_name,
         distribution_strategy=distribution_strategy,
         overwrite=overwrite,
+        on_trial=on_trial,
     )
+
+
+def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None):
+    """Random search for `spec.model` on the run's data and split; writes RUN/tuning.json (every
+    trial) and RUN/best_config.json (pass it back with `coophash train --config`)."""
+    from coophash_keras.callbacks import RetrievalMetricsCallback
+    from coophash_keras.runs import prepare_run, training_dataset, validation_sets
+
+    run = prepare_run(spec)
+    tuner = make_tuner(
+        run.model_class,
+        run.config,
+        os.path.join(spec.run_dir, "tuner"),
+        max_trials=trials,
+        tune=tune,
+        seed=spec.seed,
+        distribution_strategy=run.strategy,
+        overwrite=overwrite,
+        on_trial=on_trial,
+    )
+    names = tuner.hypermodel.tune
+    train = training_dataset(run.model_class, run.config, run.data, run.split, spec.seed)
+    validation = RetrievalMetricsCallback(*validation_sets(run.data, run.split), every_n_epochs=1)
+    tuner.search(train, epochs=spec.epochs, verbose=spec.verbose, callbacks=[validation])
+    best = tuner.oracle.get_best_trials(1)[0]
+    best_values = {k: best.hyperparameters.get(k) for k in names}
+    atomic_write_json(os.path.join(spec.run_dir, "best_config.json"), run.config.replace(**best_values).to_dict())
+    summary = {
+        "model": spec.model,
+        "seed": spec.seed,
+        "tuned": names,
+        "best_val_map": best.score,
+        "best_hyperparameters": best_values,
+        "trials": [trial_summary(t) for t in sorted(tuner.oracle.trials.values(), key=lambda t: t.trial_id)],
+    }
+    atomic_write_json(os.path.join(spec.run_dir, "tuning.json"), summary)
+    return summary

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from coophash_keras.baselines import SupervisedHashNet
+from coophash_keras.baselines.triplet import TripletHashNet
 from coophash_keras.io import load_model, save_model
 
 
 def test_supervised_baseline_trains_encodes_and_round_trips(tmp_path, tiny_config, digits):
-    model = SupervisedHashNet(tiny_config)
+    model = TripletHashNet(tiny_config)
     model.compile()
     hist = model.fit(
         digits.subset(np.arange(512)).as_dataset(32, shuffle=True, drop_remainder=True), epochs=3, verbose=0
@@ -33,11 +33,11 @@ def test_supervised_baseline_trains_encodes_and_round_trips(tmp_path, tiny_confi
         timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
-    assert out.returncode == 0 and out.stdout.strip().endswith("SupervisedHashNet"), out.stderr[-2000:]
+    assert out.returncode == 0 and out.stdout.strip().endswith("TripletHashNet"), out.stderr[-2000:]
 
 
 def test_dsh_gan_trains_semi_supervised_encodes_round_trips_and_exports(tmp_path, tiny_config, digits):
-    from coophash_keras.baselines import DSHGAN
+    from coophash_keras.baselines.dsh_gan import DSHGAN
     from coophash_keras.data import with_unlabeled
     from export.saved_model import export_saved_model, load_descriptor
 
@@ -75,7 +75,7 @@ def test_dsh_gan_trains_semi_supervised_encodes_round_trips_and_exports(tmp_path
 def test_semi_supervised_batches_are_validated(tiny_config, digits):
     import tensorflow as tf
 
-    from coophash_keras.baselines import DSHGAN
+    from coophash_keras.baselines.dsh_gan import DSHGAN
     from coophash_keras.data import with_unlabeled
 
     model = DSHGAN(tiny_config)

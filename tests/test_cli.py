@@ -55,8 +55,8 @@ def run_dir(tmp_path_factory):
         "10",
         "--run-dir",
         str(d),
-        "--verbose",
-        "0",
+        "--progress",
+        "none",
         *SMALL,
     )
     return d
@@ -138,7 +138,7 @@ def test_index_build_and_search(run_dir, tmp_path):
     bad = coophash(
         "index", "search", "--index", str(out_path), "--model", str(run_dir), "--k", "0", str(png), check=False
     )
-    assert bad.returncode == 2 and "k must be" in bad.stderr
+    assert bad.returncode == 2 and "--k: expected an integer > 0" in bad.stderr
 
 
 def test_demo_runs_end_to_end(tmp_path):
@@ -163,8 +163,8 @@ def test_train_baselines_and_ablations_from_the_cli(tmp_path):
         "5",
         "--labels-per-class",
         "10",
-        "--verbose",
-        "0",
+        "--progress",
+        "none",
         *SMALL,
     ]
     d = tmp_path / "dshgan"
@@ -180,7 +180,7 @@ def test_train_baselines_and_ablations_from_the_cli(tmp_path):
     bad = coophash(
         "train",
         "--model",
-        "plain",
+        "triplet",
         "--ablation",
         "no_energy_head",
         "--run-dir",

@@ -106,9 +106,12 @@ def test_tensorboard_logs_every_quantity(tmp_path, tiny_config, digits):
 
 
 def test_keras_tuner_two_trials_report_validation_map(tmp_path, tiny_config, digits):
+    from coophash_keras import CoopHash
     from coophash_keras.tuning import make_tuner
 
-    tuner = make_tuner(tiny_config, str(tmp_path), max_trials=2, tune=["langevin_steps", "triplet_margin"], seed=1)
+    tuner = make_tuner(
+        CoopHash, tiny_config, str(tmp_path), max_trials=2, tune=["langevin_steps", "triplet_margin"], seed=1
+    )
     q, db = digits.subset(np.arange(100)), digits.subset(np.arange(100, 600))
     tuner.search(
         digits.subset(np.arange(600, 856)).as_dataset(32, drop_remainder=True),
@@ -124,26 +127,11 @@ def test_keras_tuner_two_trials_report_validation_map(tmp_path, tiny_config, dig
     assert best.score == max(scores) and "langevin_steps" in best.hyperparameters.values
 
 
-def test_coophash_tune_cli(tmp_path):
+def _tune(run_dir):
     # 2 epochs: the objective must be reported on every epoch, not only the last
+    args = ["tune", "--trials", "2", "--epochs", "2", "--bits", "16", "--tune", "langevin_steps,kl_weight"]
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "coophash_keras.cli",
-            "tune",
-            "--trials",
-            "2",
-            "--epochs",
-            "2",
-            "--bits",
-            "16",
-            "--tune",
-            "langevin_steps,kl_weight",
-            "--run-dir",
-            str(tmp_path),
-            *SMALL,
-        ],
+        [sys.executable, "-m", "coophash_keras.cli", *args, "--run-dir", str(run_dir), *SMALL],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -151,13 +139,20 @@ def test_coophash_tune_cli(tmp_path):
         env=ENV,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.load(open(tmp_path / "tuning.json"))
-    assert summary["trials"] == 2 and 0 <= summary["best_val_map"] <= 1
+    return out, json.load(open(run_dir / "tuning.json"))
+
+
+def test_coophash_tune_cli_reports_every_trial_and_repeats_with_the_same_seed(tmp_path):
+    out, summary = _tune(tmp_path / "a")
+    assert len(summary["trials"]) == 2 and 0 <= summary["best_val_map"] <= 1
     assert set(summary["best_hyperparameters"]) == {"langevin_steps", "kl_weight"}
-    assert (
-        json.load(open(tmp_path / "best_config.json"))["langevin_steps"]
-        == summary["best_hyperparameters"]["langevin_steps"]
-    )
+    assert all(set(t["hyperparameters"]) == {"langevin_steps", "kl_weight"} for t in summary["trials"])
+    assert max(t["score"] for t in summary["trials"]) == summary["best_val_map"]
+    assert out.stdout.count("val_map") >= 3  # one line per trial, then the best
+    best_config = json.load(open(tmp_path / "a" / "best_config.json"))
+    assert best_config["langevin_steps"] == summary["best_hyperparameters"]["langevin_steps"]
+    _, again = _tune(tmp_path / "b")  # same default seed 0: the same hyper-parameters, trial by trial
+    assert [t["hyperparameters"] for t in again["trials"]] == [t["hyperparameters"] for t in summary["trials"]]
 
 
 def train_cmd(run_dir, backup_dir, epochs, extra=()):
@@ -176,8 +171,8 @@ def train_cmd(run_dir, backup_dir, epochs, extra=()):
         str(run_dir),
         "--backup-dir",
         str(backup_dir),
-        "--verbose",
-        "0",
+        "--progress",
+        "none",
         *SMALL,
         *extra,
     ]
@@ -273,8 +268,8 @@ def test_two_workers_train_together_and_the_chief_saves(tmp_path):
             workers,
             "--task-index",
             str(i),
-            "--verbose",
-            "0",
+            "--progress",
+            "none",
             *SMALL,
         ]
         procs.append(

@@ -1,6 +1,1 @@
-"""Baselines trained and evaluated in the same harness as CoopHash."""
-
-from coophash_keras.baselines.dsh_gan import DSHGAN
-from coophash_keras.baselines.supervised import SupervisedHashNet
-
-__all__ = ["DSHGAN", "SupervisedHashNet"]
+"""Baselines trained, exported and served in the same harness as CoopHash (see coophash_keras.registry)."""

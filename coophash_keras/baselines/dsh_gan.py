@@ -46,6 +46,18 @@ class DSHGAN(HashingModelMixin, keras.Model):
     """`compile()` then `fit(ds)`; ds yields (images, labels) or (images, labels, unlabeled_images),
     raw pixels [0, 255]. `encode`, `.keras` round trip and `coophash export` as for CoopHash."""
 
+    tunable_fields = (
+        "triplet_weight",
+        "triplet_margin",
+        "classification_weight",
+        "descriptor_learning_rate",
+        "generator_learning_rate",
+    )
+
+    @staticmethod
+    def uses_unlabeled(config):
+        return True
+
     def __init__(self, config=None, **kwargs):
         super().__init__(**kwargs)
         self.config = as_config(config)

@@ -13,7 +13,10 @@ class RetrievalSplit:
     unlabeled: np.ndarray
 
     def save(self, path):
-        np.savez(path, **dataclasses.asdict(self))
+        from coophash_keras.io import atomic_path
+
+        with atomic_path(path, ".npz") as tmp:
+            np.savez(tmp, **dataclasses.asdict(self))
 
     @classmethod
     def load(cls, path):

@@ -40,6 +40,16 @@ class CoopHash(HashingModelMixin, keras.Model):
     of shape config.image_shape, labels class ids [B] (or multi-hot [B, C] if multi_label).
     `encode(images)` gives int8 {-1,+1} codes (or packed uint8 bytes)."""
 
+    tunable_fields = (
+        "langevin_steps", "langevin_step_size", "langevin_noise_scale", "triplet_weight", "triplet_margin",
+        "nll_weight", "classification_weight", "kl_weight", "descriptor_learning_rate", "generator_learning_rate",
+        "base_filters", "feature_dim",
+    )
+
+    @staticmethod
+    def uses_unlabeled(config):
+        return bool(config.unlabeled_nll_weight)
+
     def __init__(self, config=None, **kwargs):
         super().__init__(**kwargs)
         self.config = as_config(config)

@@ -1,4 +1,4 @@
-"""Plain supervised hashing baseline: CoopHash's base network with only the hash and class heads,
+"""Triplet hashing baseline (formerly "plain"): CoopHash's base network with only the hash and class heads,
 trained by classification + triplet on real in-batch triplets + quantization (no generator, no
 energy, no Langevin). Same data contract, `encode`, and `.keras` round trip as CoopHash."""
 
@@ -13,10 +13,16 @@ from coophash_keras.preprocessing import normalize_images
 
 
 @keras.saving.register_keras_serializable(package="coophash")
-class SupervisedHashNet(HashingModelMixin, keras.Model):
+class TripletHashNet(HashingModelMixin, keras.Model):
     """Uses the CoopHashConfig fields that apply: shapes, widths, num_bits, classification_weight,
     real_triplet_weight (default 1 here), triplet_margin, quantization_weight,
     descriptor_learning_rate, adam_beta_1."""
+
+    tunable_fields = ("triplet_margin", "classification_weight", "quantization_weight", "descriptor_learning_rate")
+
+    @staticmethod
+    def uses_unlabeled(config):
+        return False
 
     def __init__(self, config=None, **kwargs):
         super().__init__(**kwargs)

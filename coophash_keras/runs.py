@@ -1,0 +1,309 @@
+"""One training run as a library call: `train_run(RunSpec(...))` loads the data, splits it, builds the
+config and the model (under a distribution strategy if asked), wires the callbacks (validation
+mAP, TensorBoard, backup/resume, progress log), trains, and writes the run directory. The CLI and
+the benchmark harness both call it.
+
+A run directory holds: model.keras, config.json, split.npz, history.json, run.json, progress.jsonl
+(and best.keras with validation, metrics.json after `evaluate_run`). Every file is written to a
+temporary name and renamed, so a crash never leaves half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+from coophash_keras.io import atomic_write_json
+
+RUN_FILE = "run.json"
+
+
+class RunError(ValueError):
+    """A run cannot start or be read: the message names the problem (the CLI prints it as one line)."""
+
+
+@dataclasses.dataclass
+class RunSpec:
+    """Everything a training run needs, with the CLI's defaults."""
+
+    run_dir: str
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str = "coophash"
+    ablation: str | None = None
+    bits: int = 32
+    epochs: int = 20
+    steps_per_epoch: int | None = None  # None: one pass over the labelled images per epoch
+    batch_size: int = 64
+    query_per_class: int = 20
+    labels_per_class: int | None = None
+    seed: int = 0
+    overrides: dict = dataclasses.field(default_factory=dict)
+    config_file: str | None = None  # a config.json / best_config.json to start from
+    val_every: int = 0
+    tensorboard: str | None = None
+    backup_dir: str | None = None
+    mixed_precision: bool = False
+    workers: list | None = None  # host:port of every worker (MultiWorkerMirroredStrategy)
+    task_index: int | None = None
+    mirrored: bool = False
+    verbose: int | str = "auto"
+
+    def record(self) -> dict:
+        """What run.json keeps to re-load the data and split later."""
+        return {
+            k: getattr(self, k)
+            for k in (
+                "dataset",
+                "data_dir",
+                "model",
+                "ablation",
+                "query_per_class",
+                "labels_per_class",
+                "seed",
+                "epochs",
+            )
+        }
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: str
+    model: Any
+    history: dict
+    train_seconds: float
+    resumed_from_epoch: int = 0
+    is_chief: bool = True
+
+
+def make_strategy(workers=None, task_index=None, mirrored=False):
+    """None (default device), MultiWorkerMirroredStrategy (workers / TF_CONFIG) or Mirrored over
+    the local GPUs. Create it before any other TF op runs."""
+    import tensorflow as tf
+
+    if workers:
+        if task_index is None or not 0 <= task_index < len(workers):
+            raise RunError(f"--task-index must be in [0, {len(workers) - 1}] for {len(workers)} workers")
+        os.environ["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": task_index}}
+        )
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if mirrored:
+        return tf.distribute.MirroredStrategy()
+    return None
+
+
+def is_chief(strategy) -> bool:
+    if strategy is None or not os.environ.get("TF_CONFIG"):
+        return True
+    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+    return task.get("type") in ("chief", None) or (task.get("type") == "worker" and task.get("index", 0) == 0)
+
+
+def validation_sets(data, split, max_database=5000, seed=0):
+    """(query images, query labels, database images, database labels) for validation mAP; the
+    database is subsampled to `max_database` so that validation stays cheap."""
+    import numpy as np
+
+    database = split.database
+    if len(database) > max_database:
+        database = np.sort(np.random.default_rng(seed).choice(database, max_database, replace=False))
+    return data.images[split.query], data.labels[split.query], data.images[database], data.labels[database]
+
+
+def build_config(spec: RunSpec, data):
+    """The run's CoopHashConfig: data shapes and CLI values, then the config file, then overrides."""
+    from coophash_keras.config import CoopHashConfig
+
+    values = dict(
+        image_shape=data.image_shape,
+        num_classes=data.num_classes,
+        multi_label=data.multi_label,
+        num_bits=spec.bits,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+    )
+    if spec.config_file:
+        if not os.path.exists(spec.config_file):
+            raise RunError(f"missing config file {spec.config_file}")
+        with open(spec.config_file) as fh:
+            try:
+                from_file = json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise RunError(f"{spec.config_file} is not a JSON config: {exc}") from None
+        # The data decides shapes and classes; the file decides everything else it names.
+        for key in ("image_shape", "num_classes", "multi_label"):
+            from_file.pop(key, None)
+        values.update(from_file)
+    values.update(spec.overrides)
+    config = CoopHashConfig.from_dict(values)
+    if spec.ablation:
+        if spec.model != "coophash":
+            raise RunError("--ablation applies to --model coophash only")
+        config = config.with_ablation(spec.ablation)
+    return config
+
+
+def _callbacks(spec, model, data, split):
+    import keras
+
+    from coophash_keras.callbacks import CoopHashTensorBoard, ProgressLog, RetrievalMetricsCallback, check_backup_dir
+
+    callbacks = []
+    if spec.val_every:  # first, so TensorBoard, ModelCheckpoint and a tuner see val_map
+        callbacks.append(
+            RetrievalMetricsCallback(*validation_sets(data, split), every_n_epochs=spec.val_every, topk=(100,))
+        )
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(spec.run_dir, "best.keras"), monitor="val_map", mode="max", save_best_only=True
+            )
+        )
+    if spec.tensorboard:
+        if hasattr(model, "generate_contrastive_pairs"):
+            sample = data.subset(split.query[:256])
+            projector = data.subset(split.database[:1000])
+            callbacks.append(
+                CoopHashTensorBoard(
+                    spec.tensorboard,
+                    sample.images,
+                    sample.labels,
+                    projector_images=projector.images,
+                    projector_labels=projector.labels,
+                    class_names=data.class_names,
+                )
+            )
+        callbacks.append(keras.callbacks.TensorBoard(spec.tensorboard, histogram_freq=0))
+    if spec.backup_dir:
+        check_backup_dir(spec.backup_dir, model)
+        callbacks.append(keras.callbacks.BackupAndRestore(spec.backup_dir))
+    callbacks.append(ProgressLog(os.path.join(spec.run_dir, "progress.jsonl")))
+    return callbacks
+
+
+def training_dataset(model_class, config, data, split, seed, repeat=False):
+    """The labelled tf.data pipeline, with a batch of the unlabelled pool per step for models that
+    use one (`model_class.uses_unlabeled(config)`)."""
+    from coophash_keras.data import with_unlabeled
+
+    batch_size = config.batch_size
+    train = data.subset(split.train)
+    ds = train.as_dataset(batch_size, shuffle=True, seed=seed, drop_remainder=True, repeat=repeat)
+    if model_class.uses_unlabeled(config) and len(split.unlabeled) >= batch_size:
+        ds = with_unlabeled(ds, data.images[split.unlabeled], batch_size, seed)
+    return ds
+
+
+@dataclasses.dataclass
+class PreparedRun:
+    strategy: Any
+    data: Any
+    split: Any
+    config: Any
+    model_class: Any
+
+    def scope(self):
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+
+def prepare_run(spec: RunSpec, data=None, split=None) -> PreparedRun:
+    """Strategy (created first: a multi-worker strategy must exist before any other TF op), data,
+    split and config of a run; `data` and `split` default to loading `spec.dataset` and a seeded
+    split of it."""
+    import keras
+
+    from coophash_keras.data import load_dataset, retrieval_split
+    from coophash_keras.registry import model_class
+
+    strategy = make_strategy(spec.workers, spec.task_index, spec.mirrored)
+    if spec.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    cls = model_class(spec.model)
+    if data is None:
+        data = load_dataset(spec.dataset, spec.data_dir)
+    if split is None:
+        split = retrieval_split(data.labels, spec.query_per_class, spec.labels_per_class, seed=spec.seed)
+    config = build_config(spec, data)
+    if len(split.train) < config.batch_size:
+        raise RunError(f"only {len(split.train)} labeled training images, fewer than one batch of {config.batch_size}")
+    return PreparedRun(strategy, data, split, config, cls)
+
+
+def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunResult:
+    """Train one model and write its run directory (see the module docstring)."""
+    from coophash_keras.io import save_model
+
+    run = prepare_run(spec, data, split)
+    data, split, config = run.data, run.split, run.config
+    os.makedirs(spec.run_dir, exist_ok=True)
+    with run.scope():
+        model = run.model_class(config)
+        model.compile()
+    callbacks = _callbacks(spec, model, data, split) + list(extra_callbacks)
+    ds = training_dataset(run.model_class, config, data, split, spec.seed, repeat=spec.steps_per_epoch is not None)
+    print(
+        f"training {run.model_class.__name__} on {data.name}: {len(split.train)} labeled images, "
+        f"{config.num_bits} bits, {spec.epochs} epochs -> {spec.run_dir}"
+        + (f" ({run.strategy.num_replicas_in_sync} replicas)" if run.strategy is not None else ""),
+        flush=True,
+    )
+    start = time.time()
+    history = model.fit(
+        ds, epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch, verbose=spec.verbose, callbacks=callbacks
+    )
+    seconds = time.time() - start
+    chief = is_chief(run.strategy)
+    if chief:
+        save_model(model, os.path.join(spec.run_dir, "model.keras"))
+        atomic_write_json(os.path.join(spec.run_dir, "config.json"), config.to_dict())
+        split.save(os.path.join(spec.run_dir, "split.npz"))
+        history_dict = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        atomic_write_json(os.path.join(spec.run_dir, "history.json"), history_dict)
+        atomic_write_json(os.path.join(spec.run_dir, RUN_FILE), dict(spec.record(), train_seconds=seconds))
+    return RunResult(spec.run_dir, model, history.history, seconds, is_chief=chief)
+
+
+def load_run(run_dir: str) -> dict:
+    path = os.path.join(run_dir, RUN_FILE)
+    if not os.path.exists(path):
+        raise RunError(f"{run_dir} is not a run directory (no {RUN_FILE}); train one with `coophash train`")
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def model_path(path: str) -> str:
+    """A run directory or a .keras file -> the .keras file."""
+    return os.path.join(path, "model.keras") if os.path.isdir(path) else path
+
+
+def evaluate_run(run_dir: str, topk=(100, 1000), output=None, verbose=0) -> dict:
+    """Retrieval metrics of a run's model on its own query/database split, written to metrics.json."""
+    import numpy as np
+
+    from coophash_keras.data import RetrievalSplit, load_dataset
+    from coophash_keras.io import load_model
+    from coophash_keras.metrics import retrieval_metrics
+
+    run = load_run(run_dir)
+    model = load_model(model_path(run_dir))
+    data = load_dataset(run["dataset"], run.get("data_dir"))
+    split = RetrievalSplit.load(os.path.join(run_dir, "split.npz"))
+    start = time.time()
+    query = model.encode(data.images[split.query], verbose=verbose)
+    database = model.encode(data.images[split.database], verbose=verbose)
+    metrics = retrieval_metrics(
+        query, data.labels[split.query], database, data.labels[split.database], topk=topk, radius=2
+    )
+    metrics.update(
+        num_query=int(len(split.query)),
+        num_database=int(len(split.database)),
+        num_bits=int(query.shape[1]),
+        bit_balance=float(1 - np.abs(database.mean(0)).mean()),
+        evaluate_seconds=time.time() - start,
+    )
+    atomic_write_json(output or os.path.join(run_dir, "metrics.json"), metrics)
+    return metrics
