@@ -3,6 +3,7 @@ keras-tuner can deep-copy them for every trial."""
 
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -39,12 +40,37 @@ class RetrievalMetricsCallback(keras.callbacks.Callback):
         logs.update(self.last)
 
 
-class CoopHashTensorBoard(keras.callbacks.Callback):
+def image_grid(columns, min_tile=64, separator=2, separator_value=128):
+    """uint8 image columns [n, H, W, C] (one list entry per column) -> one uint8 image
+    [rows*H', cols*W', C]: each tile upscaled (nearest neighbour, an integer factor bringing its
+    smaller side to at least `min_tile` pixels), tiles separated by `separator`-pixel grey lines."""
+    columns = [np.asarray(c) for c in columns]
+    n, h, w, ch = columns[0].shape
+    f = max(1, -(-min_tile // min(h, w)))
+    th, tw = h * f, w * f
+    out = np.full(
+        (n * th + (n - 1) * separator, len(columns) * tw + (len(columns) - 1) * separator, ch),
+        separator_value,
+        np.uint8,
+    )
+    for j, col in enumerate(columns):
+        tiles = np.repeat(np.repeat(col, f, axis=1), f, axis=2)
+        for i in range(n):
+            top, left = i * (th + separator), j * (tw + separator)
+            out[top : top + th, left : left + tw] = tiles[i]
+    return out
+
+
+class HashingTensorBoard(keras.callbacks.Callback):
     """What Keras' TensorBoard callback cannot show, written eagerly at epoch end with its own
-    writer (`<log_dir>/coophash`; tf.summary inside train_step is unreliable):
+    writer (`<log_dir>/coophash`; tf.summary inside train_step is unreliable), for every model:
       scalars   bits/balance, bits/correlation (mean |off-diagonal| correlation of code bits)
-      images    pairs/generated_and_revised: per row x^+ | x~+ | x^- | x~- (labels in pairs/labels)
-      histogram hash/pre_activation
+      histogram hash/relaxed_codes
+    for CoopHash also:
+      images    pairs/generated_and_revised: per row x^+ | x~+ | x^- | x~- (labels in pairs/labels),
+                upscaled with separators
+      scalars   langevin/distance_after_step_t: RMS pixel distance ||x~_t - x^|| after t of the T
+                Langevin steps, and langevin/energy_gain_after_step_t: mean f_E(x~_t) - f_E(x^)
     and at the end of training the embedding projector (codes of `projector_images`, label
     metadata, sprite) written into the log_dir root, where the projector plugin looks."""
 
@@ -79,48 +105,58 @@ class CoopHashTensorBoard(keras.callbacks.Callback):
             return
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "coophash"))
-        m = self.model
-        x = normalize_images(self.sample_images)
-        features = m.descriptor.features(x)
-        pre = m.descriptor.hash_head.pre_activation(features).numpy()
-        bits = sign_codes(pre).astype(np.float32)
+        relaxed = np.asarray(self.model.hash_network.relaxed_codes(normalize_images(self.sample_images)))
+        bits = sign_codes(relaxed).astype(np.float32)
         balance = 1.0 - np.abs(bits.mean(0)).mean()
-        std = bits.std(0)
-        ok = std > 0
+        ok = bits.std(0) > 0
         corr = np.corrcoef(bits[:, ok].T) if ok.sum() > 1 else np.zeros((1, 1))
         off = np.abs(corr[~np.eye(len(corr), dtype=bool)]) if len(corr) > 1 else np.zeros(1)
-        n = min(self.num_pairs, len(self.sample_images))
-        c_pos = m.labels_to_multi_hot(tf.constant(self.sample_labels[:n]))
-        seed = tf.constant([epoch, 7], tf.int32)
-        x_pos, x_neg, c_neg, _ = m.generate_contrastive_pairs(c_pos, seed)
-        revised, _ = m.langevin_revise(tf.concat([x_pos, x_neg], 0), tf.concat([c_pos, c_neg], 0), seed)
-        r_pos, r_neg = tf.split(revised, 2)
-        grid = tf.concat([x_pos, r_pos, x_neg, r_neg], axis=2)  # [n, H, 4W, C] per pair
-        grid = tf.reshape(grid, [1, -1, grid.shape[2], grid.shape[3]])  # one image, pairs stacked
-        labels = "\n".join(
-            f"row {i}: c+ = {self._label_text(p)}, c- = {self._label_text(q)}"
-            for i, (p, q) in enumerate(zip(c_pos.numpy(), c_neg.numpy()))
-        )
         with self._writer.as_default(step=epoch):
             tf.summary.scalar("bits/balance", balance)
             tf.summary.scalar("bits/correlation", float(off.mean()))
-            tf.summary.histogram("hash/pre_activation", pre)
-            tf.summary.image(
-                "pairs/generated_and_revised",
-                denormalize_images(grid),
-                max_outputs=1,
-                description="columns: x^+ = g(z, c+), x~+ (Langevin-revised), x^- = g(z, c-), x~-",
-            )
-            tf.summary.text("pairs/labels", labels)
+            tf.summary.histogram("hash/relaxed_codes", relaxed)
+            if hasattr(self.model, "generate_contrastive_pairs"):
+                self._write_pairs(epoch)
         self._writer.flush()
         if logs is not None:
             logs["bit_correlation"] = float(off.mean())
+
+    def _write_pairs(self, epoch):
+        m = self.model
+        n = min(self.num_pairs, len(self.sample_images))
+        seed = tf.constant([epoch, 7], tf.int32)
+        pairs = m.generate_contrastive_pairs(m.labels_to_multi_hot(tf.constant(self.sample_labels[:n])), seed)
+        revised, _ = m.revise_pairs(pairs, seed)
+        columns = [pairs.positive, revised.positive, pairs.negative, revised.negative]
+        grid = image_grid([denormalize_images(c).numpy() for c in columns])
+        labels = "\n".join(
+            f"row {i}: c+ = {self._label_text(p)}, c- = {self._label_text(q)}"
+            for i, (p, q) in enumerate(zip(pairs.positive_labels.numpy(), pairs.negative_labels.numpy()))
+        )
+        tf.summary.image(
+            "pairs/generated_and_revised",
+            grid[None],
+            max_outputs=1,
+            description="columns: x^+ = g(z, c+), x~+ (Langevin-revised), x^- = g(z, c-), x~-",
+        )
+        tf.summary.text("pairs/labels", labels)
+        start, labels_all = pairs.images(), pairs.labels()
+        energy_start = m.hash_network.energy(start, labels_all)
+        for t in range(1, m.config.langevin_steps + 1):
+            x_t, _ = m.langevin_revise(start, labels_all, seed, steps=t)
+            rms = float(tf.sqrt(tf.reduce_mean(tf.square(x_t - start))))
+            gain = float(tf.reduce_mean(m.hash_network.energy(x_t, labels_all) - energy_start))
+            tf.summary.scalar(f"langevin/distance_after_step_{t}", rms)
+            tf.summary.scalar(f"langevin/energy_gain_after_step_{t}", gain)
 
     def on_train_end(self, logs=None):
         if self.projector_images is not None:
             write_projector(self.log_dir, self.model, self.projector_images, self.projector_labels, self.class_names)
         if self._writer is not None:
             self._writer.close()
+
+
+CoopHashTensorBoard = HashingTensorBoard  # the name used before every model had it
 
 
 def write_projector(log_dir, model, images, labels, class_names=None):
@@ -167,16 +203,9 @@ class ProgressLog(keras.callbacks.Callback):
         self.path = path
 
     def on_epoch_end(self, epoch, logs=None):
-        entry = {"epoch": int(epoch)}
-        # CoopHash holds descriptor + generator optimizers, DSH-GAN discriminator + generator, the
-        # plain baseline Keras' one `optimizer`.
-        names = [
-            n
-            for n in ("descriptor_optimizer", "discriminator_optimizer", "generator_optimizer")
-            if getattr(self.model, n, None) is not None
-        ] or ["optimizer"]
-        for name in names:
-            entry[name.replace("optimizer", "iterations")] = int(np.asarray(getattr(self.model, name).iterations))
+        entry = {"epoch": int(epoch), "time": time.time()}
+        for group, optimizer in self.model.optimizers.items():
+            entry[f"{group}_iterations"] = int(np.asarray(optimizer.iterations))
         entry["logs"] = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
         with open(self.path, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
@@ -185,12 +214,14 @@ class ProgressLog(keras.callbacks.Callback):
 
 
 def check_backup_dir(backup_dir, model):
-    """Before a BackupAndRestore resume, make sure the backup belongs to this model: the backup
-    dir keeps the config it was made with; a different config, or a checkpoint that cannot be
-    read, is a ValueError naming the problem instead of a deep h5py/Keras trace."""
+    """Before resuming, make sure the backup belongs to this model: the backup dir keeps the
+    config it was made with, and a different config is a ValueError naming the fields that
+    differ (instead of a deep h5py/Keras trace when the weights do not fit)."""
+    from coophash_keras.io import atomic_write_json
+
     os.makedirs(backup_dir, exist_ok=True)
     cfg_path = os.path.join(backup_dir, "coophash_config.json")
-    current = model.config.to_dict()
+    current = {"model": type(model).__name__, **model.config.to_dict()}
     if os.path.exists(cfg_path):
         with open(cfg_path) as fh:
             saved = json.load(fh)
@@ -201,21 +232,4 @@ def check_backup_dir(backup_dir, model):
                 "use another --backup-dir or delete it to start over"
             )
     else:
-        with open(cfg_path, "w") as fh:
-            json.dump(current, fh, indent=2)
-    weights = os.path.join(backup_dir, "latest.weights.h5")
-    if os.path.exists(weights):
-        import h5py
-
-        try:
-            with h5py.File(weights, "r") as h5:
-                names = []
-                h5.visit(names.append)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem to the user
-            raise ValueError(
-                f"the backup checkpoint {weights} is corrupted ({exc}); delete {backup_dir} to start over"
-            ) from None
-        if not any(n.startswith("descriptor") for n in names):
-            raise ValueError(
-                f"the backup checkpoint {weights} holds no CoopHash weights; delete {backup_dir} to start over"
-            )
+        atomic_write_json(cfg_path, current)

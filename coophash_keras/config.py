@@ -1,134 +1,188 @@
-"""One object holding every CoopHash hyper-parameter, each with its provenance.
+"""One object holding every hyper-parameter of every model of the package, each with its
+provenance and its valid range.
 
-Provenance tags (see docs/CONFIG.md):
+Provenance tags (docs/CONFIG.md is generated from this file):
   paper     -- stated in the CoopHash paper (arXiv 2210.04288, sections 3.1-3.3)
-  reference -- taken from the co-author's earlier public code (CoopNets / CoopVAEBM /
-               Conditional-CoopNets); not CoopHash's own value, which could not be read
-  ours      -- our choice where the paper is silent (tuned on digits, see docs)
+  reference -- taken from a reference implementation named in the field's text (CoopNets /
+               CoopVAEBM / Conditional-CoopNets for CoopHash's generative side; the official or
+               swuxyj/DeepHash-pytorch code for CSQ, OrthoHash and DPN); not CoopHash's own value
+  ours      -- our choice where the sources are silent (how it was picked: docs/RESULTS.md)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 
-def _f(default, provenance: str, doc: str):
-    return field(default=default, metadata={"provenance": provenance, "doc": doc})
+def _f(default, provenance: str, doc: str, *, low=None, high=None, above=None, choices=None, multiple_of=None):
+    """A config field: default, provenance, meaning, and its valid range (low/high inclusive,
+    `above` exclusive lower bound, `choices`, `multiple_of`)."""
+    limits = dict(low=low, high=high, above=above, choices=choices, multiple_of=multiple_of)
+    return field(default=default, metadata={"provenance": provenance, "doc": doc, "limits": limits})
 
 
 @dataclass
 class CoopHashConfig:
     # --- data / shapes -----------------------------------------------------------------------
     image_shape: tuple = _f((8, 8, 1), "ours", "input image shape (H, W, C); any size and channel count")
-    num_classes: int = _f(10, "ours", "number of classes (length of the label vector c)")
+    num_classes: int = _f(10, "ours", "number of classes (length of the label vector c)", low=2)
     multi_label: bool = _f(False, "paper", "multi-hot labels (sigmoid classifier) instead of single labels")
-    num_bits: int = _f(32, "ours", "K, number of hash bits; a multiple of 8")
+    num_bits: int = _f(32, "ours", "K, number of hash bits", multiple_of=8)
 
-    # --- networks ----------------------------------------------------------------------------
-    base_filters: int = _f(32, "ours", "channels of the first conv of f0; doubled at each downsampling")
-    feature_dim: int = _f(128, "ours", "width of the shared feature vector f0(x)")
-    latent_dim: int = _f(32, "ours", "z dimension (reference code: 100/128, scaled down for small images)")
-    generator_filters: int = _f(64, "ours", "channels of the generator's first feature map, halved per upsampling")
+    # --- the shared base network f0 (every model) ---------------------------------------------
+    base_filters: int = _f(32, "ours", "channels of f0's stem; doubled per downsampling block (cap 256)", low=1)
+    feature_dim: int = _f(128, "ours", "width of the shared feature vector f0(x)", low=1)
+    base_pooling: str = _f(
+        "stride",
+        "ours",
+        "downsampling in f0: a stride-2 4x4 conv, or a max or average pool",
+        choices=("stride", "max", "avg"),
+    )
+    base_convs_per_block: int = _f(
+        1, "ours", "3x3 convs per downsampling block of f0 (with 'stride' the last is the stride-2 conv)", low=1
+    )
+    base_dropout: float = _f(0.0, "ours", "dropout on f0's feature vector during training", low=0.0, high=0.95)
+
+    # --- CoopHash's generator -----------------------------------------------------------------
+    latent_dim: int = _f(32, "ours", "z dimension (reference code: 100/128, scaled down for small images)", low=1)
+    generator_filters: int = _f(
+        64, "ours", "channels of the generator's first feature map, halved per upsampling", low=1
+    )
 
     # --- Langevin revision (Eq. 6) -----------------------------------------------------------
-    langevin_steps: int = _f(10, "ours", "T, Langevin steps per batch (reference code: 15)")
+    langevin_steps: int = _f(10, "ours", "T, Langevin steps per batch (reference code: 15)", low=0)
     langevin_step_size: float = _f(
         1.0,
         "ours",
         "delta in Eq. 6, so each step moves delta^2/2 = 0.5 x grad (reference code: 0.002 with a reference Gaussian of sigma 0.016)",
+        above=0.0,
     )
     langevin_noise_scale: float = _f(
         0.007,
         "ours",
         "noise = scale * delta * N(0, I); 1.0 is Eq. 6, 0 turns it off (0.007: pixel noise std 0.007, JEM-like)",
+        low=0.0,
     )
     langevin_ref_sigma: float | None = _f(
-        None, "reference", "sigma of the reference Gaussian (CoopNets 0.016); None = off"
+        None, "reference", "sigma of the reference Gaussian (CoopNets 0.016); None = off", above=0.0
     )
     langevin_clip_update: float | None = _f(
-        0.1, "ours", "clip each Langevin update to +-value (CoopFlow-style); None = off"
+        0.1, "ours", "clip each Langevin update to +-value (CoopFlow-style); None = off", above=0.0
     )
     langevin_clip_images: bool = _f(True, "ours", "keep revised images inside the data range [-1, 1]")
 
-    # --- descriptor losses -------------------------------------------------------------------
-    nll_weight: float = _f(1.0, "paper", "weight of the maximum-likelihood term mean f_E(x_rev) - mean f_E(x)")
-    classification_weight: float = _f(1.0, "ours", "weight of the classification loss on real images")
-    triplet_weight: float = _f(1.0, "ours", "weight of the triplet loss (real anchor, revised x+, revised x-)")
-    triplet_margin: float = _f(1.0, "ours", "margin of the relaxed triplet loss on mean squared code distance")
+    # --- CoopHash descriptor losses -------------------------------------------------------------
+    nll_weight: float = _f(1.0, "paper", "weight of the maximum-likelihood term mean f_E(x_rev) - mean f_E(x)", low=0.0)
+    classification_weight: float = _f(1.0, "ours", "weight of the classification loss on real images", low=0.0)
+    triplet_weight: float = _f(1.0, "ours", "weight of the triplet loss (real anchor, revised x+, revised x-)", low=0.0)
+    triplet_margin: float = _f(1.0, "ours", "margin of the relaxed triplet loss on mean squared code distance", low=0.0)
     real_triplet_weight: float = _f(
-        0.0, "ours", "extra triplet on hardest real in-batch triplets, per replica batch (0 = paper's synthetic-only)"
+        0.0,
+        "ours",
+        "extra triplet on hardest real in-batch triplets, per replica batch (0 = paper's synthetic-only)",
+        low=0.0,
     )
     synthetic_classification_weight: float = _f(
         0.0,
         "ours",
         "extension (not in the paper; DSH-GAN/AC-GAN style): classify the revised x~+ as c+ and x~- as c-; 0 = off",
+        low=0.0,
     )
     unlabeled_nll_weight: float = _f(
         0.0,
         "ours",
         "semi-supervised extension (not in the paper): maximum likelihood of the marginal energy logsumexp_c f_E(x, c) on unlabeled images, when batches carry them (data.with_unlabeled); 0 = off",
+        low=0.0,
     )
-    quantization_weight: float = _f(0.01, "ours", "weight of mean (|h| - 1)^2, pushes relaxed codes to +-1")
+    quantization_weight: float = _f(
+        0.01,
+        "ours",
+        "weight of mean (|h| - 1)^2, pushes relaxed codes to +-1 (CoopHash, DSH-GAN, triplet, code classifier)",
+        low=0.0,
+    )
     energy_l2_weight: float = _f(
-        0.1, "ours", "penalty on mean f_E^2 of real and revised images (keeps energies bounded)"
+        0.1, "ours", "penalty on mean f_E^2 of real and revised images (keeps energies bounded)", low=0.0
     )
 
     # --- generator / inference-path loss (Eq. 2 + KL) ------------------------------------------
-    kl_weight: float = _f(1.0, "reference", "KL(q(z|x_rev) || N(0,I)) weight (CoopVAEBM: 2 with pixel-sum recon)")
-    reconstruction_reduction: str = _f("mean", "ours", "'mean' over pixels or 'sum' (CoopVAEBM uses sum)")
+    kl_weight: float = _f(
+        1.0, "reference", "KL(q(z|x_rev) || N(0,I)) weight (CoopVAEBM: 2 with pixel-sum recon)", low=0.0
+    )
+    reconstruction_reduction: str = _f(
+        "mean", "ours", "'mean' over pixels or 'sum' (CoopVAEBM uses sum)", choices=("mean", "sum")
+    )
     vae_updates_base: bool = _f(False, "ours", "whether the VAE loss also trains the shared base f0")
     generator_latent: str = _f(
         "inferred",
         "paper",
         "z the generator learns from: 'inferred' = z~ ~ q(z|x~) from the inference head (variational MCMC teaching, Eq. 2); 'prior' = the z that made the pair (original cooperative learning; the no-inference-head ablation)",
+        choices=("inferred", "prior"),
     )
 
-    # --- DSH-GAN baseline only ---------------------------------------------------------------
+    # --- DSH-GAN baseline ---------------------------------------------------------------------
     adversarial_weight: float = _f(
-        1.0, "ours", "DSH-GAN: weight of the real-vs-synthetic adversarial loss (DSH-GAN's weights could not be read)"
+        1.0,
+        "ours",
+        "DSH-GAN: weight of the real-vs-synthetic adversarial loss (DSH-GAN's weights could not be read)",
+        low=0.0,
+    )
+
+    # --- pointwise baselines -------------------------------------------------------------------
+    csq_quantization_weight: float = _f(
+        1e-4,
+        "reference",
+        "CSQ: lambda of mean (|u| - 1)^2 beside the BCE to the hash centre (swuxyj/DeepHash-pytorch CSQ.py)",
+        low=0.0,
+    )
+    orthohash_scale: float = _f(
+        8.0, "reference", "OrthoHash: scale s of the cosine logits (kamwoh/orthohash OrthoHashLoss)", above=0.0
+    )
+    orthohash_margin: float = _f(
+        0.2, "reference", "OrthoHash: additive cosine margin m (kamwoh/orthohash OrthoHashLoss)", low=0.0
+    )
+    dpn_margin: float = _f(
+        1.0, "reference", "DPN: polarization margin m of max(0, m - v * t) (kamwoh/DPN main.py)", low=0.0
     )
 
     # --- optimisation ------------------------------------------------------------------------
-    descriptor_learning_rate: float = _f(1e-3, "ours", "Adam LR of the descriptor (reference: 0.009 on another scale)")
-    generator_learning_rate: float = _f(1e-3, "ours", "Adam LR of generator + inference head (reference: 2e-4)")
-    adam_beta_1: float = _f(0.5, "reference", "Adam beta_1 for both optimizers (CoopNets)")
-    lr_decay_rate: float = _f(1.0, "ours", "multiply both LRs by this every lr_decay_steps steps (1.0 = constant)")
-    lr_decay_steps: int = _f(1000, "ours", "steps per lr_decay_rate factor (smooth exponential decay)")
-    batch_size: int = _f(64, "ours", "global batch size")
-    seed: int = _f(1337, "ours", "seed of z, negative labels and Langevin noise")
+    descriptor_learning_rate: float = _f(
+        1e-3,
+        "ours",
+        "Adam LR of the hash network: CoopHash's descriptor, DSH-GAN's shared CNN, every baseline's network (CoopVAEBM: 0.009 on another scale)",
+        above=0.0,
+    )
+    generator_learning_rate: float = _f(
+        1e-3, "ours", "Adam LR of the generator (+ CoopHash's inference head) (CoopVAEBM: 2e-4)", above=0.0
+    )
+    adam_beta_1: float | None = _f(
+        None,
+        "reference",
+        "Adam beta_1; None = the model's own: 0.5 for CoopHash and DSH-GAN (CoopNets, GAN practice), 0.9 for the pointwise baselines (Adam's default, as in their reference code)",
+        low=0.0,
+        high=0.999,
+    )
+    lr_decay_rate: float = _f(
+        1.0, "ours", "multiply the LRs by this every lr_decay_steps steps (1.0 = constant)", above=0.0, high=1.0
+    )
+    lr_decay_steps: int = _f(1000, "ours", "steps per lr_decay_rate factor (smooth exponential decay)", low=1)
+    batch_size: int = _f(64, "ours", "global batch size", low=1)
+    seed: int = _f(1337, "ours", "seed of z, negative labels, Langevin noise and the baselines' class codebooks")
 
     def __post_init__(self):
-        self.image_shape = tuple(int(d) for d in self.image_shape)
+        if isinstance(self.image_shape, (list, tuple)):
+            self.image_shape = tuple(self.image_shape)
         self.validate()
 
     def validate(self) -> CoopHashConfig:
-        problems = []
-        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
-            problems.append(f"image_shape must be (H, W, C) with positive sizes, got {self.image_shape}")
-        elif min(self.image_shape[:2]) < 4:
-            problems.append(f"images must be at least 4x4 pixels, got {self.image_shape[:2]}")
-        if not isinstance(self.num_bits, int) or self.num_bits <= 0 or self.num_bits % 8:
-            problems.append(f"num_bits (K) must be a positive multiple of 8, got {self.num_bits}")
-        if self.num_classes < 2:
-            problems.append(f"num_classes must be >= 2 (a negative label must exist), got {self.num_classes}")
-        if self.langevin_steps < 0:
-            problems.append(f"langevin_steps must be >= 0, got {self.langevin_steps}")
-        if self.langevin_step_size <= 0:
-            problems.append(f"langevin_step_size must be > 0, got {self.langevin_step_size}")
-        if self.langevin_noise_scale < 0:
-            problems.append(f"langevin_noise_scale must be >= 0, got {self.langevin_noise_scale}")
-        if self.reconstruction_reduction not in ("mean", "sum"):
-            problems.append(f"reconstruction_reduction must be 'mean' or 'sum', got {self.reconstruction_reduction!r}")
-        if self.generator_latent not in ("inferred", "prior"):
-            problems.append(f"generator_latent must be 'inferred' or 'prior', got {self.generator_latent!r}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        for name in ("base_filters", "feature_dim", "latent_dim", "generator_filters"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        problems = [p for f in fields(self) for p in _field_problems(f, getattr(self, f.name))]
+        if not problems:
+            h, w = self.image_shape[:2]
+            if min(h, w) < 4:
+                problems.append(f"image_shape: images must be at least 4x4 pixels, got {h}x{w}")
         if problems:
             raise ValueError("Invalid CoopHashConfig: " + "; ".join(problems))
         return self
@@ -145,10 +199,7 @@ class CoopHashConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"Unknown CoopHashConfig field(s): {unknown}")
-        try:
-            return cls(**d)
-        except TypeError as exc:  # e.g. a string where a number belongs
-            raise ValueError(f"Invalid CoopHashConfig value: {exc}") from None
+        return cls(**d)
 
     def replace(self, **changes: Any) -> CoopHashConfig:
         return dataclasses.replace(self, **changes)
@@ -160,8 +211,9 @@ class CoopHashConfig:
         return self.replace(**ABLATIONS[name](self))
 
     def to_json(self, path: str) -> None:
-        with open(path, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=2)
+        from coophash_keras.io import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def from_json(cls, path: str) -> CoopHashConfig:
@@ -171,13 +223,80 @@ class CoopHashConfig:
     @classmethod
     def provenance_table(cls) -> str:
         """Markdown table of every field, its default, provenance and meaning (used in docs)."""
-        rows = ["| field | default | provenance | meaning |", "|---|---|---|---|"]
+        rows = ["| field | default | valid | provenance | meaning |", "|---|---|---|---|---|"]
         for f in fields(cls):
-            rows.append(f"| `{f.name}` | `{f.default!r}` | {f.metadata['provenance']} | {f.metadata['doc']} |")
+            valid = _limits_text(f)
+            rows.append(
+                f"| `{f.name}` | `{f.default!r}` | {valid} | {f.metadata['provenance']} | {f.metadata['doc']} |"
+            )
         return "\n".join(rows)
 
 
-# CoopHash ablations (issue #6), each as the config changes that switch one component off:
+_HINTS = typing.get_type_hints(CoopHashConfig)
+
+
+def _field_problems(f, value):
+    """Type and range problems of one field's value, each naming the field."""
+    hint = _HINTS[f.name]
+    optional = type(None) in typing.get_args(hint)
+    base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+    if value is None:
+        return [] if optional else [f"{f.name} must be set (got None)"]
+    if base is tuple:
+        if not isinstance(value, tuple) or len(value) != 3 or not all(_is_int(v) and v > 0 for v in value):
+            return [f"{f.name} must be (H, W, C) with positive integer sizes, got {value!r}"]
+        return []
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = _is_int(value)
+    elif base is float:
+        ok = _is_int(value) or isinstance(value, float)
+    else:
+        ok = isinstance(value, base)
+    if not ok:
+        return [
+            f"{f.name} must be {'None or ' if optional else ''}{base.__name__}, got {value!r} ({type(value).__name__})"
+        ]
+    lim = f.metadata["limits"]
+    if lim["choices"] is not None and value not in lim["choices"]:
+        return [f"{f.name} must be one of {list(lim['choices'])}, got {value!r}"]
+    if lim["multiple_of"] is not None and (value <= 0 or value % lim["multiple_of"]):
+        return [f"{f.name} must be a positive multiple of {lim['multiple_of']}, got {value!r}"]
+    if base is float and value != value:  # NaN
+        return [f"{f.name} must be a number, got NaN"]
+    if lim["low"] is not None and value < lim["low"]:
+        return [f"{f.name} must be >= {lim['low']}, got {value!r}"]
+    if lim["above"] is not None and value <= lim["above"]:
+        return [f"{f.name} must be > {lim['above']}, got {value!r}"]
+    if lim["high"] is not None and value > lim["high"]:
+        return [f"{f.name} must be <= {lim['high']}, got {value!r}"]
+    return []
+
+
+def _limits_text(f):
+    lim = f.metadata["limits"]
+    parts = []
+    if lim["choices"] is not None:
+        parts.append(" / ".join(f"`{c}`" for c in lim["choices"]))
+    if lim["low"] is not None:
+        parts.append(f">= {lim['low']}")
+    if lim["above"] is not None:
+        parts.append(f"> {lim['above']}")
+    if lim["high"] is not None:
+        parts.append(f"<= {lim['high']}")
+    if lim["multiple_of"] is not None:
+        parts.append(f"positive multiple of {lim['multiple_of']}")
+    if type(None) in typing.get_args(_HINTS[f.name]):
+        parts.append("or None")
+    return ", ".join(parts)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# CoopHash ablations, each as the config changes that switch one component off:
 #   no_generator_pairs: the triplet loss uses hardest real in-batch triplets instead of the
 #       generated/revised pair (the generator and Langevin still train for the likelihood term);
 #   no_energy_head: no maximum-likelihood term, no energy penalty, no Langevin revision (the

@@ -77,10 +77,12 @@ def model_fingerprint(path):
     try:
         with zipfile.ZipFile(path) as zf, zf.open("model.weights.h5") as raw, h5py.File(raw, "r") as h5:
             names = []
-            h5["descriptor"].visit(lambda n: names.append(n) if isinstance(h5["descriptor"][n], h5py.Dataset) else None)
+            h5["hash_network"].visit(
+                lambda n: names.append(n) if isinstance(h5["hash_network"][n], h5py.Dataset) else None
+            )
             for name in sorted(names):
                 digest.update(name.encode())
-                digest.update(h5["descriptor"][name][()].tobytes())
+                digest.update(h5["hash_network"][name][()].tobytes())
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
         raise ValueError(f"{path} is not a CoopHash .keras file: {exc}") from None
     return digest.hexdigest()[:16]

@@ -22,6 +22,10 @@ SEARCH_SPACE = {
     "descriptor_learning_rate": lambda hp: hp.Float("descriptor_learning_rate", 1e-4, 3e-3, sampling="log"),
     "generator_learning_rate": lambda hp: hp.Float("generator_learning_rate", 1e-4, 3e-3, sampling="log"),
     "base_filters": lambda hp: hp.Choice("base_filters", [16, 32, 64]),
+    "base_dropout": lambda hp: hp.Float("base_dropout", 0.0, 0.5, step=0.1),
+    "orthohash_scale": lambda hp: hp.Float("orthohash_scale", 2.0, 16.0, sampling="log"),
+    "orthohash_margin": lambda hp: hp.Float("orthohash_margin", 0.0, 0.5, step=0.05),
+    "dpn_margin": lambda hp: hp.Float("dpn_margin", 0.25, 2.0, sampling="log"),
     "feature_dim": lambda hp: hp.Choice("feature_dim", [64, 128, 256]),
 }
 
@@ -121,9 +125,12 @@ def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None):
         on_trial=on_trial,
     )
     names = tuner.hypermodel.tune
-    train = training_dataset(run.model_class, run.config, run.data, run.split, spec.seed)
+    repeat = spec.steps_per_epoch is not None
+    train = training_dataset(run.model_class, run.config, run.data, run.split, spec.seed, repeat=repeat)
     validation = RetrievalMetricsCallback(*validation_sets(run.data, run.split), every_n_epochs=1)
-    tuner.search(train, epochs=spec.epochs, verbose=spec.verbose, callbacks=[validation])
+    tuner.search(
+        train, epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch, verbose=spec.verbose, callbacks=[validation]
+    )
     best = tuner.oracle.get_best_trials(1)[0]
     best_values = {k: best.hyperparameters.get(k) for k in names}
     atomic_write_json(os.path.join(spec.run_dir, "best_config.json"), run.config.replace(**best_values).to_dict())

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from coophash_keras import CoopHash, CoopHashConfig  # noqa: E402
 from coophash_keras.data import load_digits  # noqa: E402
+from coophash_keras.models.coophash import ContrastivePairs  # noqa: E402
 
 
 class FixedNoiseCoopHash(CoopHash):
@@ -33,7 +34,9 @@ class FixedNoiseCoopHash(CoopHash):
         )
         z = labels_multi_hot @ proj
         negative = tf.roll(labels_multi_hot, 1, axis=-1)
-        return self.generator(z, labels_multi_hot), self.generator(z, negative), negative, z
+        return ContrastivePairs(
+            self.generator(z, labels_multi_hot), self.generator(z, negative), labels_multi_hot, negative, z
+        )
 
     def sample_reparameterization_noise(self, shape, seed):
         return tf.zeros(shape)
@@ -60,11 +63,11 @@ def main():
         return keras.optimizers.SGD(0.5)  # SGD, not Adam: Adam would hide a wrong loss scale
 
     single = FixedNoiseCoopHash(cfg)
-    single.compile(sgd(), sgd())
+    single.compile(descriptor_optimizer=sgd(), generator_optimizer=sgd())
     init = single.get_weights()
     with strategy.scope():
         multi = FixedNoiseCoopHash(cfg)
-        multi.compile(sgd(), sgd())
+        multi.compile(descriptor_optimizer=sgd(), generator_optimizer=sgd())
     multi.set_weights(init)
     single.fit(ds, epochs=1, verbose=0, shuffle=False)
     multi.fit(ds, epochs=1, verbose=0, shuffle=False)

@@ -19,11 +19,25 @@ def test_bits_must_be_positive_multiple_of_8(bits):
         (dict(num_classes=1), "num_classes"),
         (dict(langevin_step_size=0), "step_size"),
         (dict(reconstruction_reduction="max"), "reconstruction_reduction"),
+        (dict(langevin_steps="abc"), "langevin_steps must be int, got 'abc'"),
+        (dict(langevin_steps=2.5), "langevin_steps must be int"),
+        (dict(langevin_steps=-1), "langevin_steps must be >= 0"),
+        (dict(multi_label="yes"), "multi_label must be bool"),
+        (dict(descriptor_learning_rate=float("nan")), "descriptor_learning_rate must be a number"),
+        (dict(langevin_clip_update=-0.1), "langevin_clip_update must be > 0.0"),
+        (dict(base_pooling="median"), "base_pooling must be one of"),
+        (dict(adam_beta_1=1.5), "adam_beta_1 must be <= 0.999"),
+        (dict(base_dropout=True), "base_dropout must be float"),
     ],
 )
 def test_invalid_values_are_named(change, match):
     with pytest.raises(ValueError, match=match):
         CoopHashConfig(**change)
+
+
+def test_optional_fields_take_none_and_ints_are_floats():
+    c = CoopHashConfig(langevin_clip_update=None, adam_beta_1=None, descriptor_learning_rate=1)
+    assert c.langevin_clip_update is None and c.descriptor_learning_rate == 1
 
 
 def test_round_trip_and_unknown_fields(tmp_path):

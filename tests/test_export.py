@@ -49,7 +49,7 @@ def test_layout_and_saved_model_cli(exported):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     out = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    for sig in ("serving_default", "hash_image_bytes", "search"):
+    for sig in ("serving_default", "hash_image_bytes", "search", "search_image_bytes"):
         assert f"signature_def['{sig}']" in out.stdout
     assert "DT_UINT8" in out.stdout and "DT_INT8" in out.stdout and "tensorflow/serving/predict" in out.stdout
 
@@ -79,6 +79,9 @@ def test_search_signature_matches_brute_force_ranking(trained, exported, digits)
     np.testing.assert_array_equal(out["ids"].numpy(), expected)
     dist = (model.encode(queries)[:, None, :] != db_codes[None]).sum(-1)
     np.testing.assert_array_equal(out["distances"].numpy(), np.sort(dist, axis=1)[:, :7])
+    # one call from encoded images to neighbours: the same answer
+    from_bytes = loaded.signatures["search_image_bytes"](image_bytes=tf.constant([png_bytes(q) for q in queries]))
+    np.testing.assert_array_equal(from_bytes["ids"].numpy(), out["ids"].numpy())
 
 
 def test_versions_and_bad_exports(trained, exported, tmp_path):
@@ -91,7 +94,7 @@ def test_versions_and_bad_exports(trained, exported, tmp_path):
     with pytest.raises(FileNotFoundError):
         export_saved_model(str(tmp_path / "none.keras"), base)
     (tmp_path / "junk.keras").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="not a CoopHash"):
+    with pytest.raises(ValueError, match="not a .keras model file"):
         export_saved_model(str(tmp_path / "junk.keras"), base)
     with pytest.raises(ValueError, match="model name"):
         export_saved_model(trained[1], base, "bad/name")
@@ -108,5 +111,13 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("coophash_keras")
     assert out.returncode == 0, out.stderr[-2000:]
     modules = json.loads(out.stdout.strip().splitlines()[-1])
     assert "coophash_keras.models.descriptor" in modules
-    for training in ("coophash_keras.models.coophash", "coophash_keras.losses", "coophash_keras.models.langevin"):
+    training_code = (
+        "coophash_keras.models.coophash",
+        "coophash_keras.models.base",
+        "coophash_keras.baselines.pointwise",
+        "coophash_keras.losses",
+        "coophash_keras.models.langevin",
+        "coophash_keras.runs",
+    )
+    for training in training_code:
         assert training not in modules

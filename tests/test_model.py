@@ -4,6 +4,8 @@ import tensorflow as tf
 
 from coophash_keras import CoopHash, TrainingDivergedError
 from coophash_keras.io import load_model, save_model
+from coophash_keras.models.base import Batch
+from coophash_keras.models.coophash import ContrastivePairs
 from coophash_keras.preprocessing import normalize_images
 
 
@@ -31,6 +33,8 @@ def test_fit_on_digits_trains_and_codes_are_pm1(tiny_config, digits):
         "energy_real",
         "energy_revised",
         "langevin_grad_norm",
+        "revision_distance",
+        "energy_gap",
         "bit_balance",
         "class_accuracy",
         "diverged",
@@ -49,44 +53,45 @@ def test_fit_on_digits_trains_and_codes_are_pm1(tiny_config, digits):
 
 
 def fixed_batch(model, digits, n=32):
-    images = tf.constant(digits.images[:n])
-    x = normalize_images(images)
-    c = model.labels_to_multi_hot(tf.constant(digits.labels[:n]))
+    from coophash_keras.models.base import Batch
+
+    batch = Batch(
+        normalize_images(tf.constant(digits.images[:n])),
+        model.labels_to_multi_hot(tf.constant(digits.labels[:n])),
+        None,
+    )
     seed = tf.constant([5, 6])
-    x_pos, x_neg, c_neg, _ = model.generate_contrastive_pairs(c, seed)
-    revised, _ = model.langevin_revise(tf.concat([x_pos, x_neg], 0), tf.concat([c, c_neg], 0), seed)
-    return x, c, c_neg, revised, seed
+    revised, _ = model.revise_pairs(model.generate_contrastive_pairs(batch.labels, seed), seed)
+    return batch, revised, seed
 
 
 def test_descriptor_update_reduces_descriptor_loss(tiny_config, digits):
     model = make_model(tiny_config)
-    x, c, c_neg, revised, _ = fixed_batch(model, digits)
-    r_pos, r_neg = tf.split(revised, 2)
+    batch, revised, _ = fixed_batch(model, digits)
 
     def loss():
-        return float(tf.reduce_mean(model.descriptor_losses(x, c, r_pos, r_neg, c_neg)["total"]))
+        return float(tf.reduce_mean(model.descriptor_losses(batch, revised)["total"]))
 
     before = loss()
     for _ in range(15):
-        model.update_descriptor(x, c, r_pos, r_neg, c_neg, tf.constant(True))
+        model.guarded_update("descriptor", lambda: model.descriptor_losses(batch, revised))
     assert loss() < before
 
 
 def test_generator_update_reduces_generator_loss(tiny_config, digits):
     model = make_model(tiny_config)
-    x, c, c_neg, revised, seed = fixed_batch(model, digits)
-    labels = tf.concat([c, c_neg], 0)
+    _, revised, seed = fixed_batch(model, digits)
 
     def loss():
-        return float(tf.reduce_mean(model.generator_losses(revised, labels, seed)["total"]))
+        return float(tf.reduce_mean(model.generator_losses(revised, seed)["total"]))
 
     before = loss()
-    descriptor_before = [v.numpy().copy() for v in model.descriptor.descriptor_variables]
+    descriptor_before = [v.numpy().copy() for v in model.hash_network.descriptor_variables]
     for _ in range(15):
-        model.update_generator(revised, labels, seed, tf.constant(True))
+        model.guarded_update("generator", lambda: model.generator_losses(revised, seed))
     assert loss() < before
     # the generator update leaves the descriptor's own weights alone
-    for a, v in zip(descriptor_before, model.descriptor.descriptor_variables):
+    for a, v in zip(descriptor_before, model.hash_network.descriptor_variables):
         np.testing.assert_array_equal(a, v.numpy())
 
 
@@ -96,25 +101,11 @@ def test_contrastive_pairs_share_z_and_negatives_differ(tiny_config, digits):
     neg = model.sample_negative_labels(c, tf.constant([1, 2]))
     assert float(tf.reduce_max(tf.reduce_sum(c * neg, -1))) == 0.0  # no shared class
     assert len(np.unique(np.argmax(neg.numpy(), 1))) > 3
-    x_pos, x_neg, c_neg, _ = model.generate_contrastive_pairs(c, tf.constant([1, 2]))
+    pairs = model.generate_contrastive_pairs(c, tf.constant([1, 2]))
     z = model.sample_latent(64, tf.constant([1, 2]))
-    np.testing.assert_allclose(x_pos.numpy(), model.generator(z, c).numpy(), atol=1e-6)
-    np.testing.assert_allclose(x_neg.numpy(), model.generator(z, c_neg).numpy(), atol=1e-6)
-
-
-def test_multi_label_training(tiny_config):
-    rng = np.random.default_rng(0)
-    cfg = tiny_config.replace(multi_label=True, num_classes=4, image_shape=(8, 8, 3))
-    labels = (rng.random((64, 4)) > 0.6).astype(np.float32)
-    labels[labels.sum(1) == 0, 0] = 1
-    images = rng.integers(0, 256, (64, 8, 8, 3)).astype(np.uint8)
-    model = make_model(cfg)
-    hist = model.fit(tf.data.Dataset.from_tensor_slices((images, labels)).batch(32), epochs=1, verbose=0)
-    assert np.isfinite(hist.history["loss"][0])
-    c = tf.constant(labels)
-    neg = model.sample_negative_labels(c, tf.constant([0, 1]))
-    partial = tf.reduce_sum(c, -1) < 4
-    assert float(tf.reduce_max(tf.boolean_mask(tf.reduce_sum(c * neg, -1), partial))) == 0.0
+    np.testing.assert_allclose(pairs.latent.numpy(), z.numpy())
+    np.testing.assert_allclose(pairs.positive.numpy(), model.generator(z, c).numpy(), atol=1e-6)
+    np.testing.assert_allclose(pairs.negative.numpy(), model.generator(z, pairs.negative_labels).numpy(), atol=1e-6)
 
 
 def test_save_load_round_trip_gives_identical_codes(tmp_path, tiny_config, digits):
@@ -173,28 +164,30 @@ def test_bad_encode_input_and_fit_before_compile(tiny_config, digits):
         model.fit(digits.images[:64], None, epochs=1, verbose=0)
 
 
-def test_langevin_divergence_stops_training_with_finite_weights(tmp_path, tiny_config, digits):
+def test_langevin_divergence_stops_training_and_keeps_the_last_finite_state(tmp_path, tiny_config, digits):
     cfg = tiny_config.replace(
         langevin_step_size=1e20, langevin_clip_update=None, langevin_clip_images=False, langevin_steps=4
     )
     model = make_model(cfg)
     before = [v.numpy().copy() for v in model.weights]
-    with pytest.raises(TrainingDivergedError, match="Langevin"):
+    with pytest.raises(TrainingDivergedError, match="diverged at batch 0"):
         model.fit(digits.subset(np.arange(128)).as_dataset(32, drop_remainder=True), epochs=2, verbose=0)
-    assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
+    # the step was skipped whole: every weight, optimizer slot and iteration count is as before
+    for b, v in zip(before, model.weights):
+        np.testing.assert_array_equal(b, v.numpy())
+    assert int(model.descriptor_optimizer.iterations) == 0 == int(model.generator_optimizer.iterations)
     save_model(model, str(tmp_path / "ok.keras"))  # finite weights can be saved
-    model.descriptor.hash_head.projection.kernel.assign(np.full((32, 16), np.nan, np.float32))
+    model.hash_network.hash_head.projection.kernel.assign(np.full((32, 16), np.nan, np.float32))
     with pytest.raises(ValueError, match="non-finite"):
         save_model(model, str(tmp_path / "ok.keras"))
     assert load_model(str(tmp_path / "ok.keras")) is not None  # the good file survived
-    del before
 
 
 @pytest.mark.parametrize("ablation", ["no_generator_pairs", "no_energy_head", "no_inference_head"])
 def test_ablations_switch_their_component_off(tiny_config, digits, ablation):
     cfg = tiny_config.with_ablation(ablation)
     model = make_model(cfg)
-    head_before = [v.numpy().copy() for v in model.descriptor.inference_head.trainable_variables]
+    head_before = [v.numpy().copy() for v in model.hash_network.inference_head.trainable_variables]
     gen_before = [v.numpy().copy() for v in model.generator.trainable_variables]
     hist = model.fit(
         digits.subset(np.arange(256)).as_dataset(32, shuffle=True, drop_remainder=True), epochs=2, verbose=0
@@ -211,9 +204,9 @@ def test_ablations_switch_their_component_off(tiny_config, digits, ablation):
         assert hist["langevin_grad_norm"] == [0.0, 0.0]  # no Langevin ran
     if ablation == "no_inference_head":
         assert hist["kl_loss"] == [0.0, 0.0]
-        assert not moved(head_before, model.descriptor.inference_head.trainable_variables)
+        assert not moved(head_before, model.hash_network.inference_head.trainable_variables)
     else:
-        assert moved(head_before, model.descriptor.inference_head.trainable_variables)
+        assert moved(head_before, model.hash_network.inference_head.trainable_variables)
     with pytest.raises(ValueError, match="unknown ablation"):
         tiny_config.with_ablation("no_hash_head")
 
@@ -226,14 +219,14 @@ def test_recover_generates_from_inferred_z_and_langevin_raises_energy(trained_ti
     revised = model.recover(images, labels=labels)
     assert plain.shape == images.shape and plain.dtype == np.uint8 and revised.dtype == np.uint8
     # 0 steps is exactly the generator at z = mu(x) for the given class
-    features = model.descriptor.features(normalize_images(images))
-    z_mean, _ = model.descriptor.inference_head(features)
+    features = model.hash_network.features(normalize_images(images))
+    z_mean, _ = model.hash_network.inference_head(features)
     c = tf.one_hot(labels, 10)
     from coophash_keras.preprocessing import denormalize_images
 
     np.testing.assert_array_equal(plain, np.asarray(denormalize_images(model.generator(z_mean, c))))
     # Langevin ascends f_E(., c): revised images have higher energy than where they started
-    energy = lambda x: model.descriptor.energy(normalize_images(x), c).numpy().mean()  # noqa: E731
+    energy = lambda x: model.hash_network.energy(normalize_images(x), c).numpy().mean()  # noqa: E731
     assert energy(revised) > energy(plain)
     # without labels the classifier head picks c
     predicted = np.argmax(model.class_probabilities(images), -1)
@@ -260,12 +253,13 @@ def test_unlabeled_batches_feed_the_marginal_energy_term_only_when_switched_on(t
     x = normalize_images(tf.constant(digits.images[:32]))
     c = tf.one_hot(digits.labels[:32], 10)
     rev = tf.random.stateless_uniform([32, 8, 8, 1], [0, 1], -1, 1)
+    pairs = ContrastivePairs(rev, rev, c, c, tf.zeros([32, 8]))
     u1 = normalize_images(tf.constant(digits.images[200:232]))
     u2 = normalize_images(tf.constant(digits.images[300:332]))
-    t1 = model.descriptor_losses(x, c, rev, rev, c, u1)
-    t2 = model.descriptor_losses(x, c, rev, rev, c, u2)
+    t1 = model.descriptor_losses(Batch(x, c, u1), pairs)
+    t2 = model.descriptor_losses(Batch(x, c, u2), pairs)
     assert not np.allclose(t1["unlabeled_nll_loss"], t2["unlabeled_nll_loss"])
-    assert "unlabeled_nll_loss" not in model.descriptor_losses(x, c, rev, rev, c)
+    assert "unlabeled_nll_loss" not in model.descriptor_losses(Batch(x, c, None), pairs)
 
 
 def test_synthetic_classification_adds_the_revised_pairs_class_loss(tiny_config, digits):
@@ -277,9 +271,10 @@ def test_synthetic_classification_adds_the_revised_pairs_class_loss(tiny_config,
     with_cls = CoopHash(tiny_config.replace(synthetic_classification_weight=2.0))
     with_cls.compile()
     with_cls.set_weights(base.get_weights())
-    t0 = base.descriptor_losses(x, c, rev, rev, c_neg)["total"]
-    t1 = with_cls.descriptor_losses(x, c, rev, rev, c_neg)["total"]
-    logits = base.descriptor(rev)["logits"]
+    pairs = ContrastivePairs(rev, rev, c, c_neg, tf.zeros([16, 8]))
+    t0 = base.descriptor_losses(Batch(x, c, None), pairs)["total"]
+    t1 = with_cls.descriptor_losses(Batch(x, c, None), pairs)["total"]
+    logits = base.hash_network(rev)["logits"]
     from coophash_keras import losses
 
     expected = losses.classification_loss(logits, c, False) + losses.classification_loss(logits, c_neg, False)

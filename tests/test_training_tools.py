@@ -79,6 +79,8 @@ def test_tensorboard_logs_every_quantity(tmp_path, tiny_config, digits):
         "energy_real",
         "energy_revised",
         "langevin_grad_norm",
+        "revision_distance",
+        "energy_gap",
         "bit_balance",
         "bit_correlation",
     ):
@@ -88,17 +90,26 @@ def test_tensorboard_logs_every_quantity(tmp_path, tiny_config, digits):
     maps = [float(tf.make_ndarray(t)) for t in val["epoch_map"]]
     assert len(maps) == 2 and all(0 <= m <= 1 for m in maps) and "epoch_map@50" in val
     extra = read_events(os.path.join(log_dir, "coophash"))
+    steps = tiny_config.langevin_steps
     assert {
         "bits/balance",
         "bits/correlation",
-        "hash/pre_activation",
+        "hash/relaxed_codes",
         "pairs/generated_and_revised",
         "pairs/labels",
+        *(f"langevin/distance_after_step_{t}" for t in range(1, steps + 1)),
+        *(f"langevin/energy_gain_after_step_{t}" for t in range(1, steps + 1)),
     } <= set(extra)
     image = tf.io.decode_png(tf.make_ndarray(extra["pairs/generated_and_revised"][-1])[2]).numpy()
-    assert image.shape == (8 * 8, 4 * 8, 1)  # 8 pairs stacked, 4 columns each
-    hist = tf.make_ndarray(extra["hash/pre_activation"][-1])
+    # 8 pairs stacked, 4 columns each; 8x8 tiles upscaled 8x to 64x64, 2-pixel separators between them
+    assert image.shape == (8 * 64 + 7 * 2, 4 * 64 + 3 * 2, 1)
+    assert image[64, 0, 0] == 128 and image[0, 64, 0] == 128  # the separators
+    hist = tf.make_ndarray(extra["hash/relaxed_codes"][-1])
     assert hist.ndim == 2 and np.all(np.isfinite(hist))
+    # Langevin moves the pairs further with every step, and raises their energy
+    distances = [float(tf.make_ndarray(extra[f"langevin/distance_after_step_{t}"][-1])) for t in range(1, steps + 1)]
+    assert 0 < distances[0] < distances[-1]
+    assert float(tf.make_ndarray(extra[f"langevin/energy_gain_after_step_{steps}"][-1])) > 0
     # projector files in the log_dir root, one metadata row per embedded code
     config = open(os.path.join(log_dir, "projector_config.pbtxt")).read()
     assert "metadata.tsv" in config and "sprite.png" in config
@@ -222,7 +233,8 @@ def test_sigkill_then_resume_continues_with_both_optimizers(tmp_path):
 def test_corrupted_or_mismatched_backup_is_a_clear_error(tmp_path):
     run_dir, backup = tmp_path / "run", tmp_path / "backup"
     train_then_sigkill(run_dir, backup, 8, after_epochs=1)  # an interrupted run leaves its backup
-    assert (backup / "latest.weights.h5").exists()
+    newest = sorted(backup.glob("epoch-*"))[-1]
+    assert (newest / "weights.weights.h5").exists() and (newest / "state.json").exists()
     mismatch = subprocess.run(
         train_cmd(run_dir, backup, 2, ["--set", "num_bits=32"]),
         cwd=REPO,
@@ -232,11 +244,12 @@ def test_corrupted_or_mismatched_backup_is_a_clear_error(tmp_path):
         timeout=600,
     )
     assert mismatch.returncode == 2 and "different configuration" in mismatch.stderr and "num_bits" in mismatch.stderr
-    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n garbage")
+    for checkpoint in backup.glob("epoch-*"):  # every checkpoint unreadable: nothing to resume from
+        (checkpoint / "weights.weights.h5").write_bytes(b"\x89HDF\r\n garbage")
     corrupt = subprocess.run(
         train_cmd(run_dir, backup, 2), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600
     )
-    assert corrupt.returncode == 2 and "corrupted" in corrupt.stderr and "Traceback" not in corrupt.stderr
+    assert corrupt.returncode == 2 and "no readable checkpoint" in corrupt.stderr and "Traceback" not in corrupt.stderr
 
 
 def free_port():
@@ -303,13 +316,13 @@ def test_mixed_precision_keeps_langevin_and_energies_float32(tiny_config, digits
     try:
         model = CoopHash(tiny_config)
         model.compile()
-        assert model.descriptor.base.compute_dtype == "float16"
+        assert model.hash_network.base.compute_dtype == "float16"
         assert isinstance(model.descriptor_optimizer, keras.optimizers.LossScaleOptimizer)
         hist = model.fit(digits.subset(np.arange(128)).as_dataset(32, drop_remainder=True), epochs=1, verbose=0)
         assert all(np.isfinite(v[0]) for v in hist.history.values())
         x = normalize_images(tf.constant(digits.images[:4]))
         c = tf.one_hot([0, 1, 2, 3], 10)
-        assert model.descriptor.energy(x, c).dtype == tf.float32
+        assert model.hash_network.energy(x, c).dtype == tf.float32
         revised, norm = model.langevin_revise(x, c, tf.constant([1, 2]))
         assert revised.dtype == tf.float32 and np.isfinite(float(norm))
         assert model.generator(tf.zeros([1, tiny_config.latent_dim]), c[:1]).dtype == tf.float32

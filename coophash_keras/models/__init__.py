@@ -5,8 +5,10 @@ import importlib
 
 _LAZY = {
     "CoopHash": "coophash_keras.models.coophash",
-    "DivergenceGuard": "coophash_keras.models.coophash",
-    "TrainingDivergedError": "coophash_keras.models.coophash",
+    "DivergenceGuard": "coophash_keras.models.base",
+    "HashingModel": "coophash_keras.models.base",
+    "TrainingDivergedError": "coophash_keras.models.base",
+    "HashNetwork": "coophash_keras.models.networks",
     "MultipurposeDescriptor": "coophash_keras.models.descriptor",
     "revise_with_langevin": "coophash_keras.models.langevin",
 }

@@ -1,0 +1,145 @@
+"""The inference networks: what export, serving and `encode` read. Training code stays out.
+
+Every hashing model keeps one of these as `model.hash_network`. Each takes images normalised to
+[-1, 1] and offers
+  relaxed_codes(x)    K real outputs whose signs are the codes;
+  serving_outputs(x)  {"relaxed_codes", "class_logits" [N, C], "energy" [N]}: the exported
+                      signatures return codes, packed codes, class probabilities and the energy
+                      (an out-of-distribution score, higher = more like the training data).
+
+`MultipurposeDescriptor` (models/descriptor.py) is CoopHash's and DSH-GAN's. `HashNetwork` here
+is the pointwise baselines': the shared base f0, a hash layer, and a class read-out.
+"""
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from coophash_keras.layers import ConvBaseNetwork
+
+HASH_LAYERS = ("tanh", "batchnorm", "linear")
+CLASS_READOUTS = ("codes", "codebook")
+
+
+def base_network_kwargs(config):
+    """ConvBaseNetwork arguments from a CoopHashConfig (one place for every model)."""
+    return dict(
+        image_shape=config.image_shape,
+        base_filters=config.base_filters,
+        feature_dim=config.feature_dim,
+        pooling=config.base_pooling,
+        convs_per_block=config.base_convs_per_block,
+        dropout=config.base_dropout,
+    )
+
+
+def energy_score(class_logits):
+    """logsumexp_c of class logits: the free-energy OOD score (Liu et al., NeurIPS 2020) that a
+    classifier gives without an energy head; higher = more like the training data."""
+    return ops.logsumexp(class_logits, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="coophash")
+class HashNetwork(layers.Layer):
+    """f0 -> hash layer (K outputs) -> class read-out.
+
+    hash_layer: 'tanh' (Dense + tanh: classification through codes, CSQ, triplet), 'batchnorm'
+    (Dense without bias + BatchNorm: OrthoHash), 'linear' (Dense without bias: DPN).
+    class_readout: 'codes' (a Dense layer on the relaxed codes: classification through the codes),
+    or 'codebook' (scale * cosine to fixed +-1 class codewords, a non-trainable weight: OrthoHash's
+    codebook, CSQ's hash centres, DPN's targets)."""
+
+    def __init__(
+        self,
+        base_kwargs,
+        num_classes,
+        num_bits,
+        hash_layer="tanh",
+        class_readout="codes",
+        codebook=None,
+        readout_scale=8.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if hash_layer not in HASH_LAYERS:
+            raise ValueError(f"hash_layer must be one of {HASH_LAYERS}, got {hash_layer!r}")
+        if class_readout not in CLASS_READOUTS:
+            raise ValueError(f"class_readout must be one of {CLASS_READOUTS}, got {class_readout!r}")
+        self.base_kwargs = dict(base_kwargs)
+        self.num_classes, self.num_bits = int(num_classes), int(num_bits)
+        self.hash_layer, self.class_readout, self.readout_scale = hash_layer, class_readout, float(readout_scale)
+        self.base = ConvBaseNetwork(**self.base_kwargs, name="base")
+        self.hash_projection = layers.Dense(
+            self.num_bits, use_bias=hash_layer == "tanh", name="hash_projection", dtype="float32"
+        )
+        self.hash_norm = layers.BatchNormalization(name="hash_norm", dtype="float32") if hash_layer == "batchnorm" else None
+        if class_readout == "codes":
+            self.classifier = layers.Dense(self.num_classes, name="classifier", dtype="float32")
+        elif codebook is not None:  # None: the values come with loaded weights
+            codebook = np.asarray(codebook, np.float32)
+            if codebook.shape != (self.num_classes, self.num_bits):
+                raise ValueError(f"codebook must be [{self.num_classes}, {self.num_bits}], got {codebook.shape}")
+        self._initial_codebook = codebook
+        self.codebook = None
+
+    def build(self, input_shape=None):
+        self.base.build((None,) + tuple(self.base_kwargs["image_shape"]))
+        feature_shape = (None, self.base.feature_dim)
+        self.hash_projection.build(feature_shape)
+        if self.hash_norm is not None:
+            self.hash_norm.build((None, self.num_bits))
+        if self.class_readout == "codes":
+            self.classifier.build((None, self.num_bits))
+        else:
+            # A weight, not a constant, so export reads it from the .keras file like any other.
+            self.codebook = self.add_weight(
+                shape=(self.num_classes, self.num_bits),
+                initializer=keras.initializers.Constant(0.0 if self._initial_codebook is None else self._initial_codebook),
+                trainable=False,
+                name="codebook",
+            )
+        self.built = True
+
+    def features(self, x, training=False):
+        return self.base(x, training=training)
+
+    def codes_from_features(self, features, training=False):
+        h = self.hash_projection(features)
+        if self.hash_layer == "tanh":
+            return ops.tanh(h)
+        if self.hash_layer == "batchnorm":
+            return self.hash_norm(h, training=training)
+        return h
+
+    def class_logits_from_codes(self, relaxed_codes):
+        if self.class_readout == "codes":
+            return self.classifier(relaxed_codes)
+        return self.readout_scale * self.cosine_to_codebook(relaxed_codes)
+
+    def cosine_to_codebook(self, relaxed_codes):
+        v = relaxed_codes / (ops.norm(relaxed_codes, axis=-1, keepdims=True) + 1e-12)
+        o = self.codebook / (ops.norm(self.codebook, axis=-1, keepdims=True) + 1e-12)
+        return ops.matmul(v, ops.transpose(o))
+
+    def relaxed_codes(self, x, training=False):
+        return self.codes_from_features(self.features(x, training=training), training=training)
+
+    def serving_outputs(self, x):
+        codes = self.relaxed_codes(x)
+        logits = self.class_logits_from_codes(codes)
+        return {"relaxed_codes": codes, "class_logits": logits, "energy": energy_score(logits)}
+
+    def call(self, x, training=False):
+        return self.relaxed_codes(x, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            base_kwargs={**self.base_kwargs, "image_shape": list(self.base_kwargs["image_shape"])},
+            num_classes=self.num_classes,
+            num_bits=self.num_bits,
+            hash_layer=self.hash_layer,
+            class_readout=self.class_readout,
+            readout_scale=self.readout_scale,
+        )
+        return config  # the codebook's values travel with the weights
