@@ -34,12 +34,17 @@ class ModelEntry:
 
 _ENTRIES = (
     ModelEntry("coophash", "coophash_keras.models.coophash", "CoopHash", "CoopHash (the paper's method)"),
+    ModelEntry("dshgan", "coophash_keras.baselines.dsh_gan", "DSHGAN", "DSH-GAN, the GAN predecessor"),
     ModelEntry(
-        "dshgan", "coophash_keras.baselines.dsh_gan", "DSHGAN", "DSH-GAN, the GAN predecessor (semi-supervised)"
+        "code_classifier",
+        "coophash_keras.baselines.code_classifier",
+        "CodeClassifier",
+        "classification through the codes (cross-entropy)",
     ),
-    ModelEntry(
-        "triplet", "coophash_keras.baselines.triplet", "TripletHashNet", "hardest in-batch triplets + classification"
-    ),
+    ModelEntry("csq", "coophash_keras.baselines.csq", "CSQ", "CSQ: Hadamard hash centres"),
+    ModelEntry("orthohash", "coophash_keras.baselines.orthohash", "OrthoHash", "OrthoHash: cosine to a fixed codebook"),
+    ModelEntry("dpn", "coophash_keras.baselines.dpn", "DPN", "DPN: polarization to random targets"),
+    ModelEntry("triplet", "coophash_keras.baselines.triplet", "TripletHashNet", "in-batch triplets + classification"),
 )
 MODELS = {entry.name: entry for entry in _ENTRIES}
 
