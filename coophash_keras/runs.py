@@ -151,7 +151,7 @@ def build_config(spec: RunSpec, data):
 def _callbacks(spec, model, data, split):
     import keras
 
-    from coophash_keras.callbacks import CoopHashTensorBoard, ProgressLog, RetrievalMetricsCallback, check_backup_dir
+    from coophash_keras.callbacks import HashingTensorBoard, ProgressLog, RetrievalMetricsCallback
 
     callbacks = []
     if spec.val_every:  # first, so TensorBoard, ModelCheckpoint and a tuner see val_map
@@ -164,23 +164,19 @@ def _callbacks(spec, model, data, split):
             )
         )
     if spec.tensorboard:
-        if hasattr(model, "generate_contrastive_pairs"):
-            sample = data.subset(split.query[:256])
-            projector = data.subset(split.database[:1000])
-            callbacks.append(
-                CoopHashTensorBoard(
-                    spec.tensorboard,
-                    sample.images,
-                    sample.labels,
-                    projector_images=projector.images,
-                    projector_labels=projector.labels,
-                    class_names=data.class_names,
-                )
+        sample = data.subset(split.query[:256])
+        projector = data.subset(split.database[:1000])
+        callbacks.append(
+            HashingTensorBoard(
+                spec.tensorboard,
+                sample.images,
+                sample.labels,
+                projector_images=projector.images,
+                projector_labels=projector.labels,
+                class_names=data.class_names,
             )
+        )
         callbacks.append(keras.callbacks.TensorBoard(spec.tensorboard, histogram_freq=0))
-    if spec.backup_dir:
-        check_backup_dir(spec.backup_dir, model)
-        callbacks.append(keras.callbacks.BackupAndRestore(spec.backup_dir))
     callbacks.append(ProgressLog(os.path.join(spec.run_dir, "progress.jsonl")))
     return callbacks
 
@@ -233,38 +229,77 @@ def prepare_run(spec: RunSpec, data=None, split=None) -> PreparedRun:
     return PreparedRun(strategy, data, split, config, cls)
 
 
+def remove_stale_temporaries(directory):
+    """Temporary files of a process killed while it wrote (coophash_keras.io.atomic_path)."""
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.startswith(".") and name.endswith((".tmp", ".keras", ".json", ".npz")):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(directory, name))
+
+
 def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunResult:
-    """Train one model and write its run directory (see the module docstring)."""
+    """Train one model and write its run directory (see the module docstring). With
+    `spec.backup_dir`, a run killed at any moment and started again with the same spec resumes
+    from its last complete epoch; the backup is removed only once the run's files are written."""
+    import shutil
+
+    from coophash_keras.backup import RunBackup
+    from coophash_keras.callbacks import check_backup_dir
     from coophash_keras.io import save_model
 
     run = prepare_run(spec, data, split)
     data, split, config = run.data, run.split, run.config
     os.makedirs(spec.run_dir, exist_ok=True)
+    remove_stale_temporaries(spec.run_dir)
     with run.scope():
         model = run.model_class(config)
         model.compile()
-    callbacks = _callbacks(spec, model, data, split) + list(extra_callbacks)
+    chief = is_chief(run.strategy)
+    backup = None
+    callbacks = []
+    if spec.backup_dir:
+        check_backup_dir(spec.backup_dir, model)
+        backup = RunBackup(spec.backup_dir, write=chief)
+        callbacks.append(backup)  # first: it restores the weights before anything reads them
+    resuming = backup is not None and backup.restore(model) is not None
+    progress = os.path.join(spec.run_dir, "progress.jsonl")
+    if not resuming and os.path.exists(progress):
+        os.remove(progress)  # a fresh run's log starts empty; a resumed one goes on
+    callbacks += _callbacks(spec, model, data, split) + list(extra_callbacks)
     ds = training_dataset(run.model_class, config, data, split, spec.seed, repeat=spec.steps_per_epoch is not None)
+    where = f" ({run.strategy.num_replicas_in_sync} replicas)" if run.strategy is not None else ""
     print(
         f"training {run.model_class.__name__} on {data.name}: {len(split.train)} labeled images, "
-        f"{config.num_bits} bits, {spec.epochs} epochs -> {spec.run_dir}"
-        + (f" ({run.strategy.num_replicas_in_sync} replicas)" if run.strategy is not None else ""),
+        f"{config.num_bits} bits, {spec.epochs} epochs -> {spec.run_dir}{where}",
         flush=True,
     )
+    if resuming:
+        print(f"resuming from {spec.backup_dir} after epoch {backup.restored_state['epoch']}", flush=True)
     start = time.time()
     history = model.fit(
         ds, epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch, verbose=spec.verbose, callbacks=callbacks
     )
     seconds = time.time() - start
-    chief = is_chief(run.strategy)
+    history = backup.history if backup is not None else history.history
     if chief:
         save_model(model, os.path.join(spec.run_dir, "model.keras"))
         atomic_write_json(os.path.join(spec.run_dir, "config.json"), config.to_dict())
         split.save(os.path.join(spec.run_dir, "split.npz"))
-        history_dict = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-        atomic_write_json(os.path.join(spec.run_dir, "history.json"), history_dict)
+        atomic_write_json(
+            os.path.join(spec.run_dir, "history.json"), {k: [float(v) for v in vals] for k, vals in history.items()}
+        )
         atomic_write_json(os.path.join(spec.run_dir, RUN_FILE), dict(spec.record(), train_seconds=seconds))
-    return RunResult(spec.run_dir, model, history.history, seconds, is_chief=chief)
+        if spec.backup_dir:
+            shutil.rmtree(spec.backup_dir, ignore_errors=True)  # the run is safely on disk now
+    return RunResult(
+        spec.run_dir,
+        model,
+        history,
+        seconds,
+        resumed_from_epoch=backup.restored_state["epoch"] if resuming else 0,
+        is_chief=chief,
+    )
 
 
 def load_run(run_dir: str) -> dict:

@@ -192,11 +192,16 @@ def load_tfds(name, split="train", data_dir=None, image_key="image", label_key="
 
 
 def load_dataset(name, data_dir=None):
-    """CLI entry: 'digits', 'fashion_mnist', 'npz:PATH' (arrays images, labels) or 'tfds:NAME'."""
+    """CLI entry: 'digits', 'fashion_mnist', 'fashion_mosaics' (data_dir/fashion_mosaics.npz, built by
+    scripts/make_fashion_mosaics.py), 'npz:PATH' (arrays images, labels) or 'tfds:NAME'."""
     if name == "digits":
         return load_digits()
     if name in ("fashion_mnist", "fashion-mnist"):
         return load_fashion_mnist(data_dir or FASHION_MNIST_DIR)
+    if name in ("fashion_mosaics", "fashion-mosaics"):
+        from coophash_keras.data.mosaics import load_fashion_mosaics
+
+        return load_fashion_mosaics(os.path.join(data_dir or "data", "fashion_mosaics.npz"))
     if name.startswith("npz:"):
         path = name[4:]
         if not os.path.exists(path):
@@ -208,4 +213,4 @@ def load_dataset(name, data_dir=None):
             return from_arrays(z["images"], z["labels"], multi_label=multi, name=os.path.basename(path))
     if name.startswith("tfds:"):
         return load_tfds(name[5:], data_dir=data_dir)
-    raise ValueError(f"unknown dataset {name!r}: use digits, fashion_mnist, npz:PATH or tfds:NAME")
+    raise ValueError(f"unknown dataset {name!r}: use digits, fashion_mnist, fashion_mosaics, npz:PATH or tfds:NAME")

@@ -95,3 +95,25 @@ def retrieval_split(
         if np.intersect1d(database, query).size:
             raise ValueError("the chosen database overlaps the query set")
     return RetrievalSplit(query, train, np.sort(database), unlabeled)
+
+
+def random_split(num_examples, num_query, num_train, seed=0, query_candidates=None, train_candidates=None):
+    """A seeded split that ignores labels (for multi-label sets, where per-class quotas overlap):
+    `num_query` queries from `query_candidates`, `num_train` labelled images from the other
+    `train_candidates`, the remaining candidates as the unlabelled pool, every non-query image as
+    the database."""
+    rng = np.random.default_rng(seed)
+    everything = np.arange(num_examples)
+    q_cand = everything if query_candidates is None else np.asarray(query_candidates)
+    if num_query > len(q_cand):
+        raise ValueError(f"{num_query} queries asked for, only {len(q_cand)} candidates")
+    query = np.sort(rng.choice(q_cand, num_query, replace=False))
+    not_query = np.ones(num_examples, bool)
+    not_query[query] = False
+    t_cand = everything if train_candidates is None else np.asarray(train_candidates)
+    t_cand = t_cand[not_query[t_cand]]
+    if num_train > len(t_cand):
+        raise ValueError(f"{num_train} labelled images asked for, only {len(t_cand)} candidates")
+    train = np.sort(rng.choice(t_cand, num_train, replace=False))
+    unlabeled = np.setdiff1d(t_cand, train)
+    return RetrievalSplit(query=query, train=train, database=np.flatnonzero(not_query), unlabeled=unlabeled)
