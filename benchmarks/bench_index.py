@@ -15,7 +15,8 @@ Per row (random codes generated in chunks, --queries random queries, top --k):
             and memory: the rate the hardware allows; ours/limit says how close the search gets;
   faiss     IndexBinaryFlat (exact), same threads: queries/s, bytes per code (code_size);
   usearch   exact flat search of b1x8 vectors with the Hamming metric (usearch.index.search,
-            exact=True) on --slow-queries queries; up to --hnsw-max codes also its HNSW index
+            exact=True) on --slow-queries queries, up to --usearch-max codes (it scans ~10x slower
+            than ours); up to --hnsw-max codes also its HNSW index
             (approximate): build time, queries/s, recall@k, memory per code;
   milvus    milvus-lite (embedded Milvus 2.5, BIN_FLAT, HAMMING) up to --milvus-max codes, on
             --slow-queries queries: insert time, queries/s, bytes per code on disk.
@@ -108,7 +109,7 @@ def measure(n, bits, a, workdir):
     row["ours_over_faiss"] = qps["ours"] / qps["faiss"]
     flat = None
 
-    if "usearch" in a.engines:
+    if "usearch" in a.engines and n <= a.usearch_max:
         row.update(bench_usearch(codes, queries, ours_d, bits, a))
     if "milvus" in a.engines and n <= a.milvus_max:
         row.update(bench_milvus(index, queries, ours_d, a, workdir))
@@ -193,6 +194,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--engines", nargs="*", default=["usearch", "milvus"], help="besides ours, FAISS and the limit")
     p.add_argument("--milvus-max", type=int, default=1_000_000, help="largest size sent to milvus-lite")
+    p.add_argument("--usearch-max", type=int, default=10_000_000, help="largest size for usearch's exact search")
     p.add_argument("--hnsw-max", type=int, default=100_000, help="largest size for usearch's HNSW build")
     p.add_argument("--workdir", default=None, help="where index files go (default: a temporary directory)")
     p.add_argument("--out", default="results/bench_index.jsonl", help="JSON lines; rows already there are skipped")

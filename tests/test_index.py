@@ -90,6 +90,9 @@ def test_kernel_path_choice():
     if paths:
         assert kernel.resolve("generic", 8) == "generic"
         assert kernel.resolve(None, 9) == "generic"  # SIMD paths cover 4, 8 and 16 bytes only
+    for missing in {"avx2", "avx512"} - set(paths):
+        with pytest.raises(ValueError, match=f"{missing}' is not supported by this CPU"):
+            kernel.resolve(missing, 8)
 
 
 def test_radius_search_equals_brute_force():

@@ -5,9 +5,10 @@
  * Why it is close to a plain scan:
  *  - Queries are processed in blocks of QB: each database vector, once loaded (and split into its
  *    low and high nibbles), is compared with QB queries held in registers.
- *  - The hot loop only keeps, per query, the MINIMUM distance over a chunk of CH rows: one vector
- *    min per comparison, the same cost as the scan's add. A chunk whose minimum cannot enter a
- *    query's top-k (the usual case once warm) costs nothing more.
+ *  - The hot loop only keeps, per query, the MINIMUM distance over a chunk of ~1 KB of codes
+ *    (chunk_rows): one vector min per comparison, the same cost as the scan's add. A chunk whose
+ *    minimum cannot enter a query's top-k (the usual case once warm) costs nothing more; one that
+ *    can is re-read for that query with SIMD compares that give a bitmask of the rows within reach.
  *  - Distances are small integers 0..K, so selection is by counting, not by a heap: each query
  *    keeps a buffer of candidates and a histogram of their distances; the k-th smallest distance t
  *    is read off the histogram's prefix sums, and only rows with d <= t (or < t, see below) are

@@ -142,8 +142,9 @@ def topk(db, ids, queries, k, id_start=0, ids_increasing=False, path=None, use_c
             _ptr(db), n, nbytes, id_ptr, width, int(id_start), int(ids_increasing), _ptr(qb), nq, int(k),
             _ptr(out_d), _ptr(out_id), _path_code(path),
         )  # fmt: skip
-        assert ran > 0, "kernel path check failed"
-        del keep
+        if ran < 0:  # _path_code checked the CPU already: only a kernel/binding mismatch gets here
+            raise RuntimeError(f"the Hamming kernel refused path {path!r} for {nbytes}-byte codes")
+        del keep  # the ids array stayed alive during the call
         return out_id, out_d
     all_ids = np.arange(id_start, id_start + n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
     out_d = np.empty((nq, k), np.int32)
