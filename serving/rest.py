@@ -159,8 +159,9 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def _search(self, name, version, body):
         """POST /v1/models/{name}:search {"instances": images or b64 objects, "k": 10} ->
-        {"results": [{"ids", "distances", "codes"}]}: codes from the served model, neighbours from
-        the HammingIndex configured for it (for databases too large to embed in the graph)."""
+        {"results": [{"ids", "distances", "codes"[, "paths"]}]}: codes from the served model,
+        neighbours from the index configured for it (a HammingIndex file or a Milvus collection, for
+        databases too large to embed in the graph); "paths" when the index stores them."""
         servable = self.registry.get(name, version)
         index = self.indexes.get(name)
         if index is None:
@@ -189,13 +190,18 @@ class RestHandler(BaseHTTPRequestHandler):
         forwarded = json.dumps({"signature_name": signature, "instances": instances}).encode()
         sig_name, inputs, _ = parse_predict_request(forwarded, servable.signature)
         packed = servable.signature(sig_name).run(inputs, ["packed", "codes"])
-        ids, distances = index.search(packed["packed"], k)
-        return {
-            "results": [
-                {"ids": i.tolist(), "distances": d.tolist(), "codes": c.tolist()}
-                for i, d, c in zip(ids, distances, packed["codes"])
-            ]
-        }
+        try:
+            ids, distances = index.search(packed["packed"], k)
+            paths = index.paths_for(ids).tolist() if index.has_paths else None
+        except (ValueError, KeyError) as exc:  # e.g. Milvus's own limits, a Milvus server gone
+            raise ServingError("FAILED_PRECONDITION", f"index search failed: {exc}") from None
+        results = [
+            {"ids": i.tolist(), "distances": d.tolist(), "codes": c.tolist()}
+            for i, d, c in zip(ids, distances, packed["codes"])
+        ]
+        for result, p in zip(results, paths or []):
+            result["paths"] = p
+        return {"results": results}
 
     def do_PUT(self):
         self._method_not_allowed()

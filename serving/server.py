@@ -29,13 +29,14 @@ class ModelServer:
         max_body_bytes=32 * 1024 * 1024,
         indexes=None,
     ):
-        """`indexes`: {model name: HammingIndex file} served by POST /v1/models/{name}:search."""
+        """`indexes`: {model name: index file, or milvus:URI#COLLECTION} served by
+        POST /v1/models/{name}:search (coophash_keras.index.open_index)."""
         self.registry = ModelRegistry(model_base, poll_interval)
         loaded = {}
         for name, path in (indexes or {}).items():
-            from coophash_keras.index import HammingIndex
+            from coophash_keras.index import open_index
 
-            loaded[name] = HammingIndex.load(path, mmap=True)
+            loaded[name] = open_index(path)
             servable = self.registry.get(name)
             fingerprint = servable.info.get("model_fingerprint")
             if fingerprint and loaded[name].model_version and fingerprint != loaded[name].model_version:

@@ -139,6 +139,19 @@ def test_index_build_and_search(run_dir, tmp_path):
         "index", "search", "--index", str(out_path), "--model", str(run_dir), "--k", "0", str(png), check=False
     )
     assert bad.returncode == 2 and "--k: expected an integer > 0" in bad.stderr
+    # image files: their paths are stored and come back with the neighbours
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"img{i}.png")
+        Image.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(files[-1])
+    by_files = tmp_path / "files.idx"
+    coophash("index", "build", "--model", str(run_dir), "--images", *map(str, files), "--out", str(by_files))
+    out = coophash(
+        "index", "search", "--index", str(by_files), "--model", str(run_dir), "--k", "3", "--no-verify", str(files[2])
+    )
+    ids = json.loads(out.stdout.split("ids=")[1].split("\t")[0])
+    paths = out.stdout.split("paths=")[1].strip()
+    assert paths == str([str(files[i]) for i in ids]), out.stdout  # file i has id i
 
 
 def test_demo_runs_end_to_end(tmp_path):

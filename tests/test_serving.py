@@ -383,7 +383,8 @@ def test_search_route_backed_by_an_index(model_file, tmp_path, digits):
     export_saved_model(path, base, "coophash", warmup=False)
     db_codes = model.encode(digits.images[500:1500], packed=True)
     index_path = str(tmp_path / "db.idx")
-    HammingIndex(16, model_fingerprint(path)).add(db_codes, np.arange(500, 1500)).save(index_path)
+    db_paths = [f"digits/{i}.png" for i in range(500, 1500)]
+    HammingIndex(16, model_fingerprint(path)).add(db_codes, np.arange(500, 1500), db_paths).save(index_path)
     with ModelServer(base, port=0, indexes={"coophash": index_path}) as srv:
         status, body = http(
             srv, "POST", "/v1/models/coophash:search", {"instances": digits.images[:3].tolist(), "k": 4}
@@ -391,6 +392,7 @@ def test_search_route_backed_by_an_index(model_file, tmp_path, digits):
         assert status == 200, body
         expected = hamming_rank(model.encode(digits.images[:3]), model.encode(digits.images[500:1500]), topk=4) + 500
         np.testing.assert_array_equal([r["ids"] for r in body["results"]], expected)
+        assert [r["paths"] for r in body["results"]] == [[f"digits/{i}.png" for i in row] for row in expected]
         np.testing.assert_array_equal([r["codes"] for r in body["results"]], model.encode(digits.images[:3]))
         b64 = [{"b64": base64.b64encode(png(im)).decode()} for im in digits.images[:2]]
         status, body = http(srv, "POST", "/v1/models/coophash:search", {"instances": b64, "k": 4})
@@ -410,3 +412,44 @@ def test_search_route_backed_by_an_index(model_file, tmp_path, digits):
     HammingIndex(16, "0123456789abcdef").add(db_codes).save(other)
     with pytest.raises(ValueError, match="rebuild the index"):
         ModelServer(base, port=0, indexes={"coophash": other})
+    # an index without paths answers without them
+    HammingIndex(16, model_fingerprint(path)).add(db_codes).save(other)
+    with ModelServer(base, port=0, indexes={"coophash": other}) as srv:
+        status, body = http(srv, "POST", "/v1/models/coophash:search", {"instances": digits.images[:1].tolist()})
+        assert status == 200 and "paths" not in body["results"][0] and len(body["results"][0]["ids"]) == 10
+
+
+def test_search_route_backed_by_milvus(model_file, tmp_path, digits):
+    """The same route over a Milvus collection (milvus-lite here; a cluster changes the URI only)."""
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    from coophash_keras.index import HammingIndex, MilvusIndex
+    from coophash_keras.io import model_fingerprint
+    from export import export_saved_model
+
+    model, path = model_file
+    base = str(tmp_path / "models")
+    export_saved_model(path, base, "coophash", warmup=False)
+    exact = HammingIndex(16, model_fingerprint(path))
+    exact.add(
+        model.encode(digits.images[500:900], packed=True), np.arange(500, 900), [f"{i}.png" for i in range(500, 900)]
+    )
+    uri = str(tmp_path / "milvus.db")
+    MilvusIndex.export(exact, uri, "digits").close()
+    with ModelServer(base, port=0, indexes={"coophash": f"milvus:{uri}#digits"}) as srv:
+        status, body = http(
+            srv, "POST", "/v1/models/coophash:search", {"instances": digits.images[:3].tolist(), "k": 5}
+        )
+        assert status == 200, body
+        ids, distances = exact.search(model.encode(digits.images[:3], packed=True), 5)
+        assert [r["distances"] for r in body["results"]] == distances.tolist()
+        for r in body["results"]:
+            assert r["paths"] == [f"{i}.png" for i in r["ids"]]
+        status, body = http(
+            srv, "POST", "/v1/models/coophash:search", {"instances": digits.images[:1].tolist(), "k": 401}
+        )
+        assert status == 400 and "k must be" in body["error"]
+    stale = HammingIndex(16, "0123456789abcdef").add(model.encode(digits.images[:10], packed=True))
+    MilvusIndex.export(stale, uri, "stale").close()
+    with pytest.raises(ValueError, match="rebuild the index"):
+        ModelServer(base, port=0, indexes={"coophash": f"milvus:{uri}#stale"})

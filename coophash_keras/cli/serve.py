@@ -12,7 +12,10 @@ def add_parser(sub):
     s.add_argument("--poll-interval", type=positive_float, default=1.0, help="seconds between scans for new versions")
     s.add_argument("--max-body-bytes", type=positive_int, default=32 * 1024 * 1024)
     s.add_argument(
-        "--index", action="append", metavar="NAME=PATH", help="serve POST /v1/models/NAME:search from this index file"
+        "--index",
+        action="append",
+        metavar="NAME=PATH",
+        help="serve POST /v1/models/NAME:search from this index file, or NAME=milvus:URI#COLLECTION",
     )
     s.set_defaults(func=run)
 
