@@ -25,16 +25,25 @@ def add_parser(sub):
     s.set_defaults(func=run)
 
 
-def neighbour_paths(index, ids):
-    """File paths [Q][k] (None where unknown) of the neighbour ids, read from `index.paths` (one
-    path per stored code, in the order of `index.ids`) when the index keeps paths, else None.
-    getattr keeps this working with index files and HammingIndex versions without paths."""
-    import numpy as np
-
+def stored_paths(index):
+    """`index.paths` (one file path per stored code, in the order of `index.ids`) when the index
+    keeps paths, else None. getattr keeps this working with HammingIndex versions and index files
+    without paths."""
     paths = getattr(index, "paths", None)
     if callable(paths):
         paths = paths()
-    if paths is None or len(paths) != len(index) or len(paths) == 0:
+    if paths is None or len(paths) == 0 or len(paths) != len(index):
+        return None
+    return paths
+
+
+def neighbour_paths(index, ids):
+    """File paths [Q][k] (None where unknown) of the neighbour ids [Q, k], or None if the index
+    keeps no paths."""
+    import numpy as np
+
+    paths = stored_paths(index)
+    if paths is None:
         return None
     stored = np.asarray(index.ids)
     order = np.argsort(stored, kind="stable")
@@ -82,15 +91,46 @@ def _pixels_from_paths(paths, image_shape):
     return out
 
 
-def run(args):
+def _draw_sheet(path, images, names, ids, distances, paths, data, image_shape):
+    """The contact sheet: neighbour pixels from --dataset (with its classes) or from the files."""
     import os
 
+    from coophash_keras.contact_sheet import save_contact_sheet
+
+    labels = class_names = None
+    if data is not None:
+        pixels = data.images[ids]
+        if data.num_classes > 0:
+            labels, class_names = data.labels[ids], data.class_names
+    else:
+        pixels = _pixels_from_paths(paths, image_shape)
+    titles = None
+    if paths is not None:
+        titles = [[os.path.basename(p) if p else f"id {int(i)}" for p, i in zip(*row)] for row in zip(paths, ids)]
+    save_contact_sheet(
+        path,
+        images,
+        pixels,
+        distances,
+        neighbour_labels=labels,
+        class_names=class_names,
+        query_titles=[os.path.basename(n) for n in names],
+        neighbour_titles=titles,
+    )
+
+
+def run(args):
     from coophash_keras.index import HammingIndex
     from coophash_keras.io import load_model, model_fingerprint
     from coophash_keras.runs import model_path
 
     path = model_path(args.model)
     index = HammingIndex.load(args.index, expected_model_version=model_fingerprint(path))
+    if args.sheet and args.dataset is None and stored_paths(index) is None:
+        raise CLIError(
+            "--sheet needs the neighbours' pixels: this index keeps no file paths; pass --dataset, "
+            "the data the index was built from"
+        )
     model = load_model(path)
     images, names = read_images(args.images, model.config.image_shape)
     ids, distances = index.search(model.encode(images, packed=True), args.k)
@@ -104,39 +144,7 @@ def run(args):
         for rank, (i, d) in enumerate(zip(ids[q], distances[q]), start=1):
             neighbour = paths[q][rank - 1] if paths is not None and paths[q][rank - 1] else str(int(i))
             print(f"{name}\t{rank}\t{int(d)}\t{neighbour}")
-
     if args.sheet:
-        from coophash_keras.contact_sheet import save_contact_sheet
-
-        labels = class_names = None
-        if data is not None:
-            pixels = data.images[ids]
-            if data.num_classes > 0:
-                labels, class_names = data.labels[ids], data.class_names
-        elif paths is not None:
-            pixels = _pixels_from_paths(paths, model.config.image_shape)
-        else:
-            raise CLIError(
-                "--sheet needs the neighbours' pixels: this index keeps no file paths; pass --dataset, "
-                "the data the index was built from"
-            )
-        titles = (
-            [
-                [os.path.basename(p) if p else f"id {int(i)}" for p, i in zip(prow, irow)]
-                for prow, irow in zip(paths, ids)
-            ]
-            if paths is not None
-            else None
-        )
-        save_contact_sheet(
-            args.sheet,
-            images,
-            pixels,
-            distances,
-            neighbour_labels=labels,
-            class_names=class_names,
-            query_titles=[os.path.basename(n) for n in names],
-            neighbour_titles=titles,
-        )
+        _draw_sheet(args.sheet, images, names, ids, distances, paths, data, model.config.image_shape)
         print(f"contact sheet: {args.sheet}")
     return ids, distances
