@@ -151,6 +151,22 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
     assert files_mod.decode_image(path, (1, 4), 1)[0, :, 0].tolist() == [0, 128, 255, 1]
 
 
+def test_exif_orientation_and_other_modes(tmp_path):
+    wide = np.zeros((4, 10, 3), np.uint8)
+    wide[:, :5] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: "rotate 90 degrees clockwise to view"
+    Image.fromarray(wide).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    assert files_mod.probe_image(str(tmp_path / "phone.jpg")) == (3, (10, 4))  # upright: 10 high, 4 wide
+    upright = files_mod.decode_image(str(tmp_path / "phone.jpg"), (10, 4), 3)
+    assert upright[:4].mean() > 200 and upright[6:].mean() < 50  # the white half is now on top
+    Image.fromarray(np.full((8, 8, 4), 200, np.uint8), "RGBA").save(tmp_path / "alpha.png")
+    Image.fromarray(np.full((8, 8, 2), 90, np.uint8), "LA").save(tmp_path / "grey_alpha.png")
+    assert files_mod.probe_image(str(tmp_path / "alpha.png"))[0] == 3
+    assert files_mod.probe_image(str(tmp_path / "grey_alpha.png"))[0] == 1
+    assert files_mod.decode_image(str(tmp_path / "alpha.png"), (8, 8), 3).shape == (8, 8, 3)
+
+
 def test_load_dataset_options_apply_to_file_datasets_only():
     with pytest.raises(ValueError, match="apply to folder:, csv: and images:"):
         load_dataset("digits", image_size=(8, 8))
