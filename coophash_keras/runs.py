@@ -32,6 +32,8 @@ class RunSpec:
     run_dir: str
     dataset: str = "digits"
     data_dir: str | None = None
+    image_size: tuple | None = None  # (H, W) for folder:/csv:/images: data (default: the first image's size)
+    channels: int | None = None  # 1 or 3 for folder:/csv:/images: data (default: the majority)
     model: str = "coophash"
     ablation: str | None = None
     bits: int = 32
@@ -220,7 +222,7 @@ def prepare_run(spec: RunSpec, data=None, split=None) -> PreparedRun:
         keras.mixed_precision.set_global_policy("mixed_float16")
     cls = model_class(spec.model)
     if data is None:
-        data = load_dataset(spec.dataset, spec.data_dir)
+        data = load_dataset(spec.dataset, spec.data_dir, image_size=spec.image_size, channels=spec.channels)
     if split is None:
         split = retrieval_split(data.labels, spec.query_per_class, spec.labels_per_class, seed=spec.seed)
     config = build_config(spec, data)
@@ -246,6 +248,7 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
 
     from coophash_keras.backup import RunBackup
     from coophash_keras.callbacks import check_backup_dir
+    from coophash_keras.data.files import dataset_record
     from coophash_keras.io import save_model
 
     run = prepare_run(spec, data, split)
@@ -289,7 +292,8 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
         atomic_write_json(
             os.path.join(spec.run_dir, "history.json"), {k: [float(v) for v in vals] for k, vals in history.items()}
         )
-        atomic_write_json(os.path.join(spec.run_dir, RUN_FILE), dict(spec.record(), train_seconds=seconds))
+        record = dict(spec.record(), **dataset_record(data), train_seconds=seconds)  # + file data's size, fingerprint
+        atomic_write_json(os.path.join(spec.run_dir, RUN_FILE), record)
         if spec.backup_dir:
             shutil.rmtree(spec.backup_dir, ignore_errors=True)  # the run is safely on disk now
     return RunResult(
@@ -310,6 +314,20 @@ def load_run(run_dir: str) -> dict:
         return json.load(fh)
 
 
+def load_run_data(run: dict):
+    """The dataset a run was trained on (`run` from load_run), decoded as it was then: file-based
+    data (folder:/csv:/images:) gets the recorded image size and channels and must still hold the
+    same files and labels, since split.npz indexes into it."""
+    from coophash_keras.data import load_dataset
+    from coophash_keras.data.files import check_dataset_record
+
+    data = load_dataset(
+        run["dataset"], run.get("data_dir"), image_size=run.get("image_size"), channels=run.get("channels")
+    )
+    check_dataset_record(run, data)
+    return data
+
+
 def model_path(path: str) -> str:
     """A run directory or a .keras file -> the .keras file."""
     return os.path.join(path, "model.keras") if os.path.isdir(path) else path
@@ -319,13 +337,13 @@ def evaluate_run(run_dir: str, topk=(100, 1000), output=None, verbose=0) -> dict
     """Retrieval metrics of a run's model on its own query/database split, written to metrics.json."""
     import numpy as np
 
-    from coophash_keras.data import RetrievalSplit, load_dataset
+    from coophash_keras.data import RetrievalSplit
     from coophash_keras.io import load_model
     from coophash_keras.metrics import retrieval_metrics
 
     run = load_run(run_dir)
     model = load_model(model_path(run_dir))
-    data = load_dataset(run["dataset"], run.get("data_dir"))
+    data = load_run_data(run)
     split = RetrievalSplit.load(os.path.join(run_dir, "split.npz"))
     start = time.time()
     query = model.encode(data.images[split.query], verbose=verbose)

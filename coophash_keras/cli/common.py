@@ -29,6 +29,22 @@ positive_float = _typed(float, lambda v: v > 0, "a number > 0")
 port_number = _typed(int, lambda v: 0 <= v <= 65535, "a port in [0, 65535]")
 
 
+def image_size(text):
+    """--image-size 'H,W' (or 'N' for N,N) -> (H, W)."""
+    from coophash_keras.data.files import ImageFileError, parse_image_size
+
+    try:
+        return parse_image_size(text)
+    except ImageFileError:
+        raise argparse.ArgumentTypeError(f"expected H,W (two integers > 0, e.g. 64,64), got {text!r}") from None
+
+
+DATASET_HELP = (
+    "digits | fashion_mnist | npz:PATH | tfds:NAME | folder:PATH (one subfolder per class) | "
+    "csv:PATH (columns file,labels; labels separated by ';') | images:PATH (unlabelled images)"
+)
+
+
 def parse_overrides(pairs):
     """--set KEY=VALUE pairs -> {key: JSON value (or the raw string)}; types and ranges are
     checked by CoopHashConfig, which names the field."""
@@ -46,8 +62,9 @@ def parse_overrides(pairs):
 
 def add_data_arguments(p, bits=True):
     """The flags that choose data, split and config (train and tune)."""
-    p.add_argument("--dataset", default="digits", help="digits | fashion_mnist | npz:PATH | tfds:NAME (default digits)")
+    p.add_argument("--dataset", default="digits", help=DATASET_HELP + " (default digits)")
     p.add_argument("--data-dir", default=None, help="directory of the dataset files (fashion_mnist, tfds)")
+    add_image_file_arguments(p)
     if bits:
         p.add_argument("--bits", type=positive_int, default=32, help="K, a multiple of 8 (default 32)")
     p.add_argument("--batch-size", type=positive_int, default=64)
@@ -63,6 +80,24 @@ def add_data_arguments(p, bits=True):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a CoopHashConfig field")
 
 
+def add_image_file_arguments(p):
+    """How folder:/csv:/images: files are decoded (the run records what was used)."""
+    p.add_argument(
+        "--image-size",
+        type=image_size,
+        default=None,
+        metavar="H,W",
+        help="resize image files to H x W (default: the size of the first image)",
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=[1, 3],
+        default=None,
+        help="1 = greyscale, 3 = RGB for image files (default: the majority of the files)",
+    )
+
+
 def add_strategy_arguments(p):
     p.add_argument(
         "--workers", default=None, metavar="HOST:PORT,...", help="MultiWorkerMirroredStrategy over these workers"
@@ -76,10 +111,12 @@ def worker_list(text):
 
 
 def read_images(paths, image_shape):
-    """Image files (PNG/JPEG/...; resized to the model's H x W and channel count) or .npy arrays
-    -> (uint8 [N, H, W, C], one name per image)."""
+    """Image files (PNG/JPEG/...; resized to the model's H x W and channel count by the same
+    decode_image as folder:/csv:/images: datasets) or .npy arrays -> (uint8 [N, H, W, C], one name
+    per image)."""
     import numpy as np
-    from PIL import Image
+
+    from coophash_keras.data.files import BadImage, decode_image
 
     out, names = [], []
     h, w, c = image_shape
@@ -93,12 +130,9 @@ def read_images(paths, image_shape):
             names.extend(f"{path}[{i}]" for i in range(len(batch)))
             continue
         try:
-            img = Image.open(path)
-            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-        except Exception as exc:
+            out.append(decode_image(path, (h, w), c))
+        except BadImage as exc:
             raise CLIError(f"{path} is not a readable image: {exc}") from None
-        arr = np.asarray(img, dtype=np.uint8)
-        out.append(arr[..., None] if c == 1 else arr)
         names.append(path)
     return np.stack(out), names
 

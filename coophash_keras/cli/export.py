@@ -27,11 +27,10 @@ def run(args):
 
     database_images = database_ids = None
     if args.database:
-        from coophash_keras.data import RetrievalSplit, load_dataset
-        from coophash_keras.runs import load_run
+        from coophash_keras.data import RetrievalSplit
+        from coophash_keras.runs import load_run, load_run_data
 
-        run_info = load_run(args.database)
-        data = load_dataset(run_info["dataset"], run_info.get("data_dir"))
+        data = load_run_data(load_run(args.database))
         split = RetrievalSplit.load(f"{args.database}/split.npz")
         database_images, database_ids = data.images[split.database], split.database.astype(np.int64)
     path = export_saved_model(

@@ -1,7 +1,7 @@
 """`coophash index build|search|export`: a persisted HammingIndex of a dataset's (or image files')
 codes, searched locally or exported to Milvus."""
 
-from coophash_keras.cli.common import CLIError, read_images
+from coophash_keras.cli.common import DATASET_HELP, CLIError, read_images
 
 
 def add_parser(sub):
@@ -11,7 +11,9 @@ def add_parser(sub):
     ixs = ix.add_subparsers(dest="index_command", required=True)
     b = ixs.add_parser("build", help="encode a dataset (or image files) with a model and save a HammingIndex")
     b.add_argument("--model", required=True, help="run directory or model.keras")
-    b.add_argument("--dataset", default="digits")
+    b.add_argument(
+        "--dataset", default="digits", help=DATASET_HELP + "; image files are resized to the model's input shape"
+    )
     b.add_argument("--data-dir", default=None)
     b.add_argument(
         "--split",
@@ -59,7 +61,7 @@ def build(args):
 
     import numpy as np
 
-    from coophash_keras.data import RetrievalSplit, load_dataset
+    from coophash_keras.data import RetrievalSplit
     from coophash_keras.index import HammingIndex
     from coophash_keras.io import load_model, model_fingerprint
     from coophash_keras.runs import model_path
@@ -75,15 +77,17 @@ def build(args):
         images, paths = read_images(args.images, model.config.image_shape)
         ids = np.arange(len(images))
     else:
-        data = load_dataset(args.dataset, args.data_dir)
+        data = load_model_data(args.dataset, args.data_dir, model.config)
         ids = np.arange(len(data))
         if args.split:
             if not os.path.isdir(args.model):
                 raise CLIError("--split needs --model to be a run directory (it reads RUN/split.npz)")
+            check_run_data(args.model, args.dataset, data)
             ids = getattr(RetrievalSplit.load(os.path.join(args.model, "split.npz")), args.split)
         if args.paths:
-            paths = _read_paths(args.paths, len(data))
-            paths = [paths[i] for i in ids]
+            paths = [_read_paths(args.paths, len(data))[i] for i in ids]
+        elif "paths" in data.extras:  # image-file datasets know where every image came from
+            paths = [str(p) for p in data.extras["paths"][ids]]
         images = data.images[ids]
     start = time.time()
     codes = model.encode(images, packed=True, verbose=1 if len(ids) > 10000 else 0)
@@ -106,6 +110,28 @@ def _read_paths(txt, count):
     if len(lines) != count:
         raise CLIError(f"{txt} has {len(lines)} lines; the dataset has {count} images (one path per line)")
     return lines
+
+
+def load_model_data(dataset, data_dir, config):
+    """A dataset to encode with a model: image files (folder:/csv:/images:) are decoded to the
+    model's input shape; the other datasets have theirs."""
+    from coophash_keras.data import load_dataset
+    from coophash_keras.data.files import is_file_dataset
+
+    if is_file_dataset(dataset):
+        h, w, c = config.image_shape
+        return load_dataset(dataset, data_dir, image_size=(h, w), channels=c)
+    return load_dataset(dataset, data_dir)
+
+
+def check_run_data(run_dir, dataset, data):
+    """Split ids index the run's own dataset: when that is `dataset`, it must not have changed."""
+    from coophash_keras.data.files import check_dataset_record
+    from coophash_keras.runs import load_run
+
+    run = load_run(run_dir)
+    if run.get("dataset") == dataset:
+        check_dataset_record(run, data)
 
 
 def search(args):

@@ -56,6 +56,8 @@ def spec_from_args(args):
         run_dir=args.run_dir,
         dataset=args.dataset,
         data_dir=args.data_dir,
+        image_size=args.image_size,
+        channels=args.channels,
         model=args.model,
         ablation=args.ablation,
         bits=args.bits,

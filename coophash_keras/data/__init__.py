@@ -1,3 +1,11 @@
+from coophash_keras.data.files import (
+    UNLABELED,
+    ImageFileError,
+    decode_image,
+    load_image_csv,
+    load_image_files,
+    load_image_folder,
+)
 from coophash_keras.data.loaders import (
     FASHION_MNIST_DIR,
     ImageSet,
@@ -13,11 +21,17 @@ from coophash_keras.data.validation import validate_fit_data, validate_images, v
 
 __all__ = [
     "FASHION_MNIST_DIR",
+    "ImageFileError",
     "ImageSet",
+    "UNLABELED",
+    "decode_image",
     "from_arrays",
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",
+    "load_image_csv",
+    "load_image_files",
+    "load_image_folder",
     "load_tfds",
     "RetrievalSplit",
     "retrieval_split",

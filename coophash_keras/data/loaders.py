@@ -1,4 +1,5 @@
-"""Image sets for hashing: digits (embedded), Fashion-MNIST IDX files, TFDS, numpy arrays.
+"""Image sets for hashing: digits (embedded), Fashion-MNIST IDX files, TFDS, numpy arrays, and
+image files (folders, CSV: coophash_keras/data/files.py).
 
 Every loader returns an ImageSet: uint8 images [N, H, W, C] (raw pixels), labels as int64 class
 ids [N] or float32 multi-hot [N, C]. `ImageSet.as_dataset` gives the tf.data pipeline."""
@@ -191,9 +192,19 @@ def load_tfds(name, split="train", data_dir=None, image_key="image", label_key="
     return from_arrays(np.stack(images), np.stack(labels), num_classes, multi_label, names, name)
 
 
-def load_dataset(name, data_dir=None):
+def load_dataset(name, data_dir=None, image_size=None, channels=None):
     """CLI entry: 'digits', 'fashion_mnist', 'fashion_mosaics' (data_dir/fashion_mosaics.npz, built by
-    scripts/make_fashion_mosaics.py), 'npz:PATH' (arrays images, labels) or 'tfds:NAME'."""
+    scripts/make_fashion_mosaics.py), 'npz:PATH' (arrays images, labels), 'tfds:NAME', or your own
+    image files: 'folder:PATH', 'csv:PATH', 'images:PATH' (coophash_keras.data.files; those take
+    image_size (H, W) and channels 1|3, the others have a fixed shape)."""
+    from coophash_keras.data.files import is_file_dataset, load_file_dataset
+
+    if is_file_dataset(name):
+        return load_file_dataset(name, image_size=image_size, channels=channels)
+    if image_size is not None or channels is not None:
+        raise ValueError(
+            f"--image-size and --channels apply to folder:, csv: and images: datasets; {name} has a fixed shape"
+        )
     if name == "digits":
         return load_digits()
     if name in ("fashion_mnist", "fashion-mnist"):
@@ -213,4 +224,7 @@ def load_dataset(name, data_dir=None):
             return from_arrays(z["images"], z["labels"], multi_label=multi, name=os.path.basename(path))
     if name.startswith("tfds:"):
         return load_tfds(name[5:], data_dir=data_dir)
-    raise ValueError(f"unknown dataset {name!r}: use digits, fashion_mnist, fashion_mosaics, npz:PATH or tfds:NAME")
+    raise ValueError(
+        f"unknown dataset {name!r}: use digits, fashion_mnist, fashion_mosaics, npz:PATH, tfds:NAME, folder:PATH, "
+        "csv:PATH or images:PATH"
+    )

@@ -63,6 +63,11 @@ def retrieval_split(
     n = len(labels)
     if n == 0:
         raise ValueError("cannot split 0 examples")
+    if labels.ndim == 1 and labels.min() < 0:
+        raise ValueError(
+            "a retrieval split needs class labels, and some labels are -1 (unlabelled images, e.g. images:PATH); "
+            "use folder:PATH (one subfolder per class) or csv:PATH"
+        )
     rng = np.random.default_rng(seed)
     members = _class_members(labels)
 
