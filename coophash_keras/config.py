@@ -34,10 +34,10 @@ class CoopHashConfig:
     num_bits: int = _f(32, "ours", "K, number of hash bits", multiple_of=8)
 
     # --- the shared base network f0 (every model) ---------------------------------------------
-    base_filters: int = _f(32, "ours", "channels of f0's stem; doubled per downsampling block (cap 256)", low=1)
-    feature_dim: int = _f(128, "ours", "width of the shared feature vector f0(x)", low=1)
+    base_filters: int = _f(16, "ours", "channels of f0's stem; doubled per downsampling block (cap 256)", low=1)
+    feature_dim: int = _f(256, "ours", "width of the shared feature vector f0(x)", low=1)
     base_pooling: str = _f(
-        "stride",
+        "max",
         "ours",
         "downsampling in f0: a stride-2 4x4 conv, or a max or average pool",
         choices=("stride", "max", "avg"),
@@ -45,7 +45,7 @@ class CoopHashConfig:
     base_convs_per_block: int = _f(
         1, "ours", "3x3 convs per downsampling block of f0 (with 'stride' the last is the stride-2 conv)", low=1
     )
-    base_dropout: float = _f(0.0, "ours", "dropout on f0's feature vector during training", low=0.0, high=0.95)
+    base_dropout: float = _f(0.3, "ours", "dropout on f0's feature vector during training", low=0.0, high=0.95)
 
     # --- CoopHash's generator -----------------------------------------------------------------
     latent_dim: int = _f(32, "ours", "z dimension (reference code: 100/128, scaled down for small images)", low=1)
