@@ -194,9 +194,35 @@ def write_projector(log_dir, model, images, labels, class_names=None):
     projector.visualize_embeddings(log_dir, config)
 
 
+def read_progress(path):
+    """The entries of a progress.jsonl file, oldest first ([] if there is none)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _write_progress(path, entries):
+    from coophash_keras.io import atomic_path
+
+    with atomic_path(path, ".jsonl") as tmp, open(tmp, "w") as fh:
+        fh.writelines(json.dumps(e) + "\n" for e in entries)
+
+
+def keep_progress(path, epochs):
+    """Keep the entries of the first `epochs` epochs (a run resumed from a backup of `epochs`
+    epochs trains the later ones again), so every epoch is logged once."""
+    entries = read_progress(path)
+    kept = [e for e in entries if e["epoch"] < epochs]
+    if len(kept) != len(entries):
+        _write_progress(path, kept)
+
+
 class ProgressLog(keras.callbacks.Callback):
-    """Appends one JSON line per finished epoch (epoch, optimizer iterations, logs) to a file, so a
-    supervisor (or a test) can see how far a run got and whether a resumed run continued."""
+    """One JSON line per finished epoch (epoch, optimizer iterations, logs), so a supervisor (or a
+    test) can see how far a run got and whether a resumed run continued. The file is rewritten
+    whole through a temporary and a rename at every epoch (it is small), so a kill never leaves
+    half a line in it."""
 
     def __init__(self, path):
         super().__init__()
@@ -207,10 +233,7 @@ class ProgressLog(keras.callbacks.Callback):
         for group, optimizer in self.model.optimizers.items():
             entry[f"{group}_iterations"] = int(np.asarray(optimizer.iterations))
         entry["logs"] = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(entry) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_progress(self.path, read_progress(self.path) + [entry])
 
 
 def check_backup_dir(backup_dir, model):

@@ -10,19 +10,27 @@ import zipfile
 import keras
 import numpy as np
 
+from coophash_keras.faults import pause_point
+
+TEMP_MARK = ".tmp-"  # in every temporary's name: `.<name>.tmp-XXXX<suffix>`, so leftovers are recognisable
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
     """Yield a temporary path next to `path`; on success it is fsync'ed and renamed over `path`
-    (atomic on POSIX), on error removed. Readers see the old file or the new one, never half."""
+    (atomic on POSIX), on error removed. Readers see the old file or the new one, never half.
+    A process killed in between leaves the temporary behind: `remove_temporaries` clears it."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix or ".tmp", dir=directory)
+    name = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}{TEMP_MARK}", suffix=suffix or ".tmp", dir=directory)
     os.close(fd)
     try:
+        pause_point(name, "begin")
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        pause_point(name, "commit")
         os.replace(tmp, path)
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
@@ -32,6 +40,15 @@ def atomic_path(path, suffix=""):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_temporaries(directory):
+    """Delete the temporaries that processes killed inside `atomic_path` left in `directory`."""
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.startswith(".") and TEMP_MARK in name:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(directory, name))
 
 
 def atomic_write_json(path, obj):
@@ -46,10 +63,13 @@ def all_weights_finite(model):
 
 
 def save_model(model, path):
-    """`model.save(path)` via a temporary file in the same directory and an atomic rename; refuses
-    to write a model holding NaN/inf weights."""
+    """Save a model to a `.keras` file through a temporary file and an atomic rename; refuses to
+    write a model holding NaN/inf weights (the old file, if any, stays as it was)."""
     if not all_weights_finite(model):
         raise ValueError(f"refusing to save {path}: the model holds non-finite (NaN/inf) weights")
+    if getattr(model, "saves_atomically", False):  # HashingModel.save does the same itself
+        model.save(path)
+        return
     with atomic_path(path, ".keras") as tmp:
         model.save(tmp)
 

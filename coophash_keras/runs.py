@@ -150,7 +150,8 @@ def build_config(spec: RunSpec, data):
     return config
 
 
-def _callbacks(spec, model, data, split):
+def _callbacks(spec, model, data, split, history=None):
+    """`history`: the logs of the epochs a resumed run restored (RunBackup.history)."""
     import keras
 
     from coophash_keras.callbacks import HashingTensorBoard, ProgressLog, RetrievalMetricsCallback
@@ -160,9 +161,14 @@ def _callbacks(spec, model, data, split):
         callbacks.append(
             RetrievalMetricsCallback(*validation_sets(data, split), every_n_epochs=spec.val_every, topk=(100,))
         )
+        best = max((history or {}).get("val_map", []), default=None)  # a resumed run must beat best.keras
         callbacks.append(
             keras.callbacks.ModelCheckpoint(
-                os.path.join(spec.run_dir, "best.keras"), monitor="val_map", mode="max", save_best_only=True
+                os.path.join(spec.run_dir, "best.keras"),
+                monitor="val_map",
+                mode="max",
+                save_best_only=True,
+                initial_value_threshold=best,
             )
         )
     if spec.tensorboard:
@@ -231,45 +237,38 @@ def prepare_run(spec: RunSpec, data=None, split=None) -> PreparedRun:
     return PreparedRun(strategy, data, split, config, cls)
 
 
-def remove_stale_temporaries(directory):
-    """Temporary files of a process killed while it wrote (coophash_keras.io.atomic_path)."""
-    if os.path.isdir(directory):
-        for name in os.listdir(directory):
-            if name.startswith(".") and name.endswith((".tmp", ".keras", ".json", ".npz")):
-                with contextlib.suppress(OSError):
-                    os.remove(os.path.join(directory, name))
-
-
 def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunResult:
     """Train one model and write its run directory (see the module docstring). With
     `spec.backup_dir`, a run killed at any moment and started again with the same spec resumes
     from its last complete epoch; the backup is removed only once the run's files are written."""
-    import shutil
-
-    from coophash_keras.backup import RunBackup
-    from coophash_keras.callbacks import check_backup_dir
+    from coophash_keras.backup import RunBackup, remove_backup, remove_stale_backup
+    from coophash_keras.callbacks import check_backup_dir, keep_progress
     from coophash_keras.data.files import dataset_record
-    from coophash_keras.io import save_model
+    from coophash_keras.io import remove_temporaries, save_model
 
     run = prepare_run(spec, data, split)
     data, split, config = run.data, run.split, run.config
     os.makedirs(spec.run_dir, exist_ok=True)
-    remove_stale_temporaries(spec.run_dir)
+    remove_temporaries(spec.run_dir)  # of a run killed while it saved
     with run.scope():
         model = run.model_class(config)
         model.compile()
     chief = is_chief(run.strategy)
     backup = None
-    callbacks = []
     if spec.backup_dir:
+        remove_stale_backup(spec.backup_dir)
         check_backup_dir(spec.backup_dir, model)
         backup = RunBackup(spec.backup_dir, write=chief)
-        callbacks.append(backup)  # first: it restores the weights before anything reads them
+    # Restored before fit, so every callback sees the restored weights from the start.
     resuming = backup is not None and backup.restore(model) is not None
     progress = os.path.join(spec.run_dir, "progress.jsonl")
-    if not resuming and os.path.exists(progress):
-        os.remove(progress)  # a fresh run's log starts empty; a resumed one goes on
-    callbacks += _callbacks(spec, model, data, split) + list(extra_callbacks)
+    if resuming:
+        keep_progress(progress, backup.restored_state["epoch"])  # epochs after the backup are trained again
+    elif os.path.exists(progress):
+        os.remove(progress)  # a fresh run's log starts empty
+    callbacks = _callbacks(spec, model, data, split, backup.history if resuming else None) + list(extra_callbacks)
+    if backup is not None:
+        callbacks.append(backup)  # last: an epoch is backed up with every callback's logs (val_map), once they are done
     ds = training_dataset(run.model_class, config, data, split, spec.seed, repeat=spec.steps_per_epoch is not None)
     where = f" ({run.strategy.num_replicas_in_sync} replicas)" if run.strategy is not None else ""
     print(
@@ -284,8 +283,13 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
         ds, epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch, verbose=spec.verbose, callbacks=callbacks
     )
     seconds = time.time() - start
-    history = backup.history if backup is not None else history.history
+    if backup is not None:  # every epoch since the run began, across restarts
+        history, seconds = backup.history, backup.train_seconds
+    else:
+        history = history.history
     if chief:
+        # Each file is written whole or not at all (coophash_keras.io.atomic_path); the backup goes
+        # last, so a run killed anywhere in here resumes after its last epoch and writes them again.
         save_model(model, os.path.join(spec.run_dir, "model.keras"))
         atomic_write_json(os.path.join(spec.run_dir, "config.json"), config.to_dict())
         split.save(os.path.join(spec.run_dir, "split.npz"))
@@ -295,7 +299,7 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
         record = dict(spec.record(), **dataset_record(data), train_seconds=seconds)  # + file data's size, fingerprint
         atomic_write_json(os.path.join(spec.run_dir, RUN_FILE), record)
         if spec.backup_dir:
-            shutil.rmtree(spec.backup_dir, ignore_errors=True)  # the run is safely on disk now
+            remove_backup(spec.backup_dir)  # the run is safely on disk now
     return RunResult(
         spec.run_dir,
         model,

@@ -232,7 +232,8 @@ def test_sigkill_then_resume_continues_with_both_optimizers(tmp_path):
 
 def test_corrupted_or_mismatched_backup_is_a_clear_error(tmp_path):
     run_dir, backup = tmp_path / "run", tmp_path / "backup"
-    train_then_sigkill(run_dir, backup, 8, after_epochs=1)  # an interrupted run leaves its backup
+    # an interrupted run leaves its backup (epoch 2 is logged after epoch 1 is backed up)
+    train_then_sigkill(run_dir, backup, 8, after_epochs=2)
     newest = sorted(backup.glob("epoch-*"))[-1]
     assert (newest / "weights.weights.h5").exists() and (newest / "state.json").exists()
     mismatch = subprocess.run(

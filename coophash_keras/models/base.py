@@ -4,7 +4,7 @@ A model keeps only its networks, its losses and its `train_step`; this base hold
 the config and its (de)serialisation, one optimizer per named group (learning-rate schedule, loss
 scaling under mixed precision, eager builds for distribution strategies), the per-replica step
 seed, the guarded update that never applies a non-finite step, the metric trackers, label
-handling, `encode`, and refusing to save non-finite weights.
+handling, `encode`, and saves that refuse non-finite weights and never leave half a file.
 
 Subclasses set:
   optimizer_groups   {group: config field of its learning rate}; the optimizer is the attribute
@@ -18,6 +18,8 @@ and build `self.hash_network`, the inference part (a layer with `serving_outputs
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import NamedTuple
 
 import keras
@@ -27,7 +29,16 @@ import tensorflow as tf
 from coophash_keras.codes import pack_codes, sign_codes
 from coophash_keras.config import CoopHashConfig
 from coophash_keras.data.validation import validate_fit_data, validate_images
+from coophash_keras.io import atomic_path
 from coophash_keras.preprocessing import normalize_images
+from coophash_keras.preprocessing import normalize_images
+
+try:  # the Keras function that opens a .keras file for writing (see HashingModel.built)
+    from keras.src.saving.saving_lib import save_model as _keras_save_model
+
+    _KERAS_SAVE_CODE = _keras_save_model.__code__
+except (ImportError, AttributeError):  # another Keras layout: the check in get_config still refuses
+    _KERAS_SAVE_CODE = None
 
 
 class TrainingDivergedError(RuntimeError):
@@ -313,17 +324,44 @@ class HashingModel(keras.Model):
         if not self.all_weights_finite():
             raise ValueError(f"refusing to {what}: the model holds non-finite (NaN/inf) weights")
 
-    def save(self, filepath, *args, **kwargs):
-        self._refuse_non_finite(f"save {filepath}")
-        return super().save(filepath, *args, **kwargs)
+    saves_atomically = True  # coophash_keras.io.save_model relies on it
 
-    def save_weights(self, filepath, *args, **kwargs):
+    def save(self, filepath, overwrite=True, **kwargs):
+        """`keras.Model.save`, refused for non-finite weights, and written to a temporary file renamed
+        over `filepath` when complete: a refused or killed save leaves the old file as it was
+        (keras.callbacks.ModelCheckpoint and coophash_keras.io.save_model come through here)."""
+        self._refuse_non_finite(f"save {filepath}")
+        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
+        if path is None or not path.endswith(".keras") or (os.path.exists(path) and not overwrite):
+            return super().save(filepath, overwrite=overwrite, **kwargs)  # file objects, directories, prompts
+        with atomic_path(path, ".keras") as tmp:
+            return super().save(tmp, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        """`keras.Model.save_weights`, refused for non-finite weights, through a temporary file."""
         self._refuse_non_finite(f"save weights to {filepath}")
-        return super().save_weights(filepath, *args, **kwargs)
+        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
+        if path is None or not path.endswith(".weights.h5") or (os.path.exists(path) and not overwrite):
+            return super().save_weights(filepath, overwrite=overwrite, **kwargs)
+        with atomic_path(path, ".weights.h5") as tmp:
+            return super().save_weights(tmp, **kwargs)
+
+    @property
+    def built(self):
+        # keras.saving.save_model(model, path) (Keras 3.15) opens `path` for writing, truncating a
+        # good file, before it reads anything of the model but `built`; refusing here, when read by
+        # that function (one code-object comparison otherwise), keeps the old file intact.
+        built = getattr(self, "_hashing_built", False)
+        if built and _KERAS_SAVE_CODE is not None and sys._getframe(1).f_code is _KERAS_SAVE_CODE:
+            self._refuse_non_finite("save the model")
+        return built
+
+    @built.setter
+    def built(self, value):
+        self._hashing_built = value
 
     def get_config(self):
-        # keras.saving.save_model(model, path) serialises the config before it opens the file:
-        # refusing here keeps a good file from being replaced by non-finite weights.
+        # Every other way of serialising the model (export, keras.saving.serialize_keras_object).
         self._refuse_non_finite("serialise the model")
         base = super().get_config()
         base["config"] = self.config.to_dict()
