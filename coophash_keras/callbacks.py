@@ -236,6 +236,10 @@ class ProgressLog(keras.callbacks.Callback):
         _write_progress(self.path, read_progress(self.path) + [entry])
 
 
+# Fields a run stopped by divergence may be resumed with changed (they change no weight or step).
+RESUMABLE_CHANGES = ("divergence_policy", "divergence_max_shrinks")
+
+
 def check_backup_dir(backup_dir, model):
     """Before resuming, make sure the backup belongs to this model: the backup dir keeps the
     config it was made with, and a different config is a ValueError naming the fields that
@@ -248,7 +252,9 @@ def check_backup_dir(backup_dir, model):
     if os.path.exists(cfg_path):
         with open(cfg_path) as fh:
             saved = json.load(fh)
-        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        diff = sorted(
+            k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES
+        )
         if diff:
             raise ValueError(
                 f"the backup in {backup_dir} was made with a different configuration (fields {diff}); "

@@ -169,6 +169,15 @@ class CoopHashConfig:
         1.0, "ours", "multiply the LRs by this every lr_decay_steps steps (1.0 = constant)", above=0.0, high=1.0
     )
     lr_decay_steps: int = _f(1000, "ours", "steps per lr_decay_rate factor (smooth exponential decay)", low=1)
+    divergence_policy: str = _f(
+        "stop",
+        "ours",
+        "a non-finite step is always skipped; then 'stop' ends fit with TrainingDivergedError, 'shrink' halves every learning rate and the Langevin step size and goes on",
+        choices=("stop", "shrink"),
+    )
+    divergence_max_shrinks: int = _f(
+        5, "ours", "with divergence_policy 'shrink': halvings allowed in all before training stops", low=1, high=100
+    )
     batch_size: int = _f(64, "ours", "global batch size", low=1)
     seed: int = _f(1337, "ours", "seed of z, negative labels, Langevin noise and the baselines' class codebooks")
 

@@ -111,6 +111,18 @@ def test_cli_errors_are_one_clear_line(args, match):
     assert match in out.stderr and "Traceback" not in out.stderr
 
 
+def test_train_divergence_is_one_line_and_exit_2(tmp_path):
+    explode = ["langevin_step_size=1e6", "langevin_clip_update=null", "langevin_clip_images=false"]
+    explode += ["langevin_noise_scale=1e6"]
+    args = ["train", "--bits", "16", "--epochs", "1", "--labels-per-class", "10", "--batch-size", "32"]
+    args += ["--run-dir", str(tmp_path), "--progress", "none", *SMALL, *[a for kv in explode for a in ("--set", kv)]]
+    out = coophash(*args, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.startswith("coophash train: error: training diverged at batch ")
+    assert "divergence_policy=shrink" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "model.keras").exists()
+
+
 def test_encode_rejects_missing_and_bad_images(run_dir, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"no image here")

@@ -96,3 +96,12 @@ def test_a_refused_backup_keeps_the_last_checkpoint(tmp_path, tiny_config):
         backup.save(2)
     assert [os.path.basename(p) for p in checkpoints(str(tmp_path))] == ["epoch-000001"]
     assert sorted(os.listdir(tmp_path)) == ["epoch-000001"]
+
+
+def test_a_run_stopped_by_divergence_resumes_from_its_backup_with_the_other_policy(tmp_path, tiny_config):
+    from coophash_keras.callbacks import check_backup_dir
+
+    check_backup_dir(str(tmp_path), CoopHash(tiny_config))
+    check_backup_dir(str(tmp_path), CoopHash(tiny_config.replace(divergence_policy="shrink")))  # no error
+    with pytest.raises(ValueError, match=r"different configuration \(fields \['langevin_steps'\]\)"):
+        check_backup_dir(str(tmp_path), CoopHash(tiny_config.replace(langevin_steps=7)))

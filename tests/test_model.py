@@ -1,10 +1,11 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from coophash_keras import CoopHash, TrainingDivergedError
 from coophash_keras.io import load_model, save_model
-from coophash_keras.models.base import Batch
+from coophash_keras.models.base import Batch, ScaledSchedule, scale_learning_rate
 from coophash_keras.models.coophash import ContrastivePairs
 from coophash_keras.preprocessing import normalize_images
 
@@ -13,6 +14,12 @@ def make_model(config):
     model = CoopHash(config)
     model.compile()
     return model
+
+
+def assert_every_variable_finite(model):
+    """Weights, the step scale, and every optimizer's slots, iteration count and learning rate."""
+    variables = list(model.weights) + [v for o in model.optimizers.values() for v in o.variables]
+    assert [v.path for v in variables if not np.all(np.isfinite(np.asarray(v)))] == []
 
 
 def test_fit_on_digits_trains_and_codes_are_pm1(tiny_config, digits):
@@ -176,11 +183,75 @@ def test_langevin_divergence_stops_training_and_keeps_the_last_finite_state(tmp_
     for b, v in zip(before, model.weights):
         np.testing.assert_array_equal(b, v.numpy())
     assert int(model.descriptor_optimizer.iterations) == 0 == int(model.generator_optimizer.iterations)
+    assert_every_variable_finite(model)
     save_model(model, str(tmp_path / "ok.keras"))  # finite weights can be saved
     model.hash_network.hash_head.projection.kernel.assign(np.full((32, 16), np.nan, np.float32))
     with pytest.raises(ValueError, match="non-finite"):
         save_model(model, str(tmp_path / "ok.keras"))
     assert load_model(str(tmp_path / "ok.keras")) is not None  # the good file survived
+
+
+# Langevin updates of ~1e13 x the energy gradient: the revised images, energies and gradients grow
+# until the gradients' squares (Adam's second moment) overflow float32; a few halvings of the step
+# size bring them back under it.
+EXPLODING = dict(langevin_step_size=1e7, langevin_clip_update=None, langevin_clip_images=False)
+
+
+def test_shrink_policy_halves_the_step_sizes_and_training_goes_on(tmp_path, tiny_config, digits):
+    cfg = tiny_config.replace(**EXPLODING, lr_decay_rate=0.5, divergence_policy="shrink", divergence_max_shrinks=8)
+    model = make_model(cfg)
+    ds = digits.subset(np.arange(128)).as_dataset(32, drop_remainder=True)
+    hist = model.fit(ds, epochs=3, verbose=0).history
+    assert 1 <= model.shrinks < 8 and hist["diverged"][0] > 0 and hist["diverged"][-1] == 0  # healed
+    assert_every_variable_finite(model)
+    scale = 0.5**model.shrinks
+    assert float(model.step_scale.value) == scale  # what the Langevin step size is multiplied by
+    decay = keras.optimizers.schedules.ExponentialDecay(1e-3, 1000, 0.5)
+    for optimizer in model.optimizers.values():  # a schedule (lr_decay_rate < 1) gets the factor too
+        assert isinstance(optimizer._learning_rate, ScaledSchedule)
+        assert float(optimizer.learning_rate) == pytest.approx(float(decay(optimizer.iterations)) * scale)
+    # saved with the model, and restored from a bare weights file (a backup) into a fresh model
+    save_model(model, str(tmp_path / "m.keras"))
+    loaded = load_model(str(tmp_path / "m.keras"))
+    model.save_weights(str(tmp_path / "m.weights.h5"))
+    fresh = make_model(cfg)
+    fresh.load_weights(str(tmp_path / "m.weights.h5"))
+    for other in (loaded, fresh):
+        assert other.shrinks == model.shrinks
+        lr = float(other.descriptor_optimizer.learning_rate)
+        assert lr == pytest.approx(float(model.descriptor_optimizer.learning_rate))
+
+
+def test_shrink_policy_stops_after_its_last_halving(tiny_config, digits):
+    cfg = tiny_config.replace(**EXPLODING, divergence_policy="shrink", divergence_max_shrinks=2)
+    model = make_model(cfg)
+    with pytest.raises(TrainingDivergedError, match="after 2 halvings of the step sizes"):
+        model.fit(digits.subset(np.arange(128)).as_dataset(32, drop_remainder=True), epochs=3, verbose=0)
+    assert model.shrinks == 2 and float(model.step_scale.value) == 0.25
+    assert float(model.descriptor_optimizer.learning_rate) == pytest.approx(0.25e-3)  # a variable, assigned
+    assert_every_variable_finite(model)
+
+
+def test_scale_learning_rate_of_variables_schedules_and_loss_scaling():
+    def schedule():
+        return keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.5)
+
+    optimizers = [
+        keras.optimizers.Adam(1e-3),
+        keras.optimizers.Adam(schedule()),
+        keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3)),
+        keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(schedule())),
+    ]
+    for optimizer, is_schedule in zip(optimizers, (False, True, False, True)):
+        before = float(optimizer.learning_rate)
+        assert scale_learning_rate(optimizer, 0.5) == is_schedule  # a schedule's factor means a retrace
+        assert scale_learning_rate(optimizer, 0.5) == is_schedule
+        assert float(optimizer.learning_rate) == pytest.approx(before / 4)
+        if is_schedule:  # one wrapper, not one per halving, and it survives serialisation
+            wrapped = getattr(optimizer, "inner_optimizer", optimizer)._learning_rate
+            assert isinstance(wrapped, ScaledSchedule) and not isinstance(wrapped.schedule, ScaledSchedule)
+            copy = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+            assert float(copy.learning_rate) == pytest.approx(before / 4)
 
 
 @pytest.mark.parametrize("ablation", ["no_generator_pairs", "no_energy_head", "no_inference_head"])

@@ -59,10 +59,11 @@ def main(argv=None):
 
         keras.config.disable_traceback_filtering()
     from coophash_keras.cli.common import CLIError
+    from coophash_keras.models.base import TrainingDivergedError
 
     try:
         args.func(args)
-    except (CLIError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (CLIError, ValueError, FileNotFoundError, KeyError, TrainingDivergedError) as exc:
         if os.environ.get("COOPHASH_DEBUG"):
             raise
         print(f"coophash {args.command}: error: {exc}", file=sys.stderr)

@@ -4,7 +4,8 @@ A model keeps only its networks, its losses and its `train_step`; this base hold
 the config and its (de)serialisation, one optimizer per named group (learning-rate schedule, loss
 scaling under mixed precision, eager builds for distribution strategies), the per-replica step
 seed, the guarded update that never applies a non-finite step, the metric trackers, label
-handling, `encode`, and saves that refuse non-finite weights and never leave half a file.
+handling, `encode`, the divergence policy (stop, or halve the step sizes and go on), and saves
+that refuse non-finite weights and never leave half a file.
 
 Subclasses set:
   optimizer_groups   {group: config field of its learning rate}; the optimizer is the attribute
@@ -18,6 +19,7 @@ and build `self.hash_network`, the inference part (a layer with `serving_outputs
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import NamedTuple
@@ -30,7 +32,6 @@ from coophash_keras.codes import pack_codes, sign_codes
 from coophash_keras.config import CoopHashConfig
 from coophash_keras.data.validation import validate_fit_data, validate_images
 from coophash_keras.io import atomic_path
-from coophash_keras.preprocessing import normalize_images
 from coophash_keras.preprocessing import normalize_images
 
 try:  # the Keras function that opens a .keras file for writing (see HashingModel.built)
@@ -115,17 +116,113 @@ def apply_if(optimizer, finite, grads, variables):
     tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, grads))
 
 
+@keras.saving.register_keras_serializable(package="coophash")
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning-rate schedule times a constant factor: how the "shrink" divergence policy halves
+    a learning rate that is a schedule (a schedule has no variable to assign)."""
+
+    def __init__(self, schedule, factor=1.0):
+        self.schedule = schedule
+        self.factor = float(factor)
+
+    def __call__(self, step):
+        return self.schedule(step) * self.factor
+
+    def get_config(self):
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "factor": self.factor}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.optimizers.schedules.deserialize(config["schedule"]), config["factor"])
+
+
+def _base_optimizer(optimizer):
+    return optimizer.inner_optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else optimizer
+
+
+def scale_learning_rate(optimizer, factor=None, absolute=None) -> bool:
+    """Multiply an optimizer's learning rate by `factor` (or, for a schedule, set its factor to
+    `absolute`); a LossScaleOptimizer's inner optimizer is the one changed. A float learning rate
+    is a variable, assigned in place (saved with the optimizer's variables); a schedule is wrapped
+    in ScaledSchedule. Returns True if the train step must be traced again (a schedule's factor is
+    a constant in it)."""
+    inner = _base_optimizer(optimizer)
+    lr = inner._learning_rate  # the variable or schedule itself; `learning_rate` gives its current value
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        base, old = (lr.schedule, lr.factor) if isinstance(lr, ScaledSchedule) else (lr, 1.0)
+        new = absolute if absolute is not None else old * factor
+        if new == old:
+            return False
+        inner.learning_rate = ScaledSchedule(base, new)
+        return True
+    if absolute is not None:
+        return False  # a variable learning rate was restored with the optimizer's own variables
+    if not isinstance(lr, keras.Variable):
+        raise TypeError(f"cannot scale the learning rate of {optimizer.name}: it is a {type(lr).__name__}")
+    lr.assign(lr * factor)
+    return False
+
+
+class StepScale(keras.layers.Layer):
+    """One non-trainable scalar, 1.0 until the "shrink" divergence policy halves it: the factor the
+    model's learning rates and (CoopHash) Langevin step size stand at. A layer of its own, so it
+    is saved with the weights (backups, .keras files), and files saved before it existed load (1.0)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.value = self.add_weight(shape=(), initializer="ones", trainable=False, name="value")
+
+    def load_own_variables(self, store):
+        if len(store.keys()):
+            super().load_own_variables(store)
+
+
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stops `fit` with a clear error at the first batch whose step went non-finite (the guarded
-    update skipped it, so the model keeps its last finite weights). HashingModel.fit adds it."""
+    """Acts on every batch whose step went non-finite (the guarded update skipped it, so the model
+    holds its last finite weights and optimizer state), as config.divergence_policy says:
+      "stop"    `fit` stops with TrainingDivergedError;
+      "shrink"  every optimizer's learning rate and the Langevin step size are halved and training
+                goes on; after config.divergence_max_shrinks halvings in all, it stops as "stop".
+    HashingModel.fit adds it."""
+
+    def __init__(self):
+        super().__init__()
+        self._epoch, self._seen = 0, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._seen = epoch, 0.0  # fit resets the trackers at every epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if logs and float(logs.get("diverged", 0.0)) > 0:
-            raise TrainingDivergedError(
-                f"training diverged at batch {batch}: a loss or gradient became non-finite, so that step was "
-                "skipped and the model keeps its last finite weights and optimizer state. Lower the learning "
-                "rates or langevin_step_size, or set langevin_clip_update."
+        # logs["diverged"] is the epoch's running mean; the tracker's total tells a new divergence
+        # from one an earlier batch of this epoch already had.
+        if not logs or float(np.asarray(logs.get("diverged", 0.0)).mean()) <= 0:
+            return
+        tracker = self.model.trackers.get("diverged")
+        total = float(np.asarray(tracker.total)) if tracker is not None else self._seen + 1
+        if total <= self._seen:
+            return
+        self._seen = total
+        model, c = self.model, self.model.config
+        where = f"batch {batch} (epoch {self._epoch + 1})"
+        if c.divergence_policy == "shrink" and model.shrinks < c.divergence_max_shrinks:
+            model.shrink_step_sizes(0.5)
+            print(
+                f"diverged at {where}: step skipped, learning rates and Langevin step size halved "
+                f"(shrink {model.shrinks} of at most {c.divergence_max_shrinks})",
+                flush=True,
             )
+            return
+        after = f" after {model.shrinks} halvings of the step sizes" if c.divergence_policy == "shrink" else ""
+        raise TrainingDivergedError(
+            f"training diverged at {where}{after}: a loss or gradient became non-finite, so that step was "
+            "skipped and the model keeps its last finite weights and optimizer state. Lower the learning "
+            "rates or langevin_step_size, set langevin_clip_update"
+            + (
+                ", or raise divergence_max_shrinks"
+                if after
+                else ", or set divergence_policy=shrink to halve the step sizes and go on"
+            )
+        )
 
 
 class HashingModel(keras.Model):
@@ -144,6 +241,7 @@ class HashingModel(keras.Model):
         self.config = as_config(config)
         self.seed_generator = keras.random.SeedGenerator(self.config.seed, name="seed_generator")
         self.trackers = {n: keras.metrics.Mean(name=n) for n in self.tracker_names}
+        self.step_scale = StepScale(name="step_scale")
         for group in self.optimizer_groups:
             setattr(self, f"{group}_optimizer", None)
 
@@ -178,6 +276,30 @@ class HashingModel(keras.Model):
     def optimizers(self) -> dict:
         """{group: optimizer}; callbacks read iterations and learning rates from here."""
         return {group: getattr(self, f"{group}_optimizer") for group in self.optimizer_groups}
+
+    @property
+    def shrinks(self) -> int:
+        """How many times the "shrink" divergence policy has halved the step sizes."""
+        return int(round(-math.log2(float(np.asarray(self.step_scale.value)))))
+
+    def shrink_step_sizes(self, factor=0.5):
+        """Multiply every optimizer's learning rate, and the step scale the Langevin revision reads,
+        by `factor` (the "shrink" divergence policy; callable between steps of `fit`)."""
+        retrace = False
+        for optimizer in self.optimizers.values():
+            retrace |= scale_learning_rate(optimizer, factor)
+        self.step_scale.value.assign(self.step_scale.value * factor)
+        if retrace and self.train_function is not None:
+            self.make_train_function(force=True)
+
+    def load_weights(self, filepath, *args, **kwargs):
+        super().load_weights(filepath, *args, **kwargs)
+        # A weights file (a backup) restores the step scale and every variable learning rate, not a
+        # schedule's factor (that lives in the compile config): set it from the step scale.
+        scale = float(np.asarray(self.step_scale.value))
+        retrace = [scale_learning_rate(o, absolute=scale) for o in self.optimizers.values() if o is not None]
+        if any(retrace):
+            self.train_function = None
 
     def compile(self, **optimizers):
         """One optimizer per group (`<group>_optimizer=` to pass your own; default Adam with the
@@ -241,7 +363,7 @@ class HashingModel(keras.Model):
     def guarded_update(self, group, loss_fn, finite=True):
         """One optimizer step of `group` on `loss_fn()` (a dict whose "total" holds per-example
         losses; the step uses this replica's share of the global-batch mean), unless the loss or a
-        gradient is non-finite or `finite` is False: then nothing changes, neither the weights nor
+        gradient's square is non-finite or `finite` is False: then nothing changes, neither the weights nor
         the optimizer's moments and iteration count. Returns (loss_fn's dict, whether it stepped)."""
         optimizer = getattr(self, f"{group}_optimizer")
         variables = self.optimizer_variables(group)
@@ -252,8 +374,10 @@ class HashingModel(keras.Model):
         grads = tape.gradient(scaled, variables)
         finite = tf.logical_and(tf.convert_to_tensor(finite), tf.math.is_finite(loss))
         if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            # (the loss-scale wrapper checks gradients itself and lowers its scale on overflow)
-            finite = tf.logical_and(finite, all_finite(grads))
+            # (the loss-scale wrapper checks gradients itself and lowers its scale on overflow.)
+            # Squares, not the gradients: Adam keeps g^2, so a finite gradient above ~1.8e19 would
+            # still put inf into its second moment, and every later update of that weight to 0.
+            finite = tf.logical_and(finite, all_finite([tf.square(g) for g in grads if g is not None]))
         finite = self._all_replicas(finite)
         apply_if(optimizer, finite, grads, variables)
         return terms, finite
@@ -287,7 +411,8 @@ class HashingModel(keras.Model):
     # --------------------------------------------------------------------------- user API
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         """`keras.Model.fit` after checking the data (shape, dtype, label range, emptiness), with a
-        DivergenceGuard that stops training clearly if a step goes non-finite."""
+        DivergenceGuard that stops training clearly (or halves the step sizes, see
+        config.divergence_policy) if a step goes non-finite."""
         if any(o is None for o in self.optimizers.values()):
             raise ValueError(f"{type(self).__name__}.fit called before compile(); call model.compile() first.")
         validate_fit_data(x, y, self.config)

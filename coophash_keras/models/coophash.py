@@ -142,15 +142,16 @@ class CoopHash(HashingModel):
         )
 
     def langevin_revise(self, images, labels_multi_hot, seed=None, steps=None):
-        """Eq. 6 on f_E(., c) with the config's steps (unless given), step size, noise, reference
-        Gaussian and clips. Returns (revised images, mean gradient norm)."""
+        """Eq. 6 on f_E(., c) with the config's steps (unless given), step size (times the step
+        scale the "shrink" divergence policy lowers), noise, reference Gaussian and clips. Returns
+        (revised images, mean gradient norm)."""
         c = self.config
         return revise_with_langevin(
             self.hash_network.energy,
             images,
             labels_multi_hot,
             steps=c.langevin_steps if steps is None else steps,
-            step_size=c.langevin_step_size,
+            step_size=c.langevin_step_size * self.step_scale.value,  # a variable: read at run time, not traced in
             noise_scale=c.langevin_noise_scale,
             seed=None if seed is None else tf.random.experimental.stateless_fold_in(seed, _LANGEVIN),
             ref_sigma=c.langevin_ref_sigma,
