@@ -101,6 +101,12 @@ def test_encode_png_and_npy(run_dir, tmp_path):
         (["train", "--dataset", "nope", "--run-dir", "x"], "unknown dataset"),
         (["train", "--dataset", "fashion_mnist", "--data-dir", "/nonexistent", "--run-dir", "x"], "missing data file"),
         (["train", "--set", "langevin_stepz=1", "--run-dir", "x"], "Unknown CoopHashConfig field"),
+        (["train", "--set", "langevin_steps=abc", "--run-dir", "x"], "langevin_steps must be int, got 'abc' (str)"),
+        (["train", "--epochs", "0", "--run-dir", "x"], "argument --epochs: expected an integer > 0, got '0'"),
+        (
+            ["train", "--labels-per-class", "-3", "--run-dir", "x"],
+            "argument --labels-per-class: expected an integer > 0, got '-3'",
+        ),
         (["evaluate", "--run-dir", "/nonexistent"], "not a run directory"),
         (["encode", "--run-dir", "/nonexistent", "a.png"], "no model file"),
     ],
@@ -109,6 +115,20 @@ def test_cli_errors_are_one_clear_line(args, match):
     out = coophash(*args, check=False)
     assert out.returncode == 2
     assert match in out.stderr and "Traceback" not in out.stderr
+
+
+def test_train_rejects_a_stray_npz_label_instead_of_making_more_classes(tmp_path):
+    from coophash_keras.data import load_digits
+
+    digits = load_digits()
+    labels = digits.labels.copy()
+    labels[5] = 99
+    np.savez(tmp_path / "d.npz", images=digits.images, labels=labels)
+    args = ["train", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--query-per-class", "0", "--run-dir", str(tmp_path)]
+    out = coophash(*args, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "label 99 out of range" in out.stderr and "no image has class 10-98" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 def test_train_divergence_is_one_line_and_exit_2(tmp_path):

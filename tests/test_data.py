@@ -123,6 +123,29 @@ def test_npz_loader(tmp_path):
     assert data.num_classes == 3 and len(data) == 4
 
 
+def test_npz_classes_are_declared_or_inferred_without_gaps(tmp_path, digits):
+    labels = digits.labels.copy()
+    labels[5] = 99  # one stray label
+    images = digits.images[..., 0]  # [N, 8, 8]: one channel
+    np.savez(tmp_path / "inferred.npz", images=images, labels=labels)
+    with pytest.raises(ValueError, match=r"label 99 out of range.*no image has class 10-98"):
+        load_dataset(f"npz:{tmp_path / 'inferred.npz'}")  # not a 100-class dataset
+    np.savez(tmp_path / "declared.npz", images=images, labels=labels, num_classes=10)
+    with pytest.raises(ValueError, match=r"label 99 out of range: class ids must be in \[0, 9\] \(1 of 1797"):
+        load_dataset(f"npz:{tmp_path / 'declared.npz'}")
+    names = np.array(list("abcdefghijkl"))
+    np.savez(tmp_path / "named.npz", images=images, labels=digits.labels, class_names=names)  # 12 classes, 2 empty
+    data = load_dataset(f"npz:{tmp_path / 'named.npz'}")
+    assert data.num_classes == 12 and list(data.class_names) == list(names) and data.image_shape == (8, 8, 1)
+    np.savez(tmp_path / "both.npz", images=images, labels=digits.labels, class_names=names, num_classes=10)
+    with pytest.raises(ValueError, match="num_classes is 10 but class_names has 12"):
+        load_dataset(f"npz:{tmp_path / 'both.npz'}")
+    with pytest.raises(ValueError, match="class 2 has no images, fewer than the 5 query images per class"):
+        retrieval_split(np.repeat([0, 1, 3], 6), 5)  # the split names the class it cannot fill
+    with pytest.raises(ValueError, match="class 0 has only 1 of its 6 images left, fewer than the 5 labeled"):
+        retrieval_split(np.repeat(np.arange(4), 6), 5, 5)
+
+
 @pytest.mark.parametrize(
     "images,match",
     [

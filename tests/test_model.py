@@ -254,6 +254,12 @@ def test_scale_learning_rate_of_variables_schedules_and_loss_scaling():
             assert float(copy.learning_rate) == pytest.approx(before / 4)
 
 
+def test_fit_on_arrays_takes_one_channel_images_without_their_channel_axis(tiny_config, digits):
+    model = make_model(tiny_config)
+    model.fit(digits.images[:64, ..., 0], digits.labels[:64], batch_size=32, epochs=1, verbose=0)  # [N, 8, 8]
+    assert int(model.descriptor_optimizer.iterations) == 2
+
+
 @pytest.mark.parametrize("ablation", ["no_generator_pairs", "no_energy_head", "no_inference_head"])
 def test_ablations_switch_their_component_off(tiny_config, digits, ablation):
     cfg = tiny_config.with_ablation(ablation)

@@ -96,7 +96,9 @@ def with_unlabeled(labeled_dataset, unlabeled_images, batch_size, seed=0):
 
 
 def from_arrays(images, labels, num_classes=None, multi_label=False, class_names=None, name="arrays"):
-    """Wrap numpy arrays (pixels in [0, 255]; [N, H, W] is taken as one channel)."""
+    """Wrap numpy arrays (pixels in [0, 255]; [N, H, W] is taken as one channel). Without
+    `num_classes` the classes are 0..the largest label, and a class id below it that no image has
+    is an error: a stray label (99 among 0..9) would otherwise make a 100-class model."""
     arr = np.asarray(images)
     if arr.ndim == 3:
         arr = arr[..., None]
@@ -105,11 +107,57 @@ def from_arrays(images, labels, num_classes=None, multi_label=False, class_names
     arr = validate_images(arr, arr.shape[1:], "images")
     if arr.dtype != np.uint8:
         arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
-    if num_classes is None:
+    inferred = num_classes is None
+    if inferred:
         lab = np.asarray(labels)
         num_classes = lab.shape[1] if multi_label else int(lab.max()) + 1
-    labels = validate_labels(labels, num_classes, multi_label, len(arr))
+    labels = validate_labels(labels, num_classes, multi_label, len(arr), what=f"{name} labels")
+    if inferred and not multi_label:
+        empty = np.setdiff1d(np.arange(num_classes), labels)
+        if empty.size:
+            raise ValueError(
+                f"{name} labels: label {num_classes - 1} out of range of the classes present: classes are "
+                f"inferred as 0..{num_classes - 1} (the largest label) and no image has class {_id_ranges(empty)}; "
+                "relabel the classes as 0..N-1, or declare them (num_classes or class_names in an npz file)"
+            )
     return ImageSet(arr, labels, int(num_classes), multi_label, class_names, name)
+
+
+def _id_ranges(ids, most=5):
+    """[3, 4, 5, 9] -> '3-5, 9' (the first `most` runs)."""
+    runs = []
+    for i in (int(i) for i in ids):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    text = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:most]]
+    return ", ".join(text) + (", ..." if len(runs) > most else "")
+
+
+def load_npz(path):
+    """An npz file of arrays `images` [N, H, W(, C)] and `labels` (class ids [N] or multi-hot
+    [N, C]), and optionally `num_classes` (a number) or `class_names` (one string per class) to
+    declare the classes; then a label outside them is an error naming it. Without them the
+    classes are 0..the largest label, each with at least one image (from_arrays)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"missing data file {path}")
+    name = os.path.basename(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable npz file: {exc}") from None
+    if "images" not in arrays or "labels" not in arrays:
+        raise ValueError(f"{path} must hold arrays 'images' and 'labels', found {sorted(arrays)}")
+    labels = arrays["labels"]
+    multi = labels.ndim == 2 and labels.shape[1] > 1
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
+    declared = int(arrays["num_classes"]) if "num_classes" in arrays else None
+    if names is not None and declared is not None and len(names) != declared:
+        raise ValueError(f"{path}: num_classes is {declared} but class_names has {len(names)} names")
+    num_classes = declared if declared is not None else (len(names) if names is not None else None)
+    return from_arrays(arrays["images"], labels, num_classes, multi, names, name)
 
 
 def load_digits():
@@ -214,14 +262,7 @@ def load_dataset(name, data_dir=None, image_size=None, channels=None):
 
         return load_fashion_mosaics(os.path.join(data_dir or "data", "fashion_mosaics.npz"))
     if name.startswith("npz:"):
-        path = name[4:]
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"missing data file {path}")
-        with np.load(path) as z:
-            if "images" not in z or "labels" not in z:
-                raise ValueError(f"{path} must hold arrays 'images' and 'labels', found {sorted(z.files)}")
-            multi = z["labels"].ndim == 2 and z["labels"].shape[1] > 1
-            return from_arrays(z["images"], z["labels"], multi_label=multi, name=os.path.basename(path))
+        return load_npz(name[4:])
     if name.startswith("tfds:"):
         return load_tfds(name[5:], data_dir=data_dir)
     raise ValueError(

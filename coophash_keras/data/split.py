@@ -34,13 +34,14 @@ def _class_members(labels):
     return [np.flatnonzero(labels[:, k] > 0) for k in range(labels.shape[1])]
 
 
-def _take_per_class(members, n, available, rng):
+def _take_per_class(members, n, available, rng, what):
     """Up to n per class from `available` (multi-label: greedily by class; an image counts once)."""
     chosen = []
-    for idx in members:
+    for k, idx in enumerate(members):
         pool = idx[available[idx]]
         if n is not None and len(pool) < n:
-            raise ValueError(f"a class has only {len(pool)} images left, fewer than the {n} per class asked for")
+            have = "no images" if len(idx) == 0 else f"only {len(pool)} of its {len(idx)} images left"
+            raise ValueError(f"class {k} has {have}, fewer than the {n} {what} per class asked for")
         pick = rng.permutation(pool)[: (len(pool) if n is None else n)]
         available[pick] = False
         chosen.append(pick)
@@ -73,7 +74,7 @@ def retrieval_split(
 
     available = np.zeros(n, bool)
     available[np.arange(n) if query_candidates is None else np.asarray(query_candidates)] = True
-    query = _take_per_class(members, query_per_class, available, rng)
+    query = _take_per_class(members, query_per_class, available, rng, "query images")
 
     not_query = np.ones(n, bool)
     not_query[query] = False
@@ -83,7 +84,7 @@ def retrieval_split(
         mask[np.asarray(train_candidates)] = True
         candidates &= mask
     available = candidates.copy()
-    train = _take_per_class(members, train_per_class, available, rng)
+    train = _take_per_class(members, train_per_class, available, rng, "labeled images")
     unlabeled = np.flatnonzero(available)  # candidates left over
 
     if isinstance(database, str):

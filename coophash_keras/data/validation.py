@@ -71,9 +71,11 @@ def validate_labels(labels, num_classes, multi_label, num_examples=None, what="l
         )
     if np.issubdtype(arr.dtype, np.floating) and (not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))):
         raise ValueError(f"{what} must be integer class ids, got non-integer values")
-    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+    outside = (arr < 0) | (arr >= num_classes)
+    if outside.any():
         raise ValueError(
-            f"{what} out of range: class ids must be in [0, {num_classes - 1}], got min {arr.min()} max {arr.max()}"
+            f"{what}: label {int(arr[outside][0])} out of range: class ids must be in [0, {num_classes - 1}] "
+            f"({int(outside.sum())} of {arr.size} labels outside, min {arr.min()} max {arr.max()})"
         )
     return arr.astype(np.int64)
 
@@ -106,7 +108,9 @@ def _check_spec(element_spec, config):
 
 
 def validate_fit_data(x, y, config):
-    """Check what `fit` is given: a tf.data.Dataset of (images, labels) batches, or arrays."""
+    """Check what `fit` is given: a tf.data.Dataset of (images, labels) batches, or arrays.
+    Returns (x, y) to train on: a dataset as it is, arrays as validated (validate_images gives
+    [N, H, W] one-channel images their channel axis, validate_labels gives class ids [N])."""
     if isinstance(x, tf.data.Dataset):
         _check_spec(x.element_spec, config)
         if int(x.cardinality()) == 0:
@@ -121,10 +125,10 @@ def validate_fit_data(x, y, config):
             seen += 1
         if seen == 0:
             raise ValueError("the training dataset is empty (it yielded no batch)")
-        return
+        return x, y
     if x is None:
         raise ValueError("fit needs training data: a tf.data.Dataset of (images, labels) or arrays x, y")
     images = validate_images(x, config.image_shape)
     if y is None:
         raise ValueError("fit needs labels: pass y, or a dataset yielding (images, labels)")
-    validate_labels(y, config.num_classes, config.multi_label, len(images))
+    return images, validate_labels(y, config.num_classes, config.multi_label, len(images))

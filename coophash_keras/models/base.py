@@ -415,7 +415,7 @@ class HashingModel(keras.Model):
         config.divergence_policy) if a step goes non-finite."""
         if any(o is None for o in self.optimizers.values()):
             raise ValueError(f"{type(self).__name__}.fit called before compile(); call model.compile() first.")
-        validate_fit_data(x, y, self.config)
+        x, y = validate_fit_data(x, y, self.config)  # arrays come back checked, [N, H, W] with its channel
         callbacks = list(callbacks or [])
         if not any(isinstance(cb, DivergenceGuard) for cb in callbacks):
             callbacks.append(DivergenceGuard())
