@@ -5,12 +5,13 @@ most one epoch per kill, and never leaves a file that cannot be read.
     python benchmarks/fault_injection.py --kills 30 [--seed 0] [--json out.json]
 
 Each trial trains a tiny digits model (3 epochs of 6 steps, validation every epoch) in fresh
-directories. It is killed up to --kills-per-trial times, each time at a target drawn from those
-still ahead of it: "random" (after a random delay: import, data loading, training, saving), or a
-point inside a save (the per-epoch backup, progress.jsonl, best.keras, model.keras, config.json,
-split.npz, history.json, run.json, the backup's config, the backup's removal), where the
-COOPHASH_DEBUG_PAUSE_IN_SAVE hook (coophash_keras/faults.py) holds the process until it is
-killed. Then it is re-run without a kill to the end.
+directories. It is killed up to --kills-per-trial times: every 4th kill after a random delay
+(import, data loading, training, saving: wherever it lands), the others at the "begin" or
+"commit" point of a save (the per-epoch backup, progress.jsonl, best.keras, the backup's config,
+model.keras, config.json, split.npz, history.json, run.json) or in the deletion of the finished
+run's backup, taken in a shuffled cycle so that every one is hit; the COOPHASH_DEBUG_PAUSE_IN_SAVE
+hook (coophash_keras/faults.py) holds the process there until it is killed. Then it is re-run
+without a kill to the end.
 
 After every kill every file in R and B must be readable (model.keras and best.keras load, the
 JSON files parse, split.npz loads, every progress line parses, every complete checkpoint in B has
@@ -272,39 +273,77 @@ class Harness:
 
 
 # ---------------------------------------------------------------------- the benchmark
-def targets_ahead(h):
-    """Kill points a re-run of this trial can still reach."""
-    points = ("begin", "commit")
+SAVES = [
+    f"{name}:{point}"
+    for name in (
+        "epoch-*",  # the per-epoch backup (an epoch still ahead is picked when it is drawn)
+        "progress.jsonl",
+        "best.keras",
+        "coophash_config.json",
+        "model.keras",
+        "config.json",
+        "split.npz",
+        "history.json",
+        "run.json",
+    )
+    for point in ("begin", "commit")
+] + ["*:remove"]  # the finished run's backup being deleted
+
+
+def reachable(h, target):
+    """Whether a re-run of this trial still passes through `target` (a save of SAVES)."""
+    name = target.split(":")[0]
     start = 0 if h.complete() else h.newest_checkpoint()
-    names = ["model.keras", "config.json", "split.npz", "history.json", "run.json"]
-    if start < h.epochs:
-        names += ["progress.jsonl", "best.keras"] + [f"epoch-{k:06d}" for k in range(start + 1, h.epochs + 1)]
-    if not os.path.exists(os.path.join(h.backup_dir, "coophash_config.json")):
-        names.append("coophash_config.json")
-    return ["random", "*:remove"] + [f"{n}:{p}" for n in names for p in points]
+    if name in ("epoch-*", "progress.jsonl", "best.keras"):
+        return start < h.epochs
+    if name == "coophash_config.json":
+        return not os.path.exists(os.path.join(h.backup_dir, name))
+    return True
+
+
+class KillPlan:
+    """Every `random_every`-th kill after a random delay; the others go through every save target
+    in a shuffled cycle, each time the first one the trial can still reach."""
+
+    def __init__(self, rng, random_every=4):
+        self.rng, self.random_every, self.count, self.queue = rng, random_every, 0, []
+
+    def next(self, h):
+        self.count += 1
+        if self.count % self.random_every == 0:
+            return "random"
+        if not self.queue:
+            self.queue = self.rng.sample(SAVES, len(SAVES))
+        for target in self.queue:
+            if reachable(h, target):
+                self.queue.remove(target)
+                if target.startswith("epoch-*"):
+                    start = 0 if h.complete() else h.newest_checkpoint()
+                    target = target.replace("*", f"{self.rng.randint(start + 1, h.epochs):06d}")
+                return target
+        return "random"
 
 
 def calibrate(root):
-    """Seconds until training starts and until the run ends, from one run without a kill."""
-    h = Harness(os.path.join(root, "calibration"))
-    start = time.time()
-    rec = h.run()
+    """Seconds one run takes from start to end, without a kill (random delays are drawn in it)."""
+    rec = Harness(os.path.join(root, "calibration")).run()
     if rec["returncode"] != 0 or rec["problems"]:
         raise SystemExit(f"the calibration run failed: {rec}")
-    return rec["seconds"], time.time() - start
+    return rec["seconds"]
 
 
 def benchmark(kills, kills_per_trial, seed, root):
     rng = random.Random(seed)
-    total, _ = calibrate(root)
+    total = calibrate(root)
     print(f"calibration: one uninterrupted run takes {total:.1f}s", flush=True)
+    plan = KillPlan(rng)
     trials, done_kills = [], 0
     while done_kills < kills:
         h = Harness(os.path.join(root, f"trial{len(trials):03d}"))
         trial_kills = 0
         while True:
             if trial_kills < kills_per_trial and done_kills < kills:
-                target = rng.choice(targets_ahead(h))
+                target = plan.next(h)
                 rec = h.run(delay=rng.uniform(0.2 * total, total)) if target == "random" else h.run(target=target)
             else:
                 rec = h.run()
