@@ -80,7 +80,7 @@ class ModelServer:
 
     def serve_forever(self):
         self.start()
-        log.warning(
+        log.info(
             "REST on %s%s; models: %s",
             self.url,
             f", gRPC on {self.host}:{self.grpc_port}" if self.grpc else "",
