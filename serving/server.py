@@ -17,7 +17,10 @@ log = logging.getLogger("coophash.serving")
 
 
 class ModelServer:
-    """REST (and optionally gRPC) over one ModelRegistry. Port 0 picks a free port."""
+    """REST (and optionally gRPC) over one ModelRegistry. Port 0 picks a free port.
+
+    `max_num_load_retries`, `load_retry_interval` (seconds): retries of a version that failed to
+    load (TF-Serving's flags of those names; see ModelRegistry)."""
 
     def __init__(
         self,
@@ -28,9 +31,12 @@ class ModelServer:
         poll_interval=1.0,
         max_body_bytes=32 * 1024 * 1024,
         indexes=None,
+        *,
+        max_num_load_retries=5,
+        load_retry_interval=60.0,
     ):
         """`indexes`: {model name: HammingIndex file} served by POST /v1/models/{name}:search."""
-        self.registry = ModelRegistry(model_base, poll_interval)
+        self.registry = ModelRegistry(model_base, poll_interval, max_num_load_retries, load_retry_interval)
         loaded = {}
         for name, path in (indexes or {}).items():
             from coophash_keras.index import HammingIndex

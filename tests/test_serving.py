@@ -2,7 +2,9 @@ import base64
 import http.client as httplib
 import io
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -327,11 +329,75 @@ def test_new_version_is_picked_up_without_restart(model_file, tmp_path, digits):
             srv, "POST", "/v1/models/coophash/versions/2:predict", {"instances": digits.images[:1].tolist()}
         )
         assert status == 200
-        # a broken version directory does not take the server down
-        os.makedirs(os.path.join(base, "coophash", "3"))
-        open(os.path.join(base, "coophash", "3", "saved_model.pb"), "wb").write(b"garbage")
-        time.sleep(0.5)
-        assert http(srv, "GET", "/v1/models/coophash")[1]["model_version_status"][0]["version"] == "2"
+
+
+def wait_for(condition, what, timeout=120):
+    """Poll `condition` until true; the timeout only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def served_version(srv):
+    return http(srv, "GET", "/v1/models/coophash")[1]["model_version_status"][0]["version"]
+
+
+def copy_version(src, dst, names):
+    os.makedirs(dst, exist_ok=True)
+    for name in names:
+        if os.path.isdir(os.path.join(src, name)):
+            shutil.copytree(os.path.join(src, name), os.path.join(dst, name))
+        else:
+            shutil.copy(os.path.join(src, name), os.path.join(dst, name))
+
+
+def test_version_copied_in_two_steps_is_served_once_complete(model_file, tmp_path, digits, caplog):
+    from export import export_saved_model
+
+    caplog.set_level(logging.INFO, logger="coophash.serving")
+    base, staging = str(tmp_path / "models"), str(tmp_path / "staging")
+    export_saved_model(model_file[1], base, "coophash", warmup=False)
+    complete = export_saved_model(model_file[1], staging, "coophash", version=2, warmup=False)
+    dst = os.path.join(base, "coophash", "2")
+    with ModelServer(base, port=0, poll_interval=0.05, max_num_load_retries=10_000, load_retry_interval=0.05) as srv:
+        copy_version(complete, dst, ["saved_model.pb"])  # step 1: the graph, no variables yet
+        wait_for(lambda: srv.registry.failed_loads().get(("coophash", 2), 0) >= 2, "two failed loads of version 2")
+        assert served_version(srv) == "1"
+        assert http(srv, "GET", "/v1/models/coophash/versions/2")[0] == 404
+        copy_version(complete, dst, [n for n in os.listdir(complete) if n != "saved_model.pb"])  # step 2
+        wait_for(lambda: served_version(srv) == "2", "version 2 to be served")
+        status, body = http(
+            srv, "POST", "/v1/models/coophash/versions/2:predict", {"instances": digits.images[:1].tolist()}
+        )
+        assert status == 200 and len(body["predictions"]) == 1
+    # served by a retry, not by the give-up-until-changed path
+    assert not [r for r in caplog.records if "files of coophash version 2 changed" in r.getMessage()]
+
+
+def test_broken_version_is_skipped_until_its_files_change(model_file, tmp_path, digits):
+    from export import export_saved_model
+
+    base, staging = str(tmp_path / "models"), str(tmp_path / "staging")
+    export_saved_model(model_file[1], base, "coophash", warmup=False)
+    good = export_saved_model(model_file[1], staging, "coophash", version=2, warmup=False)
+    broken = os.path.join(base, "coophash", "2")
+    with ModelServer(base, port=0, poll_interval=0.05, max_num_load_retries=2, load_retry_interval=0.05) as srv:
+        os.makedirs(broken)
+        with open(os.path.join(broken, "saved_model.pb"), "wb") as fh:
+            fh.write(b"garbage")
+        # the poller tried it 1 + 2 times and gave up: version 1 still answers
+        wait_for(lambda: srv.registry.gave_up("coophash", 2), "the registry to give up on version 2")
+        assert srv.registry.failed_loads()[("coophash", 2)] == 3
+        assert served_version(srv) == "1"
+        assert_still_serving(srv, digits)
+        time.sleep(0.5)  # ten more polls: given up means no more attempts
+        assert srv.registry.failed_loads()[("coophash", 2)] == 3
+        # its files change (a complete copy replaces the garbage): tried again, and served
+        os.remove(os.path.join(broken, "saved_model.pb"))
+        copy_version(good, broken, os.listdir(good))
+        wait_for(lambda: served_version(srv) == "2", "version 2 to be served after its files changed")
+        assert_still_serving(srv, digits)
 
 
 def test_coophash_query_cli(server, tmp_path, digits):

@@ -1,6 +1,6 @@
 """`coophash serve`: a model base path behind the TF-Serving REST and gRPC APIs."""
 
-from coophash_keras.cli.common import CLIError, port_number, positive_float, positive_int
+from coophash_keras.cli.common import CLIError, nonnegative_int, port_number, positive_float, positive_int
 
 
 def add_parser(sub):
@@ -11,6 +11,19 @@ def add_parser(sub):
     s.add_argument("--grpc-port", type=port_number, default=8500)
     s.add_argument("--poll-interval", type=positive_float, default=1.0, help="seconds between scans for new versions")
     s.add_argument("--max-body-bytes", type=positive_int, default=32 * 1024 * 1024)
+    # Named and defaulted as TF-Serving's --max_num_load_retries and --load_retry_interval_micros.
+    s.add_argument(
+        "--max-num-load-retries",
+        type=nonnegative_int,
+        default=5,
+        help="retries of a version that failed to load, before it is skipped until its files change (default 5)",
+    )
+    s.add_argument(
+        "--load-retry-interval-micros",
+        type=int,
+        default=60_000_000,
+        help="microseconds between load retries; negative: no wait (default 60000000, one minute)",
+    )
     s.add_argument(
         "--index", action="append", metavar="NAME=PATH", help="serve POST /v1/models/NAME:search from this index file"
     )
@@ -30,8 +43,20 @@ def run(args):
         name, path = item.split("=", 1)
         indexes[name] = path
     server = ModelServer(
-        args.model_base, args.host, args.port, args.grpc_port, args.poll_interval, args.max_body_bytes, indexes
+        args.model_base,
+        args.host,
+        args.port,
+        args.grpc_port,
+        args.poll_interval,
+        args.max_body_bytes,
+        indexes,
+        max_num_load_retries=args.max_num_load_retries,
+        load_retry_interval=args.load_retry_interval_micros / 1e6,
     )
     if not server.registry.names():
+        server.stop()
+        failed = ", ".join(f"{name} version {version}" for name, version in server.registry.failed_loads())
+        if failed:
+            raise CLIError(f"no model under {args.model_base} could be loaded ({failed}: see the log above)")
         raise CLIError(f"no model found under {args.model_base} (expected <base>/<name>/<version>/saved_model.pb)")
     server.serve_forever()
