@@ -25,6 +25,19 @@ def add_parser(sub):
         help="microseconds between load retries; negative: no wait (default 60000000, one minute)",
     )
     s.add_argument(
+        "--rest-api-num-threads",
+        type=positive_int,
+        default=None,
+        help="threads answering complete REST requests (default: CPU cores, at least 2)",
+    )
+    s.add_argument(
+        "--read-timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds a connection may take to send a whole request (or to take a response) "
+        "and may stay idle between requests, before it is closed (default 30)",
+    )
+    s.add_argument(
         "--index", action="append", metavar="NAME=PATH", help="serve POST /v1/models/NAME:search from this index file"
     )
     s.set_defaults(func=run)
@@ -33,8 +46,11 @@ def add_parser(sub):
 def run(args):
     import logging
 
+    from serving.errors import ListenError
     from serving.server import ModelServer
 
+    # INFO: the start-up line and every version loaded are shown; access lines and client
+    # disconnects are DEBUG.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     indexes = {}
     for item in args.index or []:
@@ -42,17 +58,22 @@ def run(args):
             raise CLIError(f"--index expects NAME=PATH, got {item!r}")
         name, path = item.split("=", 1)
         indexes[name] = path
-    server = ModelServer(
-        args.model_base,
-        args.host,
-        args.port,
-        args.grpc_port,
-        args.poll_interval,
-        args.max_body_bytes,
-        indexes,
-        max_num_load_retries=args.max_num_load_retries,
-        load_retry_interval=args.load_retry_interval_micros / 1e6,
-    )
+    try:
+        server = ModelServer(
+            args.model_base,
+            args.host,
+            args.port,
+            args.grpc_port,
+            args.poll_interval,
+            args.max_body_bytes,
+            indexes,
+            max_num_load_retries=args.max_num_load_retries,
+            load_retry_interval=args.load_retry_interval_micros / 1e6,
+            rest_api_num_threads=args.rest_api_num_threads,
+            read_timeout=args.read_timeout,
+        )
+    except ListenError as exc:
+        raise CLIError(str(exc)) from None
     if not server.registry.names():
         server.stop()
         failed = ", ".join(f"{name} version {version}" for name, version in server.registry.failed_loads())
