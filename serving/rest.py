@@ -8,7 +8,7 @@ from urllib.parse import unquote
 from google.protobuf import json_format
 
 from serving.errors import ServingError, invalid
-from serving.json_tensor import format_predict_response, parse_predict_request
+from serving.json_tensor import format_predict_response, load_json, parse_predict_request
 from serving.status import model_status_response
 
 log = logging.getLogger("coophash.serving")
@@ -133,10 +133,7 @@ class RestApi:
                 f"the index was built by model {index.model_version} but "
                 f"{name} version {servable.version} is model {fingerprint}: rebuild the index",
             )
-        try:
-            request = json.loads(body) if body else None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise invalid(f"JSON Parse error: {exc}") from None
+        request = load_json(body) if body else None
         if not isinstance(request, dict) or "instances" not in request:
             raise invalid('a :search request is {"instances": [...], "k": 10}')
         k = request.get("k", 10)

@@ -193,6 +193,16 @@ BAD_REQUESTS = [
     ("POST", "/v1/models/coophash:classify", {"examples": []}, 400, "predict signatures only"),
     ("GET", "/v1/models/coophash/labels/stable", None, 400, "Unrecognized servable version label"),
     ("POST", "/v1/models/coophash:predict", b"x" * 300_000, 413, "exceeds the limit"),
+    # found by benchmarks/fuzz_rest.py: deep nesting was a RecursionError, a 500
+    ("POST", "/v1/models/coophash:predict", b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "too deep"),
+    ("POST", "/v1/models/coophash:predict", b'{"inputs": ' + b"[" * 900 + b"]" * 900 + b"}", 400, "deeper than 64"),
+    (
+        "POST",
+        "/v1/models/coophash:predict",
+        b'{"instances": [[' + b'{"a":' * 900 + b"1" + b"}" * 900 + b"]]}",
+        400,
+        "JSON Value",
+    ),
 ]
 
 
