@@ -18,10 +18,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 
-def _f(default, provenance: str, doc: str, *, low=None, high=None, above=None, choices=None, multiple_of=None):
+def _f(
+    default, provenance: str, doc: str, *, low=None, high=None, above=None, choices=None, multiple_of=None, check=None
+):
     """A config field: default, provenance, meaning, and its valid range (low/high inclusive,
-    `above` exclusive lower bound, `choices`, `multiple_of`)."""
-    limits = dict(low=low, high=high, above=above, choices=choices, multiple_of=multiple_of)
+    `above` exclusive lower bound, `choices`, `multiple_of`, or `check`: a function that raises
+    ValueError for a bad value)."""
+    limits = dict(low=low, high=high, above=above, choices=choices, multiple_of=multiple_of, check=check)
     return field(default=default, metadata={"provenance": provenance, "doc": doc, "limits": limits})
 
 
@@ -46,6 +49,12 @@ class CoopHashConfig:
         1, "ours", "3x3 convs per downsampling block of f0 (with 'stride' the last is the stride-2 conv)", low=1
     )
     base_dropout: float = _f(0.3, "ours", "dropout on f0's feature vector during training", low=0.0, high=0.95)
+    augmentation: str = _f(
+        "",
+        "ours",
+        "augmentation of the labelled images for every model alike, e.g. 'flip,translate=0.1' (coophash_keras/data/augment.py); '' = none",
+        check=lambda spec: _parse_augmentation(spec),
+    )
 
     # --- CoopHash's generator -----------------------------------------------------------------
     latent_dim: int = _f(32, "ours", "z dimension (reference code: 100/128, scaled down for small images)", low=1)
@@ -96,6 +105,47 @@ class CoopHashConfig:
         0.0,
         "ours",
         "semi-supervised extension (not in the paper): maximum likelihood of the marginal energy logsumexp_c f_E(x, c) on unlabeled images, when batches carry them (data.with_unlabeled); 0 = off",
+        low=0.0,
+    )
+    classifier_input: str = _f(
+        "features",
+        "ours",
+        "what CoopHash's (and DSH-GAN's) classifier head reads: f0's 'features' (the paper's discriminative head beside the hash head) or the relaxed 'codes' (classification through the codes, so the class signal reaches the hash head)",
+        choices=("features", "codes"),
+    )
+    synthetic_realness_weighting: bool = _f(
+        False,
+        "ours",
+        "weight each revised image's synthetic_classification term by sigmoid(f_E(x~, c) - mean f_E(x, c) of the real batch): pairs the descriptor finds real count more",
+    )
+    pseudo_label_weight: float = _f(
+        0.0,
+        "ours",
+        "FixMatch-style term on unlabeled images (not in the paper): cross-entropy of the classifier head on a strongly augmented view against the confident predictions on a weakly augmented one; 0 = off",
+        low=0.0,
+    )
+    pseudo_label_threshold: float = _f(
+        0.95, "reference", "confidence a pseudo-label needs (FixMatch: 0.95)", low=0.0, high=1.0
+    )
+    unlabeled_batch_ratio: int = _f(
+        1, "ours", "unlabeled images per labelled image in a batch (FixMatch: 7; 1 here for 2-core compute)", low=1
+    )
+    weak_augmentation: str = _f(
+        "flip,translate=0.125",
+        "reference",
+        "the weak view of an unlabeled image for pseudo-labels (FixMatch: flip and translate by 12.5%)",
+        check=lambda spec: _parse_augmentation(spec),
+    )
+    strong_augmentation: str = _f(
+        "flip,translate=0.125,contrast=0.5,brightness=0.3,noise=25,blur=1.0,erase=0.3",
+        "ours",
+        "the strong view (FixMatch uses RandAugment + Cutout; here Keras layers: coophash_keras/data/augment.py)",
+        check=lambda spec: _parse_augmentation(spec),
+    )
+    recovery_consistency_weight: float = _f(
+        0.0,
+        "ours",
+        "pull an unlabeled image's relaxed code towards the code of its recovery g(mu(x), c^) revised by Langevin (CoopHash.recover); 0 = off",
         low=0.0,
     )
     quantization_weight: float = _f(
@@ -263,6 +313,11 @@ def _field_problems(f, value):
         return [f"{f.name} must be one of {list(lim['choices'])}, got {value!r}"]
     if lim["multiple_of"] is not None and (value <= 0 or value % lim["multiple_of"]):
         return [f"{f.name} must be a positive multiple of {lim['multiple_of']}, got {value!r}"]
+    if lim["check"] is not None:
+        try:
+            lim["check"](value)
+        except ValueError as exc:
+            return [f"{f.name}: {exc}"]
     if base is float and value != value:  # NaN
         return [f"{f.name} must be a number, got NaN"]
     if lim["low"] is not None and value < lim["low"]:
@@ -272,6 +327,12 @@ def _field_problems(f, value):
     if lim["high"] is not None and value > lim["high"]:
         return [f"{f.name} must be <= {lim['high']}, got {value!r}"]
     return []
+
+
+def _parse_augmentation(spec):
+    from coophash_keras.data.augment import parse_augmentation
+
+    return parse_augmentation(spec)
 
 
 def _limits_text(f):
@@ -287,6 +348,8 @@ def _limits_text(f):
         parts.append(f"<= {lim['high']}")
     if lim["multiple_of"] is not None:
         parts.append(f"positive multiple of {lim['multiple_of']}")
+    if lim["check"] is not None:
+        parts.append("see meaning")
     if type(None) in typing.get_args(_HINTS[f.name]):
         parts.append("or None")
     return ", ".join(parts)

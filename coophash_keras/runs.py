@@ -184,15 +184,19 @@ def _callbacks(spec, model, data, split):
 
 
 def training_dataset(model_class, config, data, split, seed, repeat=False):
-    """The labelled tf.data pipeline, with a batch of the unlabelled pool per step for models that
-    use one (`model_class.uses_unlabeled(config)`)."""
+    """The labelled tf.data pipeline (augmented by `config.augmentation`, the same for every model),
+    with a batch of the unlabelled pool per step for models that use one
+    (`model_class.uses_unlabeled(config)`)."""
     from coophash_keras.data import with_unlabeled
+    from coophash_keras.data.augment import augment_dataset
 
     batch_size = config.batch_size
     train = data.subset(split.train)
     ds = train.as_dataset(batch_size, shuffle=True, seed=seed, drop_remainder=True, repeat=repeat)
-    if model_class.uses_unlabeled(config) and len(split.unlabeled) >= batch_size:
-        ds = with_unlabeled(ds, data.images[split.unlabeled], batch_size, seed)
+    ds = augment_dataset(ds, config.augmentation, seed)
+    unlabeled_batch = batch_size * config.unlabeled_batch_ratio
+    if model_class.uses_unlabeled(config) and len(split.unlabeled) >= unlabeled_batch:
+        ds = with_unlabeled(ds, data.images[split.unlabeled], unlabeled_batch, seed)
     return ds
 
 

@@ -76,7 +76,7 @@ class DSHGAN(HashingModel):
         super().__init__(config, **kwargs)
         c = self.config
         self.hash_network = MultipurposeDescriptor(
-            base_network_kwargs(c), c.num_classes, c.num_bits, c.latent_dim, name="descriptor"
+            base_network_kwargs(c), c.num_classes, c.num_bits, c.latent_dim, c.classifier_input, name="descriptor"
         )
         self.generator = PairGenerator(
             c.image_shape, c.latent_dim, c.num_classes, c.generator_filters, name="generator"
@@ -97,7 +97,8 @@ class DSHGAN(HashingModel):
         """Adversary logit (real > 0), class logits and relaxed codes of normalised images."""
         features = self.hash_network.features(x, training=training)
         adversary = tf.reduce_logsumexp(self.hash_network.energy_head(features), axis=-1)
-        return adversary, self.hash_network.classifier_head(features), self.hash_network.hash_head(features)
+        codes = self.hash_network.hash_head(features)
+        return adversary, self.hash_network.class_logits(features, codes), codes
 
     def synthesize_triplet_pairs(self, labels_multi_hot, seed):
         """x+ = G(c+, z1), x- = G(c-, z2) with c- sharing no class with c+ (independent noise)."""
@@ -118,7 +119,7 @@ class DSHGAN(HashingModel):
         adv_syn, logits_syn, hash_syn = self.streams(tf.concat([x_pos, x_neg], 0))
         real_term = _bce(adv_real, 1.0)
         if batch.unlabeled is not None:  # the unlabelled pool counts as real, as much as the labelled
-            real_term = _pair_mean(tf.concat([real_term, _bce(self.streams(batch.unlabeled)[0], 1.0)], 0), n)
+            real_term = 0.5 * (real_term + tf.reduce_mean(_bce(self.streams(batch.unlabeled)[0], 1.0)))
         adversarial = real_term + _pair_mean(_bce(adv_syn, 0.0), n)
         classification = losses.classification_loss(logits_real, labels, c.multi_label) + _pair_mean(
             losses.classification_loss(logits_syn, tf.concat([labels, c_neg], 0), c.multi_label), n

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from coophash_keras import losses
+from coophash_keras.data.augment import Augmenter
 from coophash_keras.data.validation import validate_images, validate_labels
 from coophash_keras.layers import EnergyHead, PairGenerator
 from coophash_keras.models.base import (
@@ -22,7 +23,7 @@ from coophash_keras.models.base import (
 from coophash_keras.models.descriptor import MultipurposeDescriptor
 from coophash_keras.models.langevin import revise_with_langevin
 from coophash_keras.models.networks import base_network_kwargs
-from coophash_keras.preprocessing import denormalize_images, normalize_images
+from coophash_keras.preprocessing import denormalize_images, normalize_images, to_pixels
 
 __all__ = ["CoopHash", "ContrastivePairs", "DivergenceGuard", "TrainingDivergedError"]
 
@@ -72,6 +73,9 @@ class CoopHash(HashingModel):
         "class_accuracy",
         "diverged",
         "unlabeled_nll_loss",
+        "pseudo_label_loss",
+        "pseudo_label_rate",
+        "recovery_consistency_loss",
     )
     tunable_fields = (
         "langevin_steps",
@@ -91,17 +95,20 @@ class CoopHash(HashingModel):
 
     @staticmethod
     def uses_unlabeled(config):
-        return bool(config.unlabeled_nll_weight)
+        return bool(config.unlabeled_nll_weight or config.pseudo_label_weight or config.recovery_consistency_weight)
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
         self.hash_network = MultipurposeDescriptor(
-            base_network_kwargs(c), c.num_classes, c.num_bits, c.latent_dim, name="descriptor"
+            base_network_kwargs(c), c.num_classes, c.num_bits, c.latent_dim, c.classifier_input, name="descriptor"
         )
         self.generator = PairGenerator(
             c.image_shape, c.latent_dim, c.num_classes, c.generator_filters, name="generator"
         )
+        # Views of unlabeled images for pseudo-labels (plain objects: nothing here is saved).
+        self._weak_view = Augmenter(c.weak_augmentation, c.seed)
+        self._strong_view = Augmenter(c.strong_augmentation, c.seed + 100)
 
     def build(self, input_shape=None):
         self.hash_network.build()
@@ -196,21 +203,72 @@ class CoopHash(HashingModel):
             total += c.real_triplet_weight * losses.in_batch_triplet_loss(real["hash"], labels, c.triplet_margin)
         if c.synthetic_classification_weight:
             synthetic = losses.classification_loss(scored["logits"], revised.labels(), c.multi_label)
+            if c.synthetic_realness_weighting:
+                realness = tf.stop_gradient(
+                    tf.sigmoid(EnergyHead.select(scored["class_energies"], revised.labels()) - tf.reduce_mean(energy_real))
+                )
+                synthetic *= realness
             total += c.synthetic_classification_weight * 0.5 * (synthetic[:n] + synthetic[n:])
-        if batch.unlabeled is not None and c.unlabeled_nll_weight:
-            # Unlabeled images have no c: raise their marginal log-density logsumexp_c f_E(u, c)
-            # against the revised samples' (JEM-style), which trains the shared base f0 on them.
-            marginal_u = tf.reduce_logsumexp(d.class_energies(batch.unlabeled, training=True), axis=-1)
-            marginal_rev = tf.reduce_logsumexp(scored["class_energies"], axis=-1)
-            marginal_rev = 0.5 * (marginal_rev[:n] + marginal_rev[n:])
-            terms["unlabeled_nll_loss"] = losses.maximum_likelihood_loss(marginal_u, marginal_rev)
-            total += c.unlabeled_nll_weight * (
-                terms["unlabeled_nll_loss"] + c.energy_l2_weight * (tf.square(marginal_u) + tf.square(marginal_rev))
-            )
+        if batch.unlabeled is not None:
+            unlabeled = self.unlabeled_losses(batch.unlabeled, scored, n)
+            terms.update({k: v for k, v in unlabeled.items() if k != "total"})
+            total += unlabeled["total"]
         terms.update(
             total=total, energy_real=energy_real, energy_revised=energy_rev, logits=real["logits"], hash=real["hash"]
         )
         return terms
+
+    def unlabeled_losses(self, unlabeled, scored, n):
+        """Terms on a batch of unlabeled images (ours, not in the paper), each its mean over the
+        unlabeled batch broadcast to the n anchors (so the global-batch scaling stays right):
+          unlabeled_nll_loss   the marginal energy logsumexp_c f_E(u, c) raised against the revised
+                               samples' (JEM-style), training f0 on the pool;
+          pseudo_label_loss    FixMatch: the classifier head on a strong view learns the confident
+                               predictions on a weak view (pseudo_label_rate: the share kept);
+          recovery_consistency_loss  u's relaxed code pulled towards its recovery's code."""
+        c = self.config
+        d = self.hash_network
+        out = {"total": tf.zeros([n])}
+        per_anchor = lambda value: tf.fill([n], tf.reduce_mean(value))  # noqa: E731
+        if c.unlabeled_nll_weight:
+            marginal_u = tf.reduce_logsumexp(d.class_energies(unlabeled, training=True), axis=-1)
+            marginal_rev = tf.reduce_logsumexp(scored["class_energies"], axis=-1)
+            marginal_rev = 0.5 * (marginal_rev[:n] + marginal_rev[n:])
+            nll = losses.maximum_likelihood_loss(tf.reduce_mean(marginal_u), marginal_rev)
+            out["unlabeled_nll_loss"] = nll
+            out["total"] += c.unlabeled_nll_weight * (
+                nll + c.energy_l2_weight * (tf.reduce_mean(tf.square(marginal_u)) + tf.square(marginal_rev))
+            )
+        if c.pseudo_label_weight:
+            raw = to_pixels(unlabeled)
+            weak = d(normalize_images(self._weak_view(raw)), training=False)["logits"]
+            strong = d(normalize_images(self._strong_view(raw)), training=True)["logits"]
+            loss, kept = losses.pseudo_label_loss(strong, tf.stop_gradient(weak), c.pseudo_label_threshold, c.multi_label)
+            out["pseudo_label_loss"], out["pseudo_label_rate"] = per_anchor(loss), per_anchor(kept)
+            out["total"] += c.pseudo_label_weight * out["pseudo_label_loss"]
+        if c.recovery_consistency_weight:
+            u = unlabeled[:n]
+            codes = d.relaxed_codes(u, training=True)
+            target = tf.stop_gradient(d.relaxed_codes(self._recover_normalized(u)))
+            out["recovery_consistency_loss"] = per_anchor(tf.reduce_mean(tf.square(codes - target), axis=-1))
+            out["total"] += c.recovery_consistency_weight * out["recovery_consistency_loss"]
+        return out
+
+    def _recover_normalized(self, x, labels=None, steps=None, seed=None):
+        """Normalised images -> their recoveries: g(mu(x), c) revised by Langevin on f_E(., c), with
+        c the classifier's prediction unless given. A constant (no gradient)."""
+        d = self.hash_network
+        features = d.features(x)
+        z_mean, _ = d.inference_head(features)
+        if labels is None:
+            logits = d.class_logits(features, d.hash_head(features))
+            labels = (
+                tf.cast(logits > 0, tf.float32)
+                if self.config.multi_label
+                else tf.one_hot(tf.argmax(logits, -1), self.config.num_classes)
+            )
+        revised, _ = self.langevin_revise(self.generator(z_mean, labels), labels, seed, steps=steps)
+        return tf.stop_gradient(revised)
 
     def generator_losses(self, revised: ContrastivePairs, seed):
         """Eq. 2 + KL: reconstruct revised images from z~ = mu(x~) + sigma(x~) * eps. With
@@ -246,6 +304,7 @@ class CoopHash(HashingModel):
                 "generator_loss": g_terms["total"],
                 "reconstruction_loss": g_terms["reconstruction_loss"],
                 "kl_loss": g_terms["kl_loss"],
+                "pseudo_label_rate": d_terms.get("pseudo_label_rate"),
                 "langevin_grad_norm": grad_norm,
                 "revision_distance": distance,
                 "energy_gap": d_terms["energy_real"] - d_terms["energy_revised"],
@@ -258,7 +317,7 @@ class CoopHash(HashingModel):
     # ----------------------------------------------------------------------------- steps
     def train_step(self, data):
         batch = self.unpack(data)
-        if not self.config.unlabeled_nll_weight:
+        if not self.uses_unlabeled(self.config):
             batch = batch._replace(unlabeled=None)
         seed = self.step_seed()
         # 1. a contrastive pair from one z; 2. revised by Langevin on f_E (constants below).
@@ -307,19 +366,7 @@ class CoopHash(HashingModel):
         out = []
         for i in range(0, len(images), batch_size):
             x = normalize_images(images[i : i + batch_size])
-            features = self.hash_network.features(x)
-            z_mean, _ = self.hash_network.inference_head(features)
-            if labels is None:
-                logits = self.hash_network.classifier_head(features)
-                c = (
-                    tf.cast(logits > 0, tf.float32)
-                    if self.config.multi_label
-                    else tf.one_hot(tf.argmax(logits, -1), self.config.num_classes)
-                )
-            else:
-                c = labels[i : i + batch_size]
-            revised, _ = self.langevin_revise(
-                self.generator(z_mean, c), c, tf.constant([seed, i], tf.int32), steps=steps
-            )
+            c = None if labels is None else labels[i : i + batch_size]
+            revised = self._recover_normalized(x, c, steps, tf.constant([seed, i], tf.int32))
             out.append(np.asarray(denormalize_images(revised)))
         return np.concatenate(out).astype(np.uint8).reshape(images.shape)

@@ -12,8 +12,11 @@ class MultipurposeDescriptor(layers.Layer):
     CoopHash's descriptor and DSH-GAN's shared CNN with its streams (see models/networks.py for
     the interface export and serving read)."""
 
-    def __init__(self, base_kwargs, num_classes, num_bits, latent_dim, **kwargs):
+    def __init__(self, base_kwargs, num_classes, num_bits, latent_dim, classifier_input="features", **kwargs):
         super().__init__(**kwargs)
+        if classifier_input not in ("features", "codes"):
+            raise ValueError(f"classifier_input must be 'features' or 'codes', got {classifier_input!r}")
+        self.classifier_input = classifier_input
         self.base_kwargs = dict(base_kwargs)
         self.num_classes, self.num_bits, self.latent_dim = int(num_classes), int(num_bits), int(latent_dim)
         self.base = ConvBaseNetwork(**self.base_kwargs, name="base")
@@ -28,8 +31,9 @@ class MultipurposeDescriptor(layers.Layer):
     def build(self, input_shape=None):
         self.base.build((None,) + tuple(self.base_kwargs["image_shape"]))
         feature_shape = (None, self.feature_dim)
-        for head in (self.energy_head, self.inference_head, self.classifier_head, self.hash_head):
+        for head in (self.energy_head, self.inference_head, self.hash_head):
             head.build(feature_shape)
+        self.classifier_head.build(feature_shape if self.classifier_input == "features" else (None, self.num_bits))
         self.built = True
 
     # Variables updated by the descriptor optimizer: everything but the inference head, which is
@@ -57,12 +61,18 @@ class MultipurposeDescriptor(layers.Layer):
     def relaxed_codes(self, x, training=False):
         return self.hash_head(self.features(x, training=training))
 
+    def class_logits(self, features, relaxed_codes):
+        """p(c|x) logits, read from f0's features (the paper's discriminative head) or, with
+        classifier_input='codes', from the relaxed codes (classification through the codes)."""
+        return self.classifier_head(features if self.classifier_input == "features" else relaxed_codes)
+
     def serving_outputs(self, x):
         """Codes, class logits and the label-free energy log sum_c exp f_E(x, c) (an OOD score)."""
         f = self.features(x)
+        codes = self.hash_head(f)
         return {
-            "relaxed_codes": self.hash_head(f),
-            "class_logits": self.classifier_head(f),
+            "relaxed_codes": codes,
+            "class_logits": self.class_logits(f, codes),
             "energy": ops.logsumexp(self.energy_head(f), axis=-1),
         }
 
@@ -70,13 +80,14 @@ class MultipurposeDescriptor(layers.Layer):
         """All heads at once: dict of features, class_energies, z_mean, z_log_var, logits, hash."""
         f = self.base(x, training=training)
         z_mean, z_log_var = self.inference_head(f)
+        codes = self.hash_head(f)
         return {
             "features": f,
             "class_energies": self.energy_head(f),
             "z_mean": z_mean,
             "z_log_var": z_log_var,
-            "logits": self.classifier_head(f),
-            "hash": self.hash_head(f),
+            "logits": self.class_logits(f, codes),
+            "hash": codes,
         }
 
     def get_config(self):
@@ -86,5 +97,6 @@ class MultipurposeDescriptor(layers.Layer):
             num_classes=self.num_classes,
             num_bits=self.num_bits,
             latent_dim=self.latent_dim,
+            classifier_input=self.classifier_input,
         )
         return config
