@@ -26,8 +26,10 @@ import tensorflow as tf
 
 from coophash_keras.codes import pack_codes, sign_codes
 from coophash_keras.config import CoopHashConfig
+from coophash_keras.data.augment import Augmenter
 from coophash_keras.data.validation import validate_fit_data, validate_images
-from coophash_keras.preprocessing import normalize_images
+from coophash_keras.losses import pseudo_label_loss
+from coophash_keras.preprocessing import normalize_images, to_pixels
 
 
 class TrainingDivergedError(RuntimeError):
@@ -135,6 +137,9 @@ class HashingModel(keras.Model):
         self.trackers = {n: keras.metrics.Mean(name=n) for n in self.tracker_names}
         for group in self.optimizer_groups:
             setattr(self, f"{group}_optimizer", None)
+        # Views of unlabeled images for pseudo-labels (plain objects: nothing here is saved).
+        self._weak_view = Augmenter(self.config.weak_augmentation, self.config.seed)
+        self._strong_view = Augmenter(self.config.strong_augmentation, self.config.seed + 100)
 
     # --------------------------------------------------------------------------- subclass API
     def optimizer_variables(self, group):
@@ -221,6 +226,15 @@ class HashingModel(keras.Model):
             self.labels_to_multi_hot(labels),
             None if unlabeled is None else normalize_images(unlabeled),
         )
+
+    def pseudo_label_terms(self, unlabeled, class_logits):
+        """FixMatch on normalised unlabeled images: `class_logits(x, training)` on a weak view gives
+        the targets, on a strong view the predictions. Per image: (loss, 0/1 kept)."""
+        raw = to_pixels(unlabeled)
+        weak = class_logits(normalize_images(self._weak_view(raw)), False)
+        strong = class_logits(normalize_images(self._strong_view(raw)), True)
+        c = self.config
+        return pseudo_label_loss(strong, tf.stop_gradient(weak), c.pseudo_label_threshold, c.multi_label)
 
     def labels_to_multi_hot(self, labels):
         if self.config.multi_label:

@@ -8,7 +8,6 @@ import numpy as np
 import tensorflow as tf
 
 from coophash_keras import losses
-from coophash_keras.data.augment import Augmenter
 from coophash_keras.data.validation import validate_images, validate_labels
 from coophash_keras.layers import EnergyHead, PairGenerator
 from coophash_keras.models.base import (
@@ -23,7 +22,7 @@ from coophash_keras.models.base import (
 from coophash_keras.models.descriptor import MultipurposeDescriptor
 from coophash_keras.models.langevin import revise_with_langevin
 from coophash_keras.models.networks import base_network_kwargs
-from coophash_keras.preprocessing import denormalize_images, normalize_images, to_pixels
+from coophash_keras.preprocessing import denormalize_images, normalize_images
 
 __all__ = ["CoopHash", "ContrastivePairs", "DivergenceGuard", "TrainingDivergedError"]
 
@@ -106,9 +105,6 @@ class CoopHash(HashingModel):
         self.generator = PairGenerator(
             c.image_shape, c.latent_dim, c.num_classes, c.generator_filters, name="generator"
         )
-        # Views of unlabeled images for pseudo-labels (plain objects: nothing here is saved).
-        self._weak_view = Augmenter(c.weak_augmentation, c.seed)
-        self._strong_view = Augmenter(c.strong_augmentation, c.seed + 100)
 
     def build(self, input_shape=None):
         self.hash_network.build()
@@ -240,10 +236,7 @@ class CoopHash(HashingModel):
                 nll + c.energy_l2_weight * (tf.reduce_mean(tf.square(marginal_u)) + tf.square(marginal_rev))
             )
         if c.pseudo_label_weight:
-            raw = to_pixels(unlabeled)
-            weak = d(normalize_images(self._weak_view(raw)), training=False)["logits"]
-            strong = d(normalize_images(self._strong_view(raw)), training=True)["logits"]
-            loss, kept = losses.pseudo_label_loss(strong, tf.stop_gradient(weak), c.pseudo_label_threshold, c.multi_label)
+            loss, kept = self.pseudo_label_terms(unlabeled, lambda x, training: d(x, training=training)["logits"])
             out["pseudo_label_loss"], out["pseudo_label_rate"] = per_anchor(loss), per_anchor(kept)
             out["total"] += c.pseudo_label_weight * out["pseudo_label_loss"]
         if c.recovery_consistency_weight:
