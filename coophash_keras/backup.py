@@ -6,7 +6,7 @@ cannot be read, and every epoch is lost) and deletes the backup when `fit` ends,
 has saved the final model. Here every epoch's backup is a new directory, written under a temporary
 name and renamed when complete:
 
-    <backup_dir>/epoch-000003/{weights.weights.h5, state.json}      state: epoch, history so far
+    <backup_dir>/epoch-000003/{weights.weights.h5, state.json}      state: the epoch to resume at
 
 The newest complete directory is the one restored (a directory that cannot be read is skipped, so
 the one before it is used); older ones are deleted only after a newer one is complete; and the
@@ -66,7 +66,6 @@ class RunBackup(keras.callbacks.Callback):
         self.keep = max(2, int(keep))
         self.restored_state = None
         self._restored = False
-        self._history = {}
 
     def restore(self, model):
         """Load the newest readable checkpoint into `model`; return its state (or None)."""
@@ -80,7 +79,6 @@ class RunBackup(keras.callbacks.Callback):
                 problems.append(f"{os.path.basename(path)} ({type(exc).__name__}: {exc})")
                 continue
             self.restored_state = state
-            self._history = {k: list(v) for k, v in state.get("history", {}).items()}
             return state
         if problems:
             raise ValueError(
@@ -94,18 +92,8 @@ class RunBackup(keras.callbacks.Callback):
             self.model._initial_epoch = int(state["epoch"])  # what Keras' BackupAndRestore sets too
 
     def on_epoch_end(self, epoch, logs=None):
-        for key, value in (logs or {}).items():
-            try:
-                self._history.setdefault(key, []).append(float(value))
-            except (TypeError, ValueError):
-                continue
         if self.write:
             self.save(epoch + 1)
-
-    @property
-    def history(self):
-        """Every epoch's logs since the run began, across restarts."""
-        return self._history
 
     def save(self, epoch):
         os.makedirs(self.backup_dir, exist_ok=True)
@@ -117,7 +105,7 @@ class RunBackup(keras.callbacks.Callback):
             with open(weights, "rb+") as fh:
                 os.fsync(fh.fileno())
             with open(os.path.join(tmp, STATE), "w") as fh:
-                json.dump({"epoch": epoch, "history": self._history}, fh)
+                json.dump({"epoch": epoch}, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             if os.path.exists(final):  # a re-run of an epoch that was already backed up

@@ -153,18 +153,14 @@ def build_config(spec: RunSpec, data):
 def _callbacks(spec, model, data, split):
     import keras
 
-    from coophash_keras.callbacks import HashingTensorBoard, ProgressLog, RetrievalMetricsCallback
+    from coophash_keras.callbacks import BestModelCheckpoint, HashingTensorBoard, RetrievalMetricsCallback
 
     callbacks = []
     if spec.val_every:  # first, so TensorBoard, ModelCheckpoint and a tuner see val_map
         callbacks.append(
             RetrievalMetricsCallback(*validation_sets(data, split), every_n_epochs=spec.val_every, topk=(100,))
         )
-        callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(spec.run_dir, "best.keras"), monitor="val_map", mode="max", save_best_only=True
-            )
-        )
+        callbacks.append(BestModelCheckpoint(os.path.join(spec.run_dir, "best.keras")))
     if spec.tensorboard:
         sample = data.subset(split.query[:256])
         projector = data.subset(split.database[:1000])
@@ -179,7 +175,6 @@ def _callbacks(spec, model, data, split):
             )
         )
         callbacks.append(keras.callbacks.TensorBoard(spec.tensorboard, histogram_freq=0))
-    callbacks.append(ProgressLog(os.path.join(spec.run_dir, "progress.jsonl")))
     return callbacks
 
 
@@ -235,6 +230,24 @@ def prepare_run(spec: RunSpec, data=None, split=None) -> PreparedRun:
     return PreparedRun(strategy, data, split, config, cls)
 
 
+def history_from_progress(path):
+    """{metric: one value per epoch} from progress.jsonl (the log that spans a resumed run), with
+    None where an epoch has no value (validation every N epochs), so every list is as long as
+    the number of epochs."""
+    entries = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a line torn by a kill mid-write
+                    continue
+                entries[entry["epoch"]] = entry["logs"]  # a re-run epoch replaces the lost one
+    epochs = sorted(entries)
+    keys = sorted({k for logs in entries.values() for k in logs})
+    return {k: [entries[e].get(k) for e in epochs] for k in keys}
+
+
 def remove_stale_temporaries(directory):
     """Temporary files of a process killed while it wrote (coophash_keras.io.atomic_path)."""
     if os.path.isdir(directory):
@@ -251,7 +264,7 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
     import shutil
 
     from coophash_keras.backup import RunBackup
-    from coophash_keras.callbacks import check_backup_dir
+    from coophash_keras.callbacks import ProgressLog, check_backup_dir
     from coophash_keras.data.files import dataset_record
     from coophash_keras.io import save_model
 
@@ -263,17 +276,20 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
         model = run.model_class(config)
         model.compile()
     chief = is_chief(run.strategy)
+    progress = os.path.join(spec.run_dir, "progress.jsonl")
+    # Order: the callbacks that add to the epoch's logs (validation mAP, bit correlation) first;
+    # then the progress line, written before the epoch's backup: a kill between the two re-runs
+    # the epoch, whose new line replaces the old one (history_from_progress).
+    callbacks = _callbacks(spec, model, data, split) + [ProgressLog(progress)]
     backup = None
-    callbacks = []
     if spec.backup_dir:
         check_backup_dir(spec.backup_dir, model)
         backup = RunBackup(spec.backup_dir, write=chief)
-        callbacks.append(backup)  # first: it restores the weights before anything reads them
+        callbacks.append(backup)
     resuming = backup is not None and backup.restore(model) is not None
-    progress = os.path.join(spec.run_dir, "progress.jsonl")
     if not resuming and os.path.exists(progress):
         os.remove(progress)  # a fresh run's log starts empty; a resumed one goes on
-    callbacks += _callbacks(spec, model, data, split) + list(extra_callbacks)
+    callbacks += list(extra_callbacks)
     ds = training_dataset(run.model_class, config, data, split, spec.seed, repeat=spec.steps_per_epoch is not None)
     where = f" ({run.strategy.num_replicas_in_sync} replicas)" if run.strategy is not None else ""
     print(
@@ -288,14 +304,12 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
         ds, epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch, verbose=spec.verbose, callbacks=callbacks
     )
     seconds = time.time() - start
-    history = backup.history if backup is not None else history.history
+    history = history_from_progress(progress)  # every epoch since the run began, across restarts
     if chief:
         save_model(model, os.path.join(spec.run_dir, "model.keras"))
         atomic_write_json(os.path.join(spec.run_dir, "config.json"), config.to_dict())
         split.save(os.path.join(spec.run_dir, "split.npz"))
-        atomic_write_json(
-            os.path.join(spec.run_dir, "history.json"), {k: [float(v) for v in vals] for k, vals in history.items()}
-        )
+        atomic_write_json(os.path.join(spec.run_dir, "history.json"), history)
         record = dict(spec.record(), **dataset_record(data), train_seconds=seconds)  # + file data's size, fingerprint
         atomic_write_json(os.path.join(spec.run_dir, RUN_FILE), record)
         if spec.backup_dir:

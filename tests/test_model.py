@@ -247,7 +247,7 @@ def test_unlabeled_batches_feed_the_marginal_energy_term_only_when_switched_on(t
     on = make_model(tiny_config.replace(unlabeled_nll_weight=1.0)).fit(semi, epochs=2, verbose=0).history
     assert all(np.isfinite(on["unlabeled_nll_loss"])) and on["unlabeled_nll_loss"][0] != 0
     off = make_model(tiny_config).fit(semi, epochs=1, verbose=0).history
-    assert off["unlabeled_nll_loss"] == [0.0]  # the third element is ignored
+    assert "unlabeled_nll_loss" not in off  # the third element is ignored (and its tracker not shown)
     # the term depends on the unlabeled images themselves
     model = make_model(tiny_config.replace(unlabeled_nll_weight=1.0))
     x = normalize_images(tf.constant(digits.images[:32]))

@@ -135,4 +135,4 @@ def test_pointwise_baseline_pseudo_labels(tiny_config, digits):
     # without the switch the unlabeled batch is ignored
     off = CodeClassifier(tiny_config)
     off.compile()
-    assert off.fit(ds, epochs=1, verbose=0).history["pseudo_label_loss"] == [0.0]
+    assert "pseudo_label_loss" not in off.fit(ds, epochs=1, verbose=0).history

@@ -170,9 +170,18 @@ def load_tfds(name, split="train", data_dir=None, image_key="image", label_key="
     tests). Multi-label features (a Sequence of ClassLabel) become multi-hot rows."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as exc:  # noqa: BLE001 - tfds raises several kinds for an unknown name
+        raise ValueError(f"unknown TFDS dataset {name!r}: {exc}") from None
     if download:
         builder.download_and_prepare()
+    elif not builder.is_prepared():
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir}; prepare it where there is internet "
+            f'(python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}).download_and_prepare()") '
+            "and pass --data-dir to its directory"
+        )
     ds = builder.as_dataset(split=split)
     feature = builder.info.features[label_key]
     multi_label = isinstance(feature, tfds.features.Sequence)

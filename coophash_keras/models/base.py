@@ -294,6 +294,8 @@ class HashingModel(keras.Model):
         if any(o is None for o in self.optimizers.values()):
             raise ValueError(f"{type(self).__name__}.fit called before compile(); call model.compile() first.")
         validate_fit_data(x, y, self.config)
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras warns on the default True
         callbacks = list(callbacks or [])
         if not any(isinstance(cb, DivergenceGuard) for cb in callbacks):
             callbacks.append(DivergenceGuard())

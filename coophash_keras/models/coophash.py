@@ -54,7 +54,7 @@ class CoopHash(HashingModel):
     multipurpose descriptor (models/descriptor.py), `model.generator` the pair generator."""
 
     optimizer_groups = {"descriptor": "descriptor_learning_rate", "generator": "generator_learning_rate"}
-    tracker_names = (
+    all_tracker_names = (
         "loss",
         "nll_loss",
         "classification_loss",
@@ -95,6 +95,19 @@ class CoopHash(HashingModel):
     @staticmethod
     def uses_unlabeled(config):
         return bool(config.unlabeled_nll_weight or config.pseudo_label_weight or config.recovery_consistency_weight)
+
+    @property
+    def tracker_names(self):
+        """Every tracker but those of switched-off unlabeled terms (a column of zeros tells nothing)."""
+        c = self.config
+        off = set()
+        if not c.unlabeled_nll_weight:
+            off.add("unlabeled_nll_loss")
+        if not c.pseudo_label_weight:
+            off |= {"pseudo_label_loss", "pseudo_label_rate"}
+        if not c.recovery_consistency_weight:
+            off.add("recovery_consistency_loss")
+        return tuple(n for n in self.all_tracker_names if n not in off)
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
