@@ -86,6 +86,16 @@ class HashingTensorBoard(keras.callbacks.Callback):
     and at the end of training the embedding projector (codes of `projector_images`, label
     metadata, sprite) written into the log_dir root, where the projector plugin looks."""
 
+    TAGS = (
+        "bits/balance",
+        "bits/correlation",
+        "hash/relaxed_codes",
+        "pairs/generated_and_revised",
+        "pairs/labels",
+        "langevin/distance_after_step_<t>",
+        "langevin/energy_gain_after_step_<t>",
+    )
+
     def __init__(
         self,
         log_dir,

@@ -34,15 +34,8 @@ class PointwiseHashingModel(HashingModel):
 
     @property
     def tracker_names(self):
-        return (
-            "loss",
-            *self.loss_names,
-            "pseudo_label_loss",
-            "pseudo_label_rate",
-            "bit_balance",
-            "class_accuracy",
-            "diverged",
-        )
+        pseudo = ("pseudo_label_loss", "pseudo_label_rate") if self.config.pseudo_label_weight else ()
+        return ("loss", *self.loss_names, *pseudo, "bit_balance", "class_accuracy", "diverged")
 
     def make_codebook(self):
         """Fixed class codewords [C, K] for a 'codebook' read-out, else None."""
