@@ -84,6 +84,20 @@ class CoopHashConfig:
     )
     langevin_clip_images: bool = _f(True, "ours", "keep revised images inside the data range [-1, 1]")
 
+    persistent_chains: int = _f(
+        0,
+        "ours",
+        "slots per class of a replay buffer of revised images (persistent chains, as in JEM); each pair image starts its Langevin chain from a buffer slot of its class instead of the generator's sample, and is written back; 0 = off (the paper: chains start at the generator)",
+        low=0,
+    )
+    chain_reinit_rate: float = _f(
+        0.05,
+        "reference",
+        "share of chains restarted from the generator's sample each step (JEM: 5%)",
+        low=0.0,
+        high=1.0,
+    )
+
     # --- CoopHash descriptor losses -------------------------------------------------------------
     nll_weight: float = _f(1.0, "paper", "weight of the maximum-likelihood term mean f_E(x_rev) - mean f_E(x)", low=0.0)
     classification_weight: float = _f(1.0, "ours", "weight of the classification loss on real images", low=0.0)

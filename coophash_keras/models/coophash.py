@@ -122,6 +122,18 @@ class CoopHash(HashingModel):
     def build(self, input_shape=None):
         self.hash_network.build()
         self.generator.build()
+        c = self.config
+        self.chain_buffer = None
+        if c.persistent_chains:
+            if c.multi_label:
+                raise ValueError("persistent_chains needs single-label data (one buffer per class)")
+            # Saved with the model, so a resumed run keeps its chains.
+            self.chain_buffer = self.add_weight(
+                shape=(c.num_classes, c.persistent_chains, *c.image_shape),
+                initializer=keras.initializers.RandomUniform(-1.0, 1.0, seed=c.seed),
+                trainable=False,
+                name="chain_buffer",
+            )
         self.built = True
 
     def optimizer_variables(self, group):
@@ -176,10 +188,31 @@ class CoopHash(HashingModel):
 
     def revise_pairs(self, pairs: ContrastivePairs, seed):
         """Both images of every pair revised in one Langevin batch; returns (revised pairs, mean
-        gradient norm). The revised images are constants for both updates."""
-        revised, grad_norm = self.langevin_revise(pairs.images(), pairs.labels(), seed)
+        gradient norm). The revised images are constants for both updates. With persistent chains,
+        each chain starts from a buffer slot of its class (or, at chain_reinit_rate, from the
+        generator's sample) and the revised image goes back into that slot."""
+        start, labels = pairs.images(), pairs.labels()
+        if self.chain_buffer is not None:
+            start, slots = self._chain_starts(start, labels, seed)
+        revised, grad_norm = self.langevin_revise(start, labels, seed)
+        if self.chain_buffer is not None:
+            self.chain_buffer.assign(tf.tensor_scatter_nd_update(self.chain_buffer.value, slots, revised))
         positive, negative = tf.split(revised, 2, axis=0)
         return pairs._replace(positive=positive, negative=negative), grad_norm
+
+    def _chain_starts(self, generated, labels_one_hot, seed):
+        """(chain starts, [N, 2] buffer slots (class, index)) for a batch of generated images."""
+        c = self.config
+        if tf.distribute.get_replica_context() is not None and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            raise ValueError("persistent_chains is not supported across replicas (one buffer is written per step)")
+        n = tf.shape(generated)[0]
+        fold = tf.random.experimental.stateless_fold_in
+        classes = tf.argmax(labels_one_hot, axis=-1, output_type=tf.int32)
+        index = tf.random.stateless_uniform([n], fold(seed, 11), 0, c.persistent_chains, dtype=tf.int32)
+        slots = tf.stack([classes, index], axis=1)
+        from_buffer = tf.gather_nd(self.chain_buffer, slots)
+        restart = tf.random.stateless_uniform([n], fold(seed, 12)) < c.chain_reinit_rate
+        return tf.where(restart[:, None, None, None], generated, from_buffer), slots
 
     def descriptor_losses(self, batch: Batch, revised: ContrastivePairs):
         """Per-example descriptor terms on the real images (labels c+) and the revised pair
