@@ -430,15 +430,26 @@ def test_coophash_query_cli(server, tmp_path, digits):
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and "code=" in lines[0] and "top_ids=" in lines[0]
+    rest_lines = lines
     out = subprocess.run(
-        [sys.executable, "-m", "coophash_keras.cli", "query", "--grpc", f"127.0.0.1:{server.grpc_port}", paths[0]],
+        [
+            sys.executable,
+            "-m",
+            "coophash_keras.cli",
+            "query",
+            "--grpc",
+            f"127.0.0.1:{server.grpc_port}",
+            "--search",
+            *paths,
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=300,
         env=env,
     )
-    assert out.returncode == 0 and "code=" in out.stdout
+    # gRPC searches too (search_image_bytes), with the same answer as REST
+    assert out.returncode == 0 and out.stdout.strip().splitlines() == rest_lines, out.stderr[-2000:]
     out = subprocess.run(
         [sys.executable, "-m", "coophash_keras.cli", "query", "--url", server.url, "--model", "nope", paths[0]],
         capture_output=True,
