@@ -64,7 +64,8 @@ def _hub_backbone(preset, weights):
         converter = keras_hub.layers.ImageConverter.from_preset(preset)
         scale, offset = converter.scale, converter.offset
     except (ValueError, FileNotFoundError):
-        scale, offset = None, None  # a preset without an image converter: pixels / 255
+        warnings.warn(f"keras-hub preset {preset} has no image converter: the backbone gets pixels / 255", stacklevel=3)
+        scale, offset = None, None
     return backbone, _listed(1.0 / 255.0 if scale is None else scale), _listed(0.0 if offset is None else offset)
 
 
