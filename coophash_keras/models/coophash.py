@@ -7,11 +7,12 @@ the synthesis size (config.synthesis_size, 32 px by default there) instead of th
 real images resized down to that size and back (models/descriptor.py). Why: (1) cost: the
 generator's output and every Langevin step's input gradient scale with the pixel count, and a
 generator that must invent 224 px detail is a much larger model than this one; (2) what the
-energy can teach: an energy read through an ImageNet backbone is a classifier's landscape, whose
-input gradient at full resolution is mostly high-frequency, adversarial-looking texture; Langevin
-on a small image through an upsampling moves only the low frequencies, where class and shape live,
-and comparing real and synthetic images at the same effective resolution keeps the energy from
-learning "sharp = real". Revising in the backbone's feature space instead was not chosen: the
+energy can teach: an energy read through an ImageNet backbone has a classifier's input gradient,
+which at full resolution we expect to be mostly high-frequency, adversarial-looking texture (the
+adversarial-example observation; not measured here), while Langevin on a small image through an
+upsampling can only move the low frequencies, where class and shape live; and comparing real and
+synthetic images at the same effective resolution keeps the energy from learning "sharp = real".
+Revising in the backbone's feature space instead was not chosen: the
 generator would then make features, not images, the backbone (f0) would get no maximum-likelihood
 signal, and `recover` and the generator samples would lose their meaning. Codes, class read-outs
 and serving always see the full-resolution image.
