@@ -56,10 +56,48 @@ class CoopHashConfig:
         check=lambda spec: _parse_augmentation(spec),
     )
 
+    # --- a pretrained backbone as f0 (every model; README "Your own images") -------------------
+    backbone: str = _f(
+        "none",
+        "ours",
+        "f0 from a pretrained image model instead of the conv base: 'none', a keras.applications name (see "
+        "KERAS_APPLICATIONS in config.py, e.g. MobileNetV3Small, EfficientNetB0, ResNet50) or 'hub:PRESET' (a "
+        "keras-hub image backbone preset name or local preset folder); images of at least 32x32, 1 or 3 channels. "
+        "The base_* fields above apply to the conv base only",
+    )
+    backbone_weights: str = _f(
+        "imagenet",
+        "ours",
+        "the backbone's initial weights: 'imagenet' (keras.applications' ImageNet file, from ~/.keras/models/ or "
+        "downloaded; for hub: the preset's own weights), 'none' (random), or the path of a weights file "
+        "(keras.applications: the *_notop.h5 file). Read once when a model is built to train; a saved model "
+        "carries its own weights",
+    )
+    backbone_freeze_steps: int = _f(
+        0, "ours", "steps (of each optimizer) that leave the backbone unchanged while the rest trains", low=0
+    )
+    backbone_learning_rate_scale: float = _f(
+        0.1,
+        "ours",
+        "after backbone_freeze_steps, the backbone learns at this fraction of its optimizer's learning rate "
+        "(0 = a frozen feature extractor for good)",
+        low=0.0,
+        high=1.0,
+    )
+
     # --- CoopHash's generator -----------------------------------------------------------------
     latent_dim: int = _f(32, "ours", "z dimension (reference code: 100/128, scaled down for small images)", low=1)
     generator_filters: int = _f(
         64, "ours", "channels of the generator's first feature map, halved per upsampling", low=1
+    )
+    synthesis_size: int | None = _f(
+        None,
+        "ours",
+        "smaller side (px) of the images CoopHash's and DSH-GAN's generator makes and Langevin revises; None = the "
+        "image size with the conv base, 32 with a backbone (never above the image size). Below the image size the "
+        "descriptor reads them through a bilinear upsampling, and its energy / adversary terms read real images "
+        "resized down to it and back (models/descriptor.py)",
+        low=4,
     )
 
     # --- Langevin revision (Eq. 6) -----------------------------------------------------------
@@ -247,6 +285,7 @@ class CoopHashConfig:
             h, w = self.image_shape[:2]
             if min(h, w) < 4:
                 problems.append(f"image_shape: images must be at least 4x4 pixels, got {h}x{w}")
+            problems += _backbone_problems(self)
         if problems:
             raise ValueError("Invalid CoopHashConfig: " + "; ".join(problems))
         return self
@@ -367,6 +406,42 @@ def _limits_text(f):
     if type(None) in typing.get_args(_HINTS[f.name]):
         parts.append("or None")
     return ", ".join(parts)
+
+
+# keras.applications models a `backbone` may name: each builds at 32x32 without its top and is
+# checked to serve through the backbone base (coophash_keras/layers/backbone.py).
+KERAS_APPLICATIONS = (
+    ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large")
+    + tuple(f"EfficientNetB{i}" for i in range(8))
+    + ("EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2S")
+    + ("ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2")
+    + ("DenseNet121", "DenseNet169", "DenseNet201", "ConvNeXtTiny", "ConvNeXtSmall", "ConvNeXtBase")
+)
+MIN_BACKBONE_SIZE = 32  # keras.applications' smallest input without the top
+
+
+def _backbone_problems(c):
+    if c.backbone == "none":
+        return []
+    problems = []
+    if c.backbone.startswith("hub:"):
+        if not c.backbone[4:].strip():
+            problems.append("backbone: 'hub:' needs a keras-hub preset name or folder, e.g. hub:resnet_18_imagenet")
+    elif c.backbone not in KERAS_APPLICATIONS:
+        problems.append(
+            f"backbone must be 'none', 'hub:PRESET' or one of {list(KERAS_APPLICATIONS)}, got {c.backbone!r}"
+        )
+    h, w, channels = c.image_shape
+    if min(h, w) < MIN_BACKBONE_SIZE:
+        problems.append(
+            f"image_shape: a backbone needs images of at least {MIN_BACKBONE_SIZE}x{MIN_BACKBONE_SIZE}, got {h}x{w} "
+            "(--image-size 96,96 for image files; ImageNet backbones were trained at 96-224)"
+        )
+    if channels not in (1, 3):
+        problems.append(f"image_shape: a backbone takes 1 (grey) or 3 (RGB) channels, got {channels}")
+    if not c.backbone_weights.strip():
+        problems.append("backbone_weights must be 'imagenet', 'none' or a weights file path, got ''")
+    return problems
 
 
 def _is_int(value):

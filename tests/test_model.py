@@ -267,8 +267,9 @@ def test_synthetic_classification_adds_the_revised_pairs_class_loss(tiny_config,
     c = tf.one_hot(digits.labels[:16], 10)
     c_neg = tf.one_hot((digits.labels[:16] + 1) % 10, 10)
     rev = tf.random.stateless_uniform([16, 8, 8, 1], [0, 2], -1, 1)
-    base = make_model(tiny_config)
-    with_cls = CoopHash(tiny_config.replace(synthetic_classification_weight=2.0))
+    cfg = tiny_config.replace(base_dropout=0.0)  # the two models' passes must see one network
+    base = make_model(cfg)
+    with_cls = CoopHash(cfg.replace(synthetic_classification_weight=2.0))
     with_cls.compile()
     with_cls.set_weights(base.get_weights())
     pairs = ContrastivePairs(rev, rev, c, c_neg, tf.zeros([16, 8]))

@@ -28,7 +28,9 @@ from coophash_keras.codes import pack_codes, sign_codes
 from coophash_keras.config import CoopHashConfig
 from coophash_keras.data.augment import Augmenter
 from coophash_keras.data.validation import validate_fit_data, validate_images
+from coophash_keras.layers import restoring_base
 from coophash_keras.losses import pseudo_label_loss
+from coophash_keras.models.optimizers import FineTuneAdam, attach_backbone
 from coophash_keras.preprocessing import normalize_images, to_pixels
 
 
@@ -162,7 +164,16 @@ class HashingModel(keras.Model):
                 learning_rate, decay_steps=c.lr_decay_steps, decay_rate=c.lr_decay_rate
             )
         beta_1 = self.default_beta_1 if c.adam_beta_1 is None else c.adam_beta_1
-        optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1, name=f"{group}_optimizer")
+        if c.backbone != "none":  # the same Adam, with the backbone's freeze / fine-tune schedule
+            optimizer = FineTuneAdam(
+                learning_rate,
+                beta_1=beta_1,
+                freeze_steps=c.backbone_freeze_steps,
+                backbone_scale=c.backbone_learning_rate_scale,
+                name=f"{group}_optimizer",
+            )
+        else:
+            optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1, name=f"{group}_optimizer")
         if keras.mixed_precision.global_policy().name == "mixed_float16":
             # float16 gradients underflow without loss scaling; the wrapper unscales in apply().
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{group}_loss_scale")
@@ -190,8 +201,14 @@ class HashingModel(keras.Model):
         for group in self.optimizer_groups:
             optimizer = optimizers.get(f"{group}_optimizer") or self.make_optimizer(group)
             setattr(self, f"{group}_optimizer", optimizer)
+            attach_backbone(optimizer, self.backbone_variables())
             # Explicit builds: lazy ones break MirroredStrategy and silently drop state on restore.
             optimizer.build(self.optimizer_variables(group))
+
+    def backbone_variables(self):
+        """The pretrained backbone's trainable variables (none with the conv base): what the
+        config's freeze / fine-tune schedule applies to (models/optimizers.py)."""
+        return list(getattr(self.hash_network.base, "backbone_variables", []))
 
     def _maybe_symbolic_build(self, *args, **kwargs):
         # compile() already built every layer, optimizer and tracker. Keras' symbolic build under a
@@ -350,5 +367,9 @@ class HashingModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config.pop("network", None)  # rebuilt from the CoopHashConfig
-        return cls(config=CoopHashConfig.from_dict(config.pop("config")), **config)
+        network = config.pop("network", None) or {}
+        # The networks are rebuilt from the CoopHashConfig, their base from the saved network's own
+        # description: a backbone's architecture without its pretrained weights, which come from
+        # the file (so loading never downloads; layers/bases.py).
+        with restoring_base(network.get("config", {}).get("base_kwargs")):
+            return cls(config=CoopHashConfig.from_dict(config.pop("config")), **config)

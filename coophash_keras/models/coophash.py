@@ -1,5 +1,22 @@
 """CoopHash: a multipurpose descriptor and a contrastive pair generator trained together by
-variational MCMC teaching (Doan et al., arXiv 2210.04288), as a Keras 3 model for `model.fit`."""
+variational MCMC teaching (Doan et al., arXiv 2210.04288), as a Keras 3 model for `model.fit`.
+
+On a pretrained backbone (config.backbone) the generator makes, and Langevin revises, images at
+the synthesis size (config.synthesis_size, 32 px by default there) instead of the backbone's
+96-224 px: the descriptor reads them through a bilinear upsampling, and its energy terms read
+real images resized down to that size and back (models/descriptor.py). Why: (1) cost: the
+generator's output and every Langevin step's input gradient scale with the pixel count, and a
+generator that must invent 224 px detail is a much larger model than this one; (2) what the
+energy can teach: an energy read through an ImageNet backbone has a classifier's input gradient,
+which at full resolution we expect to be mostly high-frequency, adversarial-looking texture (the
+adversarial-example observation; not measured here), while Langevin on a small image through an
+upsampling can only move the low frequencies, where class and shape live; and comparing real and
+synthetic images at the same effective resolution keeps the energy from learning "sharp = real".
+Revising in the backbone's feature space instead was not chosen: the
+generator would then make features, not images, the backbone (f0) would get no maximum-likelihood
+signal, and `recover` and the generator samples would lose their meaning. Codes, class read-outs
+and serving always see the full-resolution image.
+"""
 
 from typing import NamedTuple
 
@@ -21,7 +38,7 @@ from coophash_keras.models.base import (
 )
 from coophash_keras.models.descriptor import MultipurposeDescriptor
 from coophash_keras.models.langevin import revise_with_langevin
-from coophash_keras.models.networks import base_network_kwargs
+from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
 from coophash_keras.preprocessing import denormalize_images, normalize_images
 
 __all__ = ["CoopHash", "ContrastivePairs", "DivergenceGuard", "TrainingDivergedError"]
@@ -113,10 +130,16 @@ class CoopHash(HashingModel):
         super().__init__(config, **kwargs)
         c = self.config
         self.hash_network = MultipurposeDescriptor(
-            base_network_kwargs(c), c.num_classes, c.num_bits, c.latent_dim, c.classifier_input, name="descriptor"
+            base_network_kwargs(c),
+            c.num_classes,
+            c.num_bits,
+            c.latent_dim,
+            classifier_input=c.classifier_input,
+            synthesis_shape=synthesis_shape(c),
+            name="descriptor",
         )
         self.generator = PairGenerator(
-            c.image_shape, c.latent_dim, c.num_classes, c.generator_filters, name="generator"
+            synthesis_shape(c), c.latent_dim, c.num_classes, c.generator_filters, name="generator"
         )
 
     def build(self, input_shape=None):
@@ -225,7 +248,10 @@ class CoopHash(HashingModel):
         # The revised pair is scored once as a single batch (x+ then x-).
         scored = d(revised.images(), training=True)
         n = tf.shape(batch.images)[0]
-        energy_real = EnergyHead.select(real["class_energies"], labels)
+        real_energies = real["class_energies"]
+        if d.synthesizes_smaller:  # the energy compares real and synthetic images at one resolution
+            real_energies = d.class_energies(d.synthetic_view(batch.images), training=True)
+        energy_real = EnergyHead.select(real_energies, labels)
         energy_rev = EnergyHead.select(scored["class_energies"], revised.labels())
         energy_rev = 0.5 * (energy_rev[:n] + energy_rev[n:])
         terms = {
@@ -273,7 +299,7 @@ class CoopHash(HashingModel):
         out = {"total": tf.zeros([n])}
         per_anchor = lambda value: tf.fill([n], tf.reduce_mean(value))  # noqa: E731
         if c.unlabeled_nll_weight:
-            marginal_u = tf.reduce_logsumexp(d.class_energies(unlabeled, training=True), axis=-1)
+            marginal_u = tf.reduce_logsumexp(d.class_energies(d.synthetic_view(unlabeled), training=True), axis=-1)
             marginal_rev = tf.reduce_logsumexp(scored["class_energies"], axis=-1)
             marginal_rev = 0.5 * (marginal_rev[:n] + marginal_rev[n:])
             nll = losses.maximum_likelihood_loss(tf.reduce_mean(marginal_u), marginal_rev)
@@ -381,7 +407,8 @@ class CoopHash(HashingModel):
 
     # ----------------------------------------------------------------------------- user API
     def generate(self, labels, z=None, seed=0):
-        """Generator samples g(z, c) as uint8 images, for a list of class ids (or multi-hot rows)."""
+        """Generator samples g(z, c) as uint8 images (at the synthesis size), for a list of class ids
+        (or multi-hot rows)."""
         c = self.labels_to_multi_hot(tf.convert_to_tensor(labels))
         if z is None:
             z = tf.random.stateless_normal([tf.shape(c)[0], self.config.latent_dim], [seed, 0])
@@ -407,5 +434,5 @@ class CoopHash(HashingModel):
             x = normalize_images(images[i : i + batch_size])
             c = None if labels is None else labels[i : i + batch_size]
             revised = self._recover_normalized(x, c, steps, tf.constant([seed, i], tf.int32))
-            out.append(np.asarray(denormalize_images(revised)))
+            out.append(np.asarray(denormalize_images(self.hash_network.to_image_size(revised))))
         return np.concatenate(out).astype(np.uint8).reshape(images.shape)
