@@ -176,13 +176,17 @@ def load_tfds(name, split="train", data_dir=None, image_key="image", label_key="
         raise ValueError(f"unknown TFDS dataset {name!r}: {exc}") from None
     if download:
         builder.download_and_prepare()
-    elif not builder.is_prepared():
+    # as_dataset, not is_prepared(), decides: tfds.testing.mock_data patches the former only.
+    try:
+        ds = builder.as_dataset(split=split)
+    except AssertionError as exc:  # tfds's "could not find data ... call download_and_prepare()"
+        if "download_and_prepare" not in str(exc):
+            raise
         raise FileNotFoundError(
             f"TFDS dataset {name!r} is not prepared in {builder.data_dir}; prepare it where there is internet "
             f'(python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}).download_and_prepare()") '
             "and pass --data-dir to its directory"
-        )
-    ds = builder.as_dataset(split=split)
+        ) from None
     feature = builder.info.features[label_key]
     multi_label = isinstance(feature, tfds.features.Sequence)
     num_classes = (feature.feature if multi_label else feature).num_classes
