@@ -41,9 +41,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(model_base):
-    """`coophash serve` in a subprocess on a free loopback port; returns (process, url)."""
+def start_server(model_base, extra_args=(), log_path=None):
+    """`coophash serve` in a subprocess on a free loopback port; returns (process, url). Its log
+    goes to `log_path` if given (else it is discarded)."""
     port = free_port()
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -56,10 +58,11 @@ def start_server(model_base):
             str(port),
             "--grpc-port",
             str(free_port()),
+            *extra_args,
         ],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     url = f"http://127.0.0.1:{port}"

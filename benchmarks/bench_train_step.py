@@ -1,14 +1,17 @@
-"""Time one CoopHash train step and each of its parts; print step time / sum of parts.
+"""Uncontended train-step time of every method, and CoopHash's step split into its parts.
 
-Parts (each a tf.function on the same batch, timed the same way as the whole step):
-  generator forward (x+ and x- from one z), T Langevin gradient passes, descriptor update,
-  generator update. A ratio near 1 means the step adds little beyond its parts.
+Run it ALONE on the machine (no test suite, no other benchmark): it checks the load average and
+records it. Each method trains on the same batch (random 28x28 Fashion-MNIST-sized images, the
+config's defaults, batch 64, with a batch of the unlabeled pool for the methods that use one);
+the figure is the median of `--repeats` timed steps after two warm-up steps. CoopHash's parts
+(generator forward, T Langevin gradient passes, descriptor update, generator update) are timed
+the same way; step / sum of parts near 1 means the step adds little beyond its parts.
 
-    python benchmarks/bench_train_step.py [--batch 64] [--steps 10] [--repeats 50] [--json out.json]
+    python benchmarks/bench_train_step.py --methods code_classifier csq orthohash dpn dshgan coophash \\
+        coophash:semi --json results/train_step_times.json
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -19,73 +22,88 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from coophash_keras import CoopHash, CoopHashConfig  # noqa: E402
-from coophash_keras.data import load_digits  # noqa: E402
-from coophash_keras.preprocessing import normalize_images  # noqa: E402
+from coophash_keras.config import CoopHashConfig  # noqa: E402
+from coophash_keras.io import atomic_write_json  # noqa: E402
+from coophash_keras.registry import model_class  # noqa: E402
+from coophash_keras.variants import resolve_method  # noqa: E402
 
 
 def timeit(fn, repeats):
-    fn()  # trace + warm up
-    fn()
+    for _ in range(2):  # trace + warm up
+        tf.nest.map_structure(lambda v: v.numpy() if hasattr(v, "numpy") else v, fn())
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        out = fn()
-        tf.nest.map_structure(lambda v: v.numpy() if hasattr(v, "numpy") else v, out)
+        tf.nest.map_structure(lambda v: v.numpy() if hasattr(v, "numpy") else v, fn())
         times.append(time.perf_counter() - t)
     return float(np.median(times))
 
 
+def coophash_parts(model, batch, repeats):
+    """Median seconds of each piece of CoopHash.train_step on `batch`."""
+    seed = tf.constant([1, 2], tf.int32)
+    pairs = model.generate_contrastive_pairs(batch.labels, seed)
+    revised, _ = model.revise_pairs(pairs, seed)
+    parts = {
+        "generator_forward": tf.function(lambda: model.generate_contrastive_pairs(batch.labels, seed).positive),
+        "langevin": tf.function(lambda: model.revise_pairs(pairs, seed)[0].positive),
+        "descriptor_update": tf.function(
+            lambda: model.guarded_update("descriptor", lambda: model.descriptor_losses(batch, revised))[1]
+        ),
+        "generator_update": tf.function(
+            lambda: model.guarded_update("generator", lambda: model.generator_losses(revised, seed))[1]
+        ),
+    }
+    return {name: timeit(fn, repeats) for name, fn in parts.items()}
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--methods", nargs="+", default=["code_classifier", "csq", "orthohash", "dpn", "dshgan", "coophash"])
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=None, help="Langevin steps T (default: config)")
-    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--image-shape", type=int, nargs=3, default=[28, 28, 1])
+    p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--json", default=None)
     a = p.parse_args()
-    cfg = CoopHashConfig()
-    if a.steps is not None:
-        cfg = cfg.replace(langevin_steps=a.steps)
-    digits = load_digits()
-    images = tf.constant(digits.images[: a.batch])
-    labels = tf.constant(digits.labels[: a.batch])
-    model = CoopHash(cfg)
-    model.compile()
-
-    x = normalize_images(images)
-    c_pos = model.labels_to_multi_hot(labels)
-    seed = tf.constant([1, 2], tf.int32)
-    x_pos, x_neg, c_neg, _ = model.generate_contrastive_pairs(c_pos, seed)
-    revised, _ = model.langevin_revise(tf.concat([x_pos, x_neg], 0), tf.concat([c_pos, c_neg], 0), seed)
-    r_pos, r_neg = tf.split(revised, 2)
-    c_syn = tf.concat([c_pos, c_neg], 0)
-    ok = tf.constant(True)
-
-    parts = {
-        "generator_forward": tf.function(lambda: model.generate_contrastive_pairs(c_pos, seed)),
-        "langevin": tf.function(lambda: model.langevin_revise(tf.concat([x_pos, x_neg], 0), c_syn, seed)),
-        "descriptor_update": tf.function(lambda: model.update_descriptor(x, c_pos, r_pos, r_neg, c_neg, ok)[1]),
-        "generator_update": tf.function(lambda: model.update_generator(revised, c_syn, seed, ok)[1]),
+    rng = np.random.default_rng(0)
+    load_before = os.getloadavg()[0]
+    results = {}
+    for method in a.methods:
+        base = CoopHashConfig(image_shape=tuple(a.image_shape), num_classes=10, num_bits=32, batch_size=a.batch)
+        name, changes = resolve_method(method, base)
+        cfg = base.replace(**changes)
+        cls = model_class(name)
+        model = cls(cfg)
+        model.compile()
+        images = tf.constant(rng.integers(0, 256, (a.batch, *a.image_shape)).astype(np.uint8))
+        labels = tf.constant(rng.integers(0, 10, a.batch))
+        data = (images, labels)
+        if cls.uses_unlabeled(cfg):
+            unlabeled = rng.integers(0, 256, (a.batch * cfg.unlabeled_batch_ratio, *a.image_shape)).astype(np.uint8)
+            data = (images, labels, tf.constant(unlabeled))
+        row = {"train_step_s": timeit(tf.function(lambda m=model, d=data: m.train_step(d)), a.repeats)}
+        if name == "coophash":
+            row["parts_s"] = coophash_parts(model, model.unpack(data), a.repeats)
+            row["step_over_sum_of_parts"] = row["train_step_s"] / sum(row["parts_s"].values())
+        results[method] = row
+        print(f"{method:>24s}: {1e3 * row['train_step_s']:8.1f} ms/step", flush=True)
+        for part, seconds in row.get("parts_s", {}).items():
+            print(f"{'':>24s}  {part:>18s} {1e3 * seconds:8.1f} ms")
+    load_after = os.getloadavg()[0]
+    out = {
+        "methods": results,
+        "batch": a.batch,
+        "image_shape": a.image_shape,
+        "load_average": [load_before, load_after],
+        "alone": bool(max(load_before, load_after) < 1.3),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
-    step = tf.function(lambda: model.train_step((images, labels)))
-    results = {name: timeit(fn, a.repeats) for name, fn in parts.items()}
-    results["train_step"] = timeit(step, a.repeats)
-    total = sum(results[n] for n in parts)
-    results["sum_of_parts"] = total
-    results["step_over_sum_of_parts"] = results["train_step"] / total
-    results.update(
-        batch=a.batch,
-        langevin_steps=cfg.langevin_steps,
-        machine=platform.processor() or platform.machine(),
-        cpus=os.cpu_count(),
-        tensorflow=tf.__version__,
-    )
-    for k in list(parts) + ["train_step", "sum_of_parts"]:
-        print(f"{k:>20s}: {results[k] * 1e3:8.2f} ms")
-    print(f"{'step / sum of parts':>20s}: {results['step_over_sum_of_parts']:.3f}")
+    print(f"load average {load_before:.2f} -> {load_after:.2f}: {'alone' if out['alone'] else 'SHARED: do not report'}")
     if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+        atomic_write_json(a.json, out)
 
 
 if __name__ == "__main__":

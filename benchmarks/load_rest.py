@@ -1,6 +1,6 @@
 """Load test (loopback only, bounded): N concurrent clients x M REST :predict requests each.
 
-    python benchmarks/load_rest.py [--clients 16] [--requests 500] [--model-base models]
+    python benchmarks/load_rest.py [--clients 16] [--requests 500] [--model-base models] [--server-arg=--flag=value]
 
 Starts `coophash serve` on a free 127.0.0.1 port, sends batch-1 requests of real digits from
 N threads with keep-alive connections, and prints errors, throughput and p50/p99 latency."""
@@ -22,12 +22,18 @@ def main():
     p.add_argument("--requests", type=int, default=500)
     p.add_argument("--model-base", default=None)
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="passed to coophash serve, e.g. --server-arg=--rest-api-num-threads=4",
+    )
     a = p.parse_args()
     from coophash_keras.data import load_digits
 
     images = load_digits().images
     base = ensure_model_base(a.model_base)
-    proc, url = start_server(base)
+    proc, url = start_server(base, a.server_arg)
     host, port = url.split("//")[1].split(":")
     latencies, errors = [], []
     lock = threading.Lock()
@@ -74,6 +80,7 @@ def main():
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "cpus": os.cpu_count(),
+        "server_args": a.server_arg,
     }
     print(json.dumps(result, indent=2))
     if a.json:

@@ -158,7 +158,7 @@ class MapCurve(keras.callbacks.Callback):
 def timing(run_dir, steps_per_epoch):
     """ms/step from ProgressLog's epoch times, leaving out the first epoch (tracing)."""
     with open(os.path.join(run_dir, "progress.jsonl")) as fh:
-        times = [json.loads(line)["time"] for line in fh]
+        times = [json.loads(line)["time"] for line in fh if line.strip()]
     if len(times) < 3:
         return None
     return 1000 * float(np.median(np.diff(times[1:]))) / steps_per_epoch

@@ -6,7 +6,7 @@ cannot be read, and every epoch is lost) and deletes the backup when `fit` ends,
 has saved the final model. Here every epoch's backup is a new directory, written under a temporary
 name and renamed when complete:
 
-    <backup_dir>/epoch-000003/{weights.weights.h5, state.json}      state: epoch, history so far
+    <backup_dir>/epoch-000003/{weights.weights.h5, state.json}      state: epoch, training seconds
 
 The newest complete directory is the one restored (a directory that cannot be read is skipped, so
 the one before it is used); older ones are deleted only after a newer one is complete; and the
@@ -104,8 +104,8 @@ class RunBackup(keras.callbacks.Callback):
     the epoch to start at) and writes one at the end of every epoch. `restored_state` is the
     state.json that was restored (None for a fresh start).
 
-    List it LAST among the callbacks: its history then holds what the others added to the epoch
-    logs (val_map), and an epoch is in the backup only once every callback is done with it. Call
+    List it LAST among the callbacks: an epoch is in the backup only once every callback (the
+    progress line, best.keras) is done with it. Call
     `restore(model)` before `fit` if another callback reads the weights when training begins."""
 
     def __init__(self, backup_dir, keep=2, write=True):
@@ -115,7 +115,6 @@ class RunBackup(keras.callbacks.Callback):
         self.keep = max(2, int(keep))
         self.restored_state = None
         self._restored = False
-        self._history = {}
         self._seconds_before = 0.0  # training time of the epochs restored
         self._began = None
 
@@ -133,7 +132,6 @@ class RunBackup(keras.callbacks.Callback):
                 problems.append(f"{os.path.basename(path)} ({type(exc).__name__}: {exc})")
                 continue
             self.restored_state = state
-            self._history = {k: list(v) for k, v in state.get("history", {}).items()}
             self._seconds_before = float(state.get("train_seconds", 0.0))
             return state
         if problems:
@@ -149,18 +147,8 @@ class RunBackup(keras.callbacks.Callback):
         self._began = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        for key, value in (logs or {}).items():
-            try:
-                self._history.setdefault(key, []).append(float(value))
-            except (TypeError, ValueError):
-                continue
         if self.write:
             self.save(epoch + 1)
-
-    @property
-    def history(self):
-        """Every epoch's logs since the run began, across restarts."""
-        return self._history
 
     @property
     def train_seconds(self):
@@ -178,7 +166,7 @@ class RunBackup(keras.callbacks.Callback):
             self.model.save_weights(weights)
             with open(weights, "rb+") as fh:
                 os.fsync(fh.fileno())
-            state = {"epoch": epoch, "history": self._history, "train_seconds": self.train_seconds}
+            state = {"epoch": epoch, "train_seconds": self.train_seconds}
             with open(os.path.join(tmp, STATE), "w") as fh:
                 json.dump(state, fh)
                 fh.flush()

@@ -15,9 +15,10 @@ from coophash_keras.preprocessing import denormalize_images, normalize_images
 
 
 class RetrievalMetricsCallback(keras.callbacks.Callback):
-    """Every `every_n_epochs`, encode a query and a database set and put validation retrieval
-    metrics into the epoch logs: `val_map` (mAP over the whole database) and `val_map@K`.
-    List it BEFORE TensorBoard / ModelCheckpoint / a tuner so they see the values."""
+    """Every `every_n_epochs` (and at the last epoch), encode a query and a database set and put
+    validation retrieval metrics into the epoch logs: `val_map` (mAP over the whole database) and
+    `val_map@K`; other epochs carry no val_map. List it BEFORE TensorBoard / ModelCheckpoint / a
+    tuner so they see the values (BestModelCheckpoint skips the epochs without one)."""
 
     def __init__(self, query_images, query_labels, database_images, database_labels, every_n_epochs=1, topk=(100,)):
         super().__init__()
@@ -31,8 +32,7 @@ class RetrievalMetricsCallback(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         last_epoch = self.params.get("epochs", epoch + 1) - 1 if self.params else epoch
         if (epoch + 1) % self.every_n_epochs and epoch != last_epoch:
-            logs.update(self.last)  # repeat the last value so monitors see the key on every epoch
-            return
+            return  # no value on this epoch: a repeated old one would read as a new measurement
         q = self.model.encode(self.query_images)
         db = self.model.encode(self.database_images)
         res = retrieval_metrics(q, self.query_labels, db, self.database_labels, topk=self.topk, pr_curve=False)
@@ -61,6 +61,18 @@ def image_grid(columns, min_tile=64, separator=2, separator_value=128):
     return out
 
 
+class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint(save_best_only=True) that waits quietly for the epochs that carry the
+    monitored value (validation every N epochs), instead of warning on every other epoch."""
+
+    def __init__(self, filepath, monitor="val_map", mode="max", **kwargs):
+        super().__init__(filepath, monitor=monitor, mode=mode, save_best_only=True, **kwargs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and self.monitor in logs:
+            super().on_epoch_end(epoch, logs)
+
+
 class HashingTensorBoard(keras.callbacks.Callback):
     """What Keras' TensorBoard callback cannot show, written eagerly at epoch end with its own
     writer (`<log_dir>/coophash`; tf.summary inside train_step is unreliable), for every model:
@@ -73,6 +85,16 @@ class HashingTensorBoard(keras.callbacks.Callback):
                 Langevin steps, and langevin/energy_gain_after_step_t: mean f_E(x~_t) - f_E(x^)
     and at the end of training the embedding projector (codes of `projector_images`, label
     metadata, sprite) written into the log_dir root, where the projector plugin looks."""
+
+    TAGS = (
+        "bits/balance",
+        "bits/correlation",
+        "hash/relaxed_codes",
+        "pairs/generated_and_revised",
+        "pairs/labels",
+        "langevin/distance_after_step_<t>",
+        "langevin/energy_gain_after_step_<t>",
+    )
 
     def __init__(
         self,

@@ -18,10 +18,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 
-def _f(default, provenance: str, doc: str, *, low=None, high=None, above=None, choices=None, multiple_of=None):
+def _f(
+    default, provenance: str, doc: str, *, low=None, high=None, above=None, choices=None, multiple_of=None, check=None
+):
     """A config field: default, provenance, meaning, and its valid range (low/high inclusive,
-    `above` exclusive lower bound, `choices`, `multiple_of`)."""
-    limits = dict(low=low, high=high, above=above, choices=choices, multiple_of=multiple_of)
+    `above` exclusive lower bound, `choices`, `multiple_of`, or `check`: a function that raises
+    ValueError for a bad value)."""
+    limits = dict(low=low, high=high, above=above, choices=choices, multiple_of=multiple_of, check=check)
     return field(default=default, metadata={"provenance": provenance, "doc": doc, "limits": limits})
 
 
@@ -46,11 +49,55 @@ class CoopHashConfig:
         1, "ours", "3x3 convs per downsampling block of f0 (with 'stride' the last is the stride-2 conv)", low=1
     )
     base_dropout: float = _f(0.3, "ours", "dropout on f0's feature vector during training", low=0.0, high=0.95)
+    augmentation: str = _f(
+        "",
+        "ours",
+        "augmentation of the labelled images for every model alike, e.g. 'flip,translate=0.1' (coophash_keras/data/augment.py); '' = none",
+        check=lambda spec: _parse_augmentation(spec),
+    )
+
+    # --- a pretrained backbone as f0 (every model; README "Your own images") -------------------
+    backbone: str = _f(
+        "none",
+        "ours",
+        "f0 from a pretrained image model instead of the conv base: 'none', a keras.applications name (see "
+        "KERAS_APPLICATIONS in config.py, e.g. MobileNetV3Small, EfficientNetB0, ResNet50) or 'hub:PRESET' (a "
+        "keras-hub image backbone preset name or local preset folder); images of at least 32x32, 1 or 3 channels. "
+        "The base_* fields above apply to the conv base only",
+    )
+    backbone_weights: str = _f(
+        "imagenet",
+        "ours",
+        "the backbone's initial weights: 'imagenet' (keras.applications' ImageNet file, from ~/.keras/models/ or "
+        "downloaded; for hub: the preset's own weights), 'none' (random), or the path of a weights file "
+        "(keras.applications: the *_notop.h5 file). Read once when a model is built to train; a saved model "
+        "carries its own weights",
+    )
+    backbone_freeze_steps: int = _f(
+        0, "ours", "steps (of each optimizer) that leave the backbone unchanged while the rest trains", low=0
+    )
+    backbone_learning_rate_scale: float = _f(
+        0.1,
+        "ours",
+        "after backbone_freeze_steps, the backbone learns at this fraction of its optimizer's learning rate "
+        "(0 = a frozen feature extractor for good)",
+        low=0.0,
+        high=1.0,
+    )
 
     # --- CoopHash's generator -----------------------------------------------------------------
     latent_dim: int = _f(32, "ours", "z dimension (reference code: 100/128, scaled down for small images)", low=1)
     generator_filters: int = _f(
         64, "ours", "channels of the generator's first feature map, halved per upsampling", low=1
+    )
+    synthesis_size: int | None = _f(
+        None,
+        "ours",
+        "smaller side (px) of the images CoopHash's and DSH-GAN's generator makes and Langevin revises; None = the "
+        "image size with the conv base, 32 with a backbone (never above the image size). Below the image size the "
+        "descriptor reads them through a bilinear upsampling, and its energy / adversary terms read real images "
+        "resized down to it and back (models/descriptor.py)",
+        low=4,
     )
 
     # --- Langevin revision (Eq. 6) -----------------------------------------------------------
@@ -75,6 +122,20 @@ class CoopHashConfig:
     )
     langevin_clip_images: bool = _f(True, "ours", "keep revised images inside the data range [-1, 1]")
 
+    persistent_chains: int = _f(
+        0,
+        "ours",
+        "slots per class of a replay buffer of revised images (persistent chains, as in JEM); each pair image starts its Langevin chain from a buffer slot of its class instead of the generator's sample, and is written back; 0 = off (the paper: chains start at the generator)",
+        low=0,
+    )
+    chain_reinit_rate: float = _f(
+        0.05,
+        "reference",
+        "share of chains restarted from the generator's sample each step (JEM: 5%)",
+        low=0.0,
+        high=1.0,
+    )
+
     # --- CoopHash descriptor losses -------------------------------------------------------------
     nll_weight: float = _f(1.0, "paper", "weight of the maximum-likelihood term mean f_E(x_rev) - mean f_E(x)", low=0.0)
     classification_weight: float = _f(1.0, "ours", "weight of the classification loss on real images", low=0.0)
@@ -96,6 +157,47 @@ class CoopHashConfig:
         0.0,
         "ours",
         "semi-supervised extension (not in the paper): maximum likelihood of the marginal energy logsumexp_c f_E(x, c) on unlabeled images, when batches carry them (data.with_unlabeled); 0 = off",
+        low=0.0,
+    )
+    classifier_input: str = _f(
+        "features",
+        "ours",
+        "what CoopHash's (and DSH-GAN's) classifier head reads: f0's 'features' (the paper's discriminative head beside the hash head) or the relaxed 'codes' (classification through the codes, so the class signal reaches the hash head)",
+        choices=("features", "codes"),
+    )
+    synthetic_realness_weighting: bool = _f(
+        False,
+        "ours",
+        "weight each revised image's synthetic_classification term by sigmoid(f_E(x~, c) - mean f_E(x, c) of the real batch): pairs the descriptor finds real count more",
+    )
+    pseudo_label_weight: float = _f(
+        0.0,
+        "ours",
+        "FixMatch-style term on unlabeled images (not in the paper): cross-entropy of the classifier head on a strongly augmented view against the confident predictions on a weakly augmented one; 0 = off",
+        low=0.0,
+    )
+    pseudo_label_threshold: float = _f(
+        0.95, "reference", "confidence a pseudo-label needs (FixMatch: 0.95)", low=0.0, high=1.0
+    )
+    unlabeled_batch_ratio: int = _f(
+        1, "ours", "unlabeled images per labelled image in a batch (FixMatch: 7; 1 here for 2-core compute)", low=1
+    )
+    weak_augmentation: str = _f(
+        "flip,translate=0.125",
+        "reference",
+        "the weak view of an unlabeled image for pseudo-labels (FixMatch: flip and translate by 12.5%)",
+        check=lambda spec: _parse_augmentation(spec),
+    )
+    strong_augmentation: str = _f(
+        "flip,translate=0.125,contrast=0.5,brightness=0.3,noise=25,blur=1.0,erase=0.3",
+        "ours",
+        "the strong view (FixMatch uses RandAugment + Cutout; here Keras layers: coophash_keras/data/augment.py)",
+        check=lambda spec: _parse_augmentation(spec),
+    )
+    recovery_consistency_weight: float = _f(
+        0.0,
+        "ours",
+        "pull an unlabeled image's relaxed code towards the code of its recovery g(mu(x), c^) revised by Langevin (CoopHash.recover); 0 = off",
         low=0.0,
     )
     quantization_weight: float = _f(
@@ -192,6 +294,7 @@ class CoopHashConfig:
             h, w = self.image_shape[:2]
             if min(h, w) < 4:
                 problems.append(f"image_shape: images must be at least 4x4 pixels, got {h}x{w}")
+            problems += _backbone_problems(self)
         if problems:
             raise ValueError("Invalid CoopHashConfig: " + "; ".join(problems))
         return self
@@ -272,6 +375,11 @@ def _field_problems(f, value):
         return [f"{f.name} must be one of {list(lim['choices'])}, got {value!r}"]
     if lim["multiple_of"] is not None and (value <= 0 or value % lim["multiple_of"]):
         return [f"{f.name} must be a positive multiple of {lim['multiple_of']}, got {value!r}"]
+    if lim["check"] is not None:
+        try:
+            lim["check"](value)
+        except ValueError as exc:
+            return [f"{f.name}: {exc}"]
     if base is float and value != value:  # NaN
         return [f"{f.name} must be a number, got NaN"]
     if lim["low"] is not None and value < lim["low"]:
@@ -281,6 +389,12 @@ def _field_problems(f, value):
     if lim["high"] is not None and value > lim["high"]:
         return [f"{f.name} must be <= {lim['high']}, got {value!r}"]
     return []
+
+
+def _parse_augmentation(spec):
+    from coophash_keras.data.augment import parse_augmentation
+
+    return parse_augmentation(spec)
 
 
 def _limits_text(f):
@@ -296,9 +410,47 @@ def _limits_text(f):
         parts.append(f"<= {lim['high']}")
     if lim["multiple_of"] is not None:
         parts.append(f"positive multiple of {lim['multiple_of']}")
+    if lim["check"] is not None:
+        parts.append("see meaning")
     if type(None) in typing.get_args(_HINTS[f.name]):
         parts.append("or None")
     return ", ".join(parts)
+
+
+# keras.applications models a `backbone` may name: each builds at 32x32 without its top and is
+# checked to serve through the backbone base (coophash_keras/layers/backbone.py).
+KERAS_APPLICATIONS = (
+    ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large")
+    + tuple(f"EfficientNetB{i}" for i in range(8))
+    + ("EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2S")
+    + ("ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2")
+    + ("DenseNet121", "DenseNet169", "DenseNet201", "ConvNeXtTiny", "ConvNeXtSmall", "ConvNeXtBase")
+)
+MIN_BACKBONE_SIZE = 32  # keras.applications' smallest input without the top
+
+
+def _backbone_problems(c):
+    if c.backbone == "none":
+        return []
+    problems = []
+    if c.backbone.startswith("hub:"):
+        if not c.backbone[4:].strip():
+            problems.append("backbone: 'hub:' needs a keras-hub preset name or folder, e.g. hub:resnet_18_imagenet")
+    elif c.backbone not in KERAS_APPLICATIONS:
+        problems.append(
+            f"backbone must be 'none', 'hub:PRESET' or one of {list(KERAS_APPLICATIONS)}, got {c.backbone!r}"
+        )
+    h, w, channels = c.image_shape
+    if min(h, w) < MIN_BACKBONE_SIZE:
+        problems.append(
+            f"image_shape: a backbone needs images of at least {MIN_BACKBONE_SIZE}x{MIN_BACKBONE_SIZE}, got {h}x{w} "
+            "(--image-size 96,96 for image files; ImageNet backbones were trained at 96-224)"
+        )
+    if channels not in (1, 3):
+        problems.append(f"image_shape: a backbone takes 1 (grey) or 3 (RGB) channels, got {channels}")
+    if not c.backbone_weights.strip():
+        problems.append("backbone_weights must be 'imagenet', 'none' or a weights file path, got ''")
+    return problems
 
 
 def _is_int(value):

@@ -55,3 +55,19 @@ def reconstruction_loss(target, reconstruction, reduction="mean"):
     """||x_rev - g(c, z~)||^2 per example (Eq. 2), summed or averaged over pixels."""
     sq = ops.reshape(ops.square(target - reconstruction), (ops.shape(target)[0], -1))
     return ops.sum(sq, axis=-1) if reduction == "sum" else ops.mean(sq, axis=-1)
+
+
+def pseudo_label_loss(strong_logits, weak_logits, threshold, multi_label):
+    """FixMatch (Sohn et al. 2020): per unlabeled image, cross-entropy of the strong view's logits
+    against the weak view's prediction where its confidence is >= threshold (0 elsewhere), and the
+    0/1 mask. Multi-label: per class, sigmoid cross-entropy against round(p) where max(p, 1 - p) is
+    >= threshold, averaged over classes; the mask is the share of confident classes."""
+    if multi_label:
+        p = ops.sigmoid(weak_logits)
+        mask = ops.cast(ops.maximum(p, 1.0 - p) >= threshold, strong_logits.dtype)
+        per_class = ops.binary_crossentropy(ops.cast(p > 0.5, strong_logits.dtype), strong_logits, from_logits=True)
+        return ops.mean(per_class * mask, axis=-1), ops.mean(mask, axis=-1)
+    p = ops.softmax(weak_logits, axis=-1)
+    mask = ops.cast(ops.max(p, axis=-1) >= threshold, strong_logits.dtype)
+    target = ops.one_hot(ops.argmax(p, axis=-1), ops.shape(p)[-1])
+    return ops.categorical_crossentropy(target, strong_logits, from_logits=True) * mask, mask

@@ -14,6 +14,11 @@ def normalize_images(images):
     return tf.cast(images, tf.float32) / PIXEL_SCALE - 1.0
 
 
+def to_pixels(images):
+    """[-1, 1] -> float32 pixels in [0, 255], the inverse of normalize_images (no rounding)."""
+    return (tf.cast(images, tf.float32) + 1.0) * PIXEL_SCALE
+
+
 def denormalize_images(images):
     """[-1, 1] -> uint8 [0, 255] (for TensorBoard images and saving samples)."""
     x = (tf.clip_by_value(tf.cast(images, tf.float32), -1.0, 1.0) + 1.0) * PIXEL_SCALE

@@ -150,26 +150,20 @@ def build_config(spec: RunSpec, data):
     return config
 
 
-def _callbacks(spec, model, data, split, history=None):
-    """`history`: the logs of the epochs a resumed run restored (RunBackup.history)."""
+def _callbacks(spec, model, data, split, best_val_map=None):
+    """`best_val_map`: the best validation mAP of the epochs a resumed run restored."""
     import keras
 
-    from coophash_keras.callbacks import HashingTensorBoard, ProgressLog, RetrievalMetricsCallback
+    from coophash_keras.callbacks import BestModelCheckpoint, HashingTensorBoard, RetrievalMetricsCallback
 
     callbacks = []
     if spec.val_every:  # first, so TensorBoard, ModelCheckpoint and a tuner see val_map
         callbacks.append(
             RetrievalMetricsCallback(*validation_sets(data, split), every_n_epochs=spec.val_every, topk=(100,))
         )
-        best = max((history or {}).get("val_map", []), default=None)  # a resumed run must beat best.keras
+        # A resumed run's best.keras must be beaten, not overwritten by the first epoch after the restart.
         callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(spec.run_dir, "best.keras"),
-                monitor="val_map",
-                mode="max",
-                save_best_only=True,
-                initial_value_threshold=best,
-            )
+            BestModelCheckpoint(os.path.join(spec.run_dir, "best.keras"), initial_value_threshold=best_val_map)
         )
     if spec.tensorboard:
         sample = data.subset(split.query[:256])
@@ -185,20 +179,23 @@ def _callbacks(spec, model, data, split, history=None):
             )
         )
         callbacks.append(keras.callbacks.TensorBoard(spec.tensorboard, histogram_freq=0))
-    callbacks.append(ProgressLog(os.path.join(spec.run_dir, "progress.jsonl")))
     return callbacks
 
 
 def training_dataset(model_class, config, data, split, seed, repeat=False):
-    """The labelled tf.data pipeline, with a batch of the unlabelled pool per step for models that
-    use one (`model_class.uses_unlabeled(config)`)."""
+    """The labelled tf.data pipeline (augmented by `config.augmentation`, the same for every model),
+    with a batch of the unlabelled pool per step for models that use one
+    (`model_class.uses_unlabeled(config)`)."""
     from coophash_keras.data import with_unlabeled
+    from coophash_keras.data.augment import augment_dataset
 
     batch_size = config.batch_size
     train = data.subset(split.train)
     ds = train.as_dataset(batch_size, shuffle=True, seed=seed, drop_remainder=True, repeat=repeat)
-    if model_class.uses_unlabeled(config) and len(split.unlabeled) >= batch_size:
-        ds = with_unlabeled(ds, data.images[split.unlabeled], batch_size, seed)
+    ds = augment_dataset(ds, config.augmentation, seed)
+    unlabeled_batch = batch_size * config.unlabeled_batch_ratio
+    if model_class.uses_unlabeled(config) and len(split.unlabeled) >= unlabeled_batch:
+        ds = with_unlabeled(ds, data.images[split.unlabeled], unlabeled_batch, seed)
     return ds
 
 
@@ -237,12 +234,30 @@ def prepare_run(spec: RunSpec, data=None, split=None) -> PreparedRun:
     return PreparedRun(strategy, data, split, config, cls)
 
 
+def history_from_progress(path):
+    """{metric: one value per epoch} from progress.jsonl (the log that spans a resumed run), with
+    None where an epoch has no value (validation every N epochs), so every list is as long as
+    the number of epochs."""
+    entries = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a line torn by a kill mid-write
+                    continue
+                entries[entry["epoch"]] = entry["logs"]  # a re-run epoch replaces the lost one
+    epochs = sorted(entries)
+    keys = sorted({k for logs in entries.values() for k in logs})
+    return {k: [entries[e].get(k) for e in epochs] for k in keys}
+
+
 def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunResult:
     """Train one model and write its run directory (see the module docstring). With
     `spec.backup_dir`, a run killed at any moment and started again with the same spec resumes
     from its last complete epoch; the backup is removed only once the run's files are written."""
     from coophash_keras.backup import RunBackup, remove_backup, remove_stale_backup
-    from coophash_keras.callbacks import check_backup_dir, keep_progress
+    from coophash_keras.callbacks import ProgressLog, check_backup_dir, keep_progress
     from coophash_keras.data.files import dataset_record
     from coophash_keras.io import remove_temporaries, save_model
 
@@ -266,9 +281,13 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
         keep_progress(progress, backup.restored_state["epoch"])  # epochs after the backup are trained again
     elif os.path.exists(progress):
         os.remove(progress)  # a fresh run's log starts empty
-    callbacks = _callbacks(spec, model, data, split, backup.history if resuming else None) + list(extra_callbacks)
+    best = max((v for v in history_from_progress(progress).get("val_map", []) if v is not None), default=None)
+    # Order: the callbacks that add to the epoch's logs (validation mAP, bit correlation) first; then
+    # the progress line; the backup last, so an epoch is backed up only once every callback is done
+    # with it (a kill between the two re-runs the epoch, and keep_progress drops its line).
+    callbacks = _callbacks(spec, model, data, split, best) + list(extra_callbacks) + [ProgressLog(progress)]
     if backup is not None:
-        callbacks.append(backup)  # last: an epoch is backed up with every callback's logs (val_map), once they are done
+        callbacks.append(backup)
     ds = training_dataset(run.model_class, config, data, split, spec.seed, repeat=spec.steps_per_epoch is not None)
     where = f" ({run.strategy.num_replicas_in_sync} replicas)" if run.strategy is not None else ""
     print(
@@ -279,23 +298,18 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
     if resuming:
         print(f"resuming from {spec.backup_dir} after epoch {backup.restored_state['epoch']}", flush=True)
     start = time.time()
-    history = model.fit(
-        ds, epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch, verbose=spec.verbose, callbacks=callbacks
-    )
+    model.fit(ds, epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch, verbose=spec.verbose, callbacks=callbacks)
     seconds = time.time() - start
-    if backup is not None:  # every epoch since the run began, across restarts
-        history, seconds = backup.history, backup.train_seconds
-    else:
-        history = history.history
+    history = history_from_progress(progress)  # every epoch since the run began, across restarts
+    if backup is not None:
+        seconds = backup.train_seconds  # the epochs kept, across restarts
     if chief:
         # Each file is written whole or not at all (coophash_keras.io.atomic_path); the backup goes
         # last, so a run killed anywhere in here resumes after its last epoch and writes them again.
         save_model(model, os.path.join(spec.run_dir, "model.keras"))
         atomic_write_json(os.path.join(spec.run_dir, "config.json"), config.to_dict())
         split.save(os.path.join(spec.run_dir, "split.npz"))
-        atomic_write_json(
-            os.path.join(spec.run_dir, "history.json"), {k: [float(v) for v in vals] for k, vals in history.items()}
-        )
+        atomic_write_json(os.path.join(spec.run_dir, "history.json"), history)
         record = dict(spec.record(), **dataset_record(data), train_seconds=seconds)  # + file data's size, fingerprint
         atomic_write_json(os.path.join(spec.run_dir, RUN_FILE), record)
         if spec.backup_dir:

@@ -106,13 +106,29 @@ def make_tuner(
     )
 
 
-def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None):
-    """Random search for `spec.model` on the run's data and split; writes RUN/tuning.json (every
-    trial) and RUN/best_config.json (pass it back with `coophash train --config`)."""
+def holdout_split(split, fraction=0.2, seed=0):
+    """Tuning never looks at the queries: a `fraction` of the labelled training images becomes the
+    validation queries, the rest of the labelled images both the training set and the validation
+    database; the unlabeled pool stays the pool."""
+    import dataclasses
+
+    import numpy as np
+
+    train = np.random.default_rng(seed).permutation(split.train)
+    n_val = max(1, int(round(fraction * len(train))))
+    val, rest = np.sort(train[:n_val]), np.sort(train[n_val:])
+    return dataclasses.replace(split, query=val, train=rest, database=rest)
+
+
+def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None, validation_fraction=0.2):
+    """Random search for `spec.model` on the run's data; the objective is mAP on a held-out part
+    of the labelled training images (holdout_split), never on the run's queries. Writes
+    RUN/tuning.json (every trial) and RUN/best_config.json (`coophash train --config`)."""
     from coophash_keras.callbacks import RetrievalMetricsCallback
     from coophash_keras.runs import prepare_run, training_dataset, validation_sets
 
     run = prepare_run(spec)
+    run.split = holdout_split(run.split, validation_fraction, spec.seed)
     tuner = make_tuner(
         run.model_class,
         run.config,
@@ -138,6 +154,7 @@ def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None):
         "model": spec.model,
         "seed": spec.seed,
         "tuned": names,
+        "validation": f"{len(run.split.query)} held-out labelled images vs the other {len(run.split.train)}",
         "best_val_map": best.score,
         "best_hyperparameters": best_values,
         "trials": [trial_summary(t) for t in sorted(tuner.oracle.trials.values(), key=lambda t: t.trial_id)],

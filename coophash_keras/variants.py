@@ -1,23 +1,42 @@
-"""Named CoopHash configurations and the method names the benchmarks and the CLI accept.
+"""Named configurations and the method names the benchmarks and the CLI accept.
 
 A method is a registered model name (coophash_keras.registry), optionally with a variant:
-`coophash:NAME` where NAME is a key of VARIANTS or of config.ABLATIONS, or `coophash:NAME/ABLATION`
-(that variant with one component switched off). Every variant is a set of config changes on
-top of the defaults; docs/RESULTS.md says which one is measured where and why."""
+`MODEL:NAME` where NAME is a key of VARIANTS[MODEL] (or, for CoopHash, of config.ABLATIONS), or
+`coophash:NAME/ABLATION` (that variant with one component switched off). Every variant is a set of
+config changes on top of the defaults; docs/RESULTS.md says which one is measured where and why."""
 
 from coophash_keras.config import ABLATIONS
 from coophash_keras.registry import MODELS
 
-# name -> CoopHashConfig changes (all "ours" unless a field's provenance says otherwise)
+_CODES = {"classifier_input": "codes"}
+_SYNTH = {"synthetic_classification_weight": 1.0}
+_FIXMATCH = {"pseudo_label_weight": 1.0}
+_JEM = {"unlabeled_nll_weight": 1.0}
+
+# model -> variant name -> CoopHashConfig changes (all "ours" unless a field's provenance says otherwise)
 VARIANTS = {
-    "paper": {},  # the paper's form as built here: synthetic triplets, classification beside the codes
+    "coophash": {
+        "paper": {},  # the paper's form as built here: synthetic triplets, classification beside the codes
+        "codes": _CODES,  # + classification through the codes
+        "codes+synth": {**_CODES, **_SYNTH},  # + the revised pairs as labelled augmentation
+        "codes+synth+real": {**_CODES, **_SYNTH, "synthetic_realness_weighting": True},
+        "semi": {**_CODES, **_SYNTH, **_FIXMATCH},  # + FixMatch pseudo-labels on the unlabeled pool
+        "semi+jem": {**_CODES, **_SYNTH, **_FIXMATCH, **_JEM},  # + the marginal-energy likelihood on it
+        "semi+recovery": {**_CODES, **_SYNTH, **_FIXMATCH, "recovery_consistency_weight": 1.0},
+        # The candidate for the bar: "semi" with a 10x lighter likelihood term and T=5 Langevin steps.
+        # Picked from single-seed 500-step runs (docs/RESULTS.md, "Exploration"): nll_weight=1 let the
+        # energy gap grow to ~6 and cost 0.03 mAP; T=5 halves the step time.
+        "fewlabels": {**_CODES, **_SYNTH, **_FIXMATCH, "nll_weight": 0.1, "langevin_steps": 5},
+    },
+    # References, not baselines of the bar: what the pseudo-labels alone buy a supervised method.
+    "code_classifier": {"fixmatch": _FIXMATCH},
 }
 
 
 def method_names():
     """Every method name the harness accepts without a '/ABLATION' suffix."""
     names = list(MODELS)
-    names += [f"coophash:{v}" for v in VARIANTS]
+    names += [f"{model}:{v}" for model, variants in VARIANTS.items() for v in variants]
     names += [f"coophash:{a}" for a in ABLATIONS]
     return names
 
@@ -30,14 +49,16 @@ def resolve_method(method, config):
         raise ValueError(f"unknown method {method!r}: the model must be one of {list(MODELS)}")
     if not variant:
         return model, {}
-    if model != "coophash":
-        raise ValueError(f"unknown method {method!r}: only coophash has variants")
+    variants = VARIANTS.get(model, {})
     name, _, ablation = variant.partition("/")
-    if name in ABLATIONS and not ablation:
+    if model == "coophash" and name in ABLATIONS and not ablation:
         name, ablation = None, name
-    elif name not in VARIANTS:
-        raise ValueError(f"unknown CoopHash variant {name!r}; choose from {sorted(VARIANTS) + sorted(ABLATIONS)}")
-    changes = dict(VARIANTS[name]) if name else {}
+    elif name not in variants:
+        known = sorted(variants) + (sorted(ABLATIONS) if model == "coophash" else [])
+        raise ValueError(f"unknown {model} variant {name!r}; choose from {known}")
+    if ablation and model != "coophash":
+        raise ValueError(f"unknown method {method!r}: only coophash has ablations")
+    changes = dict(variants[name]) if name else {}
     if ablation:
         changes.update(ABLATIONS[ablation](config.replace(**changes)))
     return model, changes

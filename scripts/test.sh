@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m pytest -q tests "$@"
+.venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet .
+.venv/bin/python -m pytest -q --durations=20 tests "$@"

@@ -49,3 +49,7 @@ def invalid(message):
 
 def not_found(message):
     return ServingError("NOT_FOUND", message)
+
+
+class ListenError(OSError):
+    """A port we cannot listen on (already in use, not ours to bind): one line that names it."""

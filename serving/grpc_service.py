@@ -12,7 +12,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.errors import ServingError, invalid
+from serving.errors import ListenError, ServingError, invalid
 from serving.status import model_status_response
 
 
@@ -96,11 +96,17 @@ def make_grpc_server(registry, host="127.0.0.1", port=8500, max_workers=16, max_
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # gRPC sets SO_REUSEPORT by default: a second server on a busy port would bind and
+            # silently share its traffic instead of failing.
+            ("grpc.so_reuseport", 0),
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(registry), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(registry), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # taken since ModelServer checked it (that check gives the clearer message)
+        bound = 0
     if bound == 0:
-        raise OSError(f"could not bind gRPC to {host}:{port}")
+        raise ListenError(f"could not listen on {host}:{port} for gRPC")
     return server, bound

@@ -14,14 +14,27 @@ import numpy as np
 from serving.errors import invalid
 
 
+def _show(value):
+    """The start of a JSON value for an error message (json.dumps recurses: a deep one raises)."""
+    try:
+        return json.dumps(value)[:80]
+    except RecursionError:
+        return "(a value nested too deep to show)"
+
+
 def _is_b64(value):
     return isinstance(value, dict) and set(value) == {"b64"}
 
 
-def _decode_values(value, is_string, where):
+MAX_RANK = 64  # numpy's limit; deeper lists would only exhaust the recursion below (a 500)
+
+
+def _decode_values(value, is_string, where, depth=0):
     """Nested JSON lists -> nested Python values, b64 objects decoded; shape checked later."""
     if isinstance(value, list):
-        return [_decode_values(v, is_string, where) for v in value]
+        if depth >= MAX_RANK:
+            raise invalid(f"JSON Value for {where} is nested deeper than {MAX_RANK} levels")
+        return [_decode_values(v, is_string, where, depth + 1) for v in value]
     if _is_b64(value):
         if not is_string:
             raise invalid(f"JSON Value: b64 object found for {where}, but b64 is only accepted for DT_STRING inputs")
@@ -32,13 +45,13 @@ def _decode_values(value, is_string, where):
         except (binascii.Error, ValueError):
             raise invalid(f"Unable to base64 decode the value for {where}") from None
     if isinstance(value, dict):
-        raise invalid(f"JSON Value: {json.dumps(value)[:80]} for {where} is an object; expected a value or list")
+        raise invalid(f"JSON Value: {_show(value)} for {where} is an object; expected a value or list")
     if is_string:
         if not isinstance(value, str):
-            raise invalid(f"JSON Value: {json.dumps(value)[:80]} for {where} is not of expected type: string")
+            raise invalid(f"JSON Value: {_show(value)} for {where} is not of expected type: string")
         return value.encode("utf-8")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise invalid(f"JSON Value: {json.dumps(value)[:80]} for {where} is not a number")
+        raise invalid(f"JSON Value: {_show(value)} for {where} is not a number")
     return value
 
 
@@ -67,15 +80,23 @@ def _to_array(value, is_string, where):
     return arr
 
 
+def load_json(body):
+    """Request body -> JSON value, or a 400 that says why (nesting too deep included: Python's
+    decoder recurses, and a RecursionError would otherwise be a 500)."""
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise invalid(f"JSON Parse error: {exc}") from None
+    except RecursionError:
+        raise invalid("JSON Parse error: nesting too deep") from None
+
+
 def parse_predict_request(body, signature_of):
     """body bytes -> (signature name, {input: ndarray}, row_format). `signature_of(name)` returns
     the Signature (raising for an unknown one)."""
     if not body:
         raise invalid("JSON Parse error: The document is empty")
-    try:
-        request = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise invalid(f"JSON Parse error: {exc}") from None
+    request = load_json(body)
     if not isinstance(request, dict):
         raise invalid("JSON Parse error: the request body Is not object")
     name = request.get("signature_name", "serving_default")

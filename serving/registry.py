@@ -5,6 +5,8 @@ import json
 import logging
 import os
 import threading
+import time
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -152,16 +154,51 @@ def _versions(model_dir):
     return sorted(out)
 
 
-class ModelRegistry:
-    """Serves the latest version of every model under `base_path`; `poll()` loads new versions."""
+def _files_signature(path):
+    """What "the version directory changed" means: a file or directory added, removed, resized or
+    touched anywhere under it. Unreadable (mid-copy) counts as changed."""
+    try:
+        entries = []
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                st = os.stat(os.path.join(root, name))
+                entries.append((os.path.relpath(os.path.join(root, name), path), st.st_mtime_ns, st.st_size))
+        return tuple(sorted(entries))
+    except OSError:
+        return None
 
-    def __init__(self, base_path, poll_interval=1.0):
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@dataclass
+class _FailedLoad:
+    attempts: int  # failed loads so far (the first try included)
+    next_try: float  # time.monotonic() of the next retry
+    signature: tuple  # _files_signature when it last failed
+
+
+class ModelRegistry:
+    """Serves the latest version of every model under `base_path`; `poll()` loads new versions.
+
+    A version that fails to load is retried as TF-Serving does (--max_num_load_retries,
+    --load_retry_interval_micros): up to `max_num_load_retries` more times, `load_retry_interval`
+    seconds apart, while the version before it keeps serving. After that it stays skipped until a
+    file under its directory changes (TF-Serving would skip it until it disappears and comes back);
+    then it gets a fresh round of retries. So a version copied in two steps is served once it is
+    complete, and a broken one is not reloaded every poll."""
+
+    def __init__(self, base_path, poll_interval=1.0, max_num_load_retries=5, load_retry_interval=60.0):
         if not os.path.isdir(base_path):
             raise FileNotFoundError(f"model base path {base_path} does not exist")
         self.base_path = base_path
         self.poll_interval = poll_interval
+        self.max_num_load_retries = max_num_load_retries
+        self.load_retry_interval = load_retry_interval
         self._models = {}
-        self._failed = set()
+        self._failed = {}  # (name, version) -> _FailedLoad
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
@@ -177,21 +214,71 @@ class ModelRegistry:
                 continue
             version, path = versions[-1]
             current = self._models.get(name)
-            if (current is not None and current.version == version) or (name, version) in self._failed:
-                continue
+            if current is None or current.version != version:
+                self._load(name, version, path)
+
+    def _load(self, name, version, path):
+        """Try to load, unless a failed version waits for its retry time or was given up on."""
+        key = (name, version)
+        while True:  # loops only when the retry interval is <= 0 (TF-Serving: "it doesn't wait")
+            failed = self._failed.get(key)
+            if failed is not None and failed.attempts > self.max_num_load_retries:
+                if _files_signature(path) == failed.signature:
+                    return
+                log.info("files of %s version %d changed: trying it again", name, version)
+                failed = None
+            elif failed is not None and time.monotonic() < failed.next_try:
+                return
+            signature = _files_signature(path)  # before loading: a change during the load is a change
             try:
                 servable = Servable(name, version, path)
-            except Exception as exc:  # a broken export must not take the server down
-                log.error("could not load %s version %s from %s: %s", name, version, path, exc)
-                self._failed.add((name, version))
+            except Exception as exc:  # a broken or half-copied export must not take the server down
+                self._record_failure(key, path, 1 if failed is None else failed.attempts + 1, signature, exc)
                 continue
             with self._lock:
                 self._models[name] = servable
+                self._failed.pop(key, None)
             log.info("serving %s version %d from %s", name, version, path)
+            return
+
+    def _record_failure(self, key, path, attempts, signature, exc):
+        with self._lock:
+            self._failed[key] = _FailedLoad(attempts, time.monotonic() + self.load_retry_interval, signature)
+        name, version = key
+        if attempts <= self.max_num_load_retries:
+            log.warning(
+                "could not load %s version %d from %s: %s; retry %d of %d in %.3g s",
+                *(name, version, path, _first_line(exc)),
+                *(attempts, self.max_num_load_retries, max(self.load_retry_interval, 0)),
+            )
+        else:
+            log.error(
+                "could not load %s version %d from %s (%d attempts): %s; the previous version keeps "
+                "serving, and this one is tried again when its files change",
+                *(name, version, path, attempts, _first_line(exc)),
+            )
+
+    def failed_loads(self):
+        """{(name, version): failed attempts so far} for versions not (yet) loaded."""
+        with self._lock:
+            return {key: f.attempts for key, f in self._failed.items()}
+
+    def gave_up(self, name, version):
+        """True once `version` failed 1 + max_num_load_retries times and its files have not changed."""
+        with self._lock:
+            failed = self._failed.get((name, version))
+        return failed is not None and failed.attempts > self.max_num_load_retries
+
+    def _next_wait(self):
+        """Seconds to the next poll: the poll interval, or sooner if a retry falls due."""
+        now = time.monotonic()
+        with self._lock:
+            due = [f.next_try - now for f in self._failed.values() if f.attempts <= self.max_num_load_retries]
+        return max(0.0, min([self.poll_interval, *due]))
 
     def start_polling(self):
         def loop():
-            while not self._stop.wait(self.poll_interval):
+            while not self._stop.wait(self._next_wait()):
                 try:
                     self.poll()
                 except Exception as exc:  # keep polling whatever happens on disk

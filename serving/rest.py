@@ -1,15 +1,14 @@
-"""The TF-Serving REST API (v1) over a ModelRegistry, on http.server's threading server."""
+"""The TF-Serving REST API (v1) over a ModelRegistry: URLs, JSON forms, status codes, error bodies."""
 
 import json
 import logging
 import re
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
 from google.protobuf import json_format
 
 from serving.errors import ServingError, invalid
-from serving.json_tensor import format_predict_response, parse_predict_request
+from serving.json_tensor import format_predict_response, load_json, parse_predict_request
 from serving.status import model_status_response
 
 log = logging.getLogger("coophash.serving")
@@ -35,6 +34,10 @@ def metadata_json(servable):
     }
 
 
+def _json(payload):
+    return json.dumps(payload).encode()  # no indent: keeps the C encoder
+
+
 def _version(text, label):
     if label is not None:
         raise invalid("Unrecognized servable version label: " + label)
@@ -49,113 +52,69 @@ def _version(text, label):
         raise invalid(f"Failed to convert version: {text}") from None
 
 
-class RestHandler(BaseHTTPRequestHandler):
-    server_version = "coophash-serving"
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms for the
-    # delayed ACK on every response.
-    disable_nagle_algorithm = True
-    registry = None  # set by make_rest_server
-    max_body_bytes = 0  # set by make_rest_server
-    indexes = {}  # model name -> HammingIndex, for the :search route
+class RestApi:
+    """The routes: (method, request target, body) -> (HTTP status, content type, body bytes).
+    Framing, connections and threads are the front end's business (serving/frontend.py)."""
 
-    def log_message(self, fmt, *args):  # route access logs through logging (quiet by default)
-        log.debug("%s - %s", self.address_string(), fmt % args)
+    def __init__(self, registry, indexes=None):
+        self.registry = registry
+        self.indexes = dict(indexes or {})  # model name -> HammingIndex, for the :search route
 
-    def _send_json(self, status, payload):
-        body = json.dumps(payload).encode()  # no indent: keeps the C encoder
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _send_error(self, exc):
-        self._send_json(exc.http_status, {"error": exc.message})
-
-    def _not_v1(self):
-        if self.path.lower().startswith("/v1/"):
-            return False
-        body = b"<html><body>404 Not Found</body></html>"
-        self.send_response(404)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        return True
-
-    def _read_body(self):
-        length = self.headers.get("Content-Length")
-        if length is None:
-            raise ServingError("INVALID_ARGUMENT", "Missing Content-Length header (chunked bodies are not supported)")
+    def handle(self, method, target, body):
+        # The real server hands every method on /v1/... to its REST handler, which answers
+        # "Malformed request" for anything but its GET and POST routes; other paths get libevent's
+        # plain 404.
+        if not target.lower().startswith("/v1/"):
+            return 404, "text/html", b"<html><body>404 Not Found</body></html>"
         try:
-            length = int(length)
-        except ValueError:
-            raise invalid(f"Bad Content-Length header: {length}") from None
-        if length > self.max_body_bytes:
-            self.close_connection = True  # do not read the oversized body
-            # 413, as the real server's HTTP layer (libevent max body size) answers.
-            raise ServingError(
-                "RESOURCE_EXHAUSTED",
-                f"Request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes",
-                http_status=413,
-            )
-        return self.rfile.read(length)
-
-    def do_GET(self):
-        if self._not_v1():
-            return
-        try:
-            path = self.path.split("?", 1)[0]
-            if re.fullmatch(r"(?i)/v1/models/?", path):
-                raise invalid("Missing model name in request.")
-            m = _GET.match(path)
-            if not m:
-                raise invalid(f"Malformed request: GET {path}")
-            name, version = unquote(m.group(1)), _version(m.group(2), m.group(3))
-            if m.group(4):
-                servable = self.registry.get(name, version)
-                self._send_json(200, metadata_json(servable))
+            if method == "GET":
+                payload = self._get(target)
+            elif method == "POST":
+                payload = self._post(target, body)
             else:
-                response = model_status_response(self.registry, name, version)
-                self._send_json(
-                    200,
-                    json_format.MessageToDict(
-                        response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-                    ),
-                )
+                raise invalid(f"Malformed request: {method} {target}")
+            return 200, "application/json", _json(payload)
         except ServingError as exc:
-            self._send_error(exc)
-
-    def do_POST(self):
-        if self._not_v1():
-            return
-        try:
-            body = self._read_body()
-            path = self.path.split("?", 1)[0]
-            s = _SEARCH.match(path)
-            if s:
-                self._send_json(200, self._search(unquote(s.group(1)), _version(s.group(2), None), body))
-                return
-            m = _PREDICT.match(path)
-            if not m:
-                raise invalid(f"Malformed request: POST {path}")
-            name, version, method = unquote(m.group(1)), _version(m.group(2), m.group(3)), m.group(4).lower()
-            servable = self.registry.get(name, version)
-            if method != "predict":
-                raise invalid(
-                    f"Expected {'classification' if method == 'classify' else 'regression'} signature "
-                    f"method_name to be tensorflow/serving/{method}; this model exports predict "
-                    "signatures only"
-                )
-            sig_name, inputs, row_format = parse_predict_request(body, servable.signature)
-            outputs = servable.signature(sig_name).run(inputs)
-            self._send_json(200, format_predict_response(outputs, row_format))
-        except ServingError as exc:
-            self._send_error(exc)
+            return exc.http_status, "application/json", _json({"error": exc.message})
         except Exception as exc:  # never a stack trace to the client; the server keeps serving
             log.exception("internal error")
-            self._send_json(500, {"error": f"Internal error: {exc}"})
+            return 500, "application/json", _json({"error": f"Internal error: {exc}"})
+
+    def _get(self, target):
+        path = target.split("?", 1)[0]
+        if re.fullmatch(r"(?i)/v1/models/?", path):
+            raise invalid("Missing model name in request.")
+        m = _GET.match(path)
+        if not m:
+            raise invalid(f"Malformed request: GET {path}")
+        name, version = unquote(m.group(1)), _version(m.group(2), m.group(3))
+        if m.group(4):
+            return metadata_json(self.registry.get(name, version))
+        return json_format.MessageToDict(
+            model_status_response(self.registry, name, version),
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        )
+
+    def _post(self, target, body):
+        path = target.split("?", 1)[0]
+        s = _SEARCH.match(path)
+        if s:
+            return self._search(unquote(s.group(1)), _version(s.group(2), None), body)
+        m = _PREDICT.match(path)
+        if not m:
+            raise invalid(f"Malformed request: POST {path}")
+        name, version, method = unquote(m.group(1)), _version(m.group(2), m.group(3)), m.group(4).lower()
+        servable = self.registry.get(name, version)
+        if method != "predict":
+            raise invalid(
+                f"Expected {'classification' if method == 'classify' else 'regression'} signature "
+                f"method_name to be tensorflow/serving/{method}; this model exports predict "
+                "signatures only"
+            )
+        sig_name, inputs, row_format = parse_predict_request(body, servable.signature)
+        outputs = servable.signature(sig_name).run(inputs)
+        return format_predict_response(outputs, row_format)
 
     def _search(self, name, version, body):
         """POST /v1/models/{name}:search {"instances": images or b64 objects, "k": 10} ->
@@ -175,10 +134,7 @@ class RestHandler(BaseHTTPRequestHandler):
                 f"the index was built by model {index.model_version} but "
                 f"{name} version {servable.version} is model {fingerprint}: rebuild the index",
             )
-        try:
-            request = json.loads(body) if body else None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise invalid(f"JSON Parse error: {exc}") from None
+        request = load_json(body) if body else None
         if not isinstance(request, dict) or "instances" not in request:
             raise invalid('a :search request is {"instances": [...], "k": 10}')
         k = request.get("k", 10)
@@ -202,24 +158,3 @@ class RestHandler(BaseHTTPRequestHandler):
         for result, p in zip(results, paths or []):
             result["paths"] = p
         return {"results": results}
-
-    def do_PUT(self):
-        self._method_not_allowed()
-
-    def do_DELETE(self):
-        self._method_not_allowed()
-
-    def _method_not_allowed(self):
-        if not self._not_v1():
-            self._send_json(400, {"error": f"Malformed request: {self.command} {self.path}"})
-
-
-def make_rest_server(registry, host="127.0.0.1", port=8501, max_body_bytes=32 * 1024 * 1024, indexes=None):
-    handler = type(
-        "BoundRestHandler",
-        (RestHandler,),
-        {"registry": registry, "max_body_bytes": max_body_bytes, "indexes": dict(indexes or {})},
-    )
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server

@@ -7,17 +7,23 @@ the same API (same URLs, JSON forms, status codes, protos), so clients written f
 unchanged against either. See README "Deploy on TF-Serving" for the real server."""
 
 import logging
-import threading
 
+from serving.frontend import RestFrontend, listen
 from serving.grpc_service import make_grpc_server
 from serving.registry import ModelRegistry
-from serving.rest import make_rest_server
+from serving.rest import RestApi
 
 log = logging.getLogger("coophash.serving")
 
 
 class ModelServer:
-    """REST (and optionally gRPC) over one ModelRegistry. Port 0 picks a free port."""
+    """REST (and optionally gRPC) over one ModelRegistry. Port 0 picks a free port.
+
+    `max_num_load_retries`, `load_retry_interval` (seconds): retries of a version that failed to
+    load (TF-Serving's flags of those names; see ModelRegistry). `rest_api_num_threads`: threads
+    that answer complete REST requests (default: CPU cores, at least 2);
+    `read_timeout` (seconds) and `max_connections` bound slow clients (see serving/frontend.py).
+    A port that cannot be bound raises serving.errors.ListenError, one line naming it."""
 
     def __init__(
         self,
@@ -28,31 +34,53 @@ class ModelServer:
         poll_interval=1.0,
         max_body_bytes=32 * 1024 * 1024,
         indexes=None,
+        *,
+        max_num_load_retries=5,
+        load_retry_interval=60.0,
+        rest_api_num_threads=None,
+        read_timeout=30.0,
+        max_connections=1000,
     ):
         """`indexes`: {model name: index file, or milvus:URI#COLLECTION} served by
         POST /v1/models/{name}:search (coophash_keras.index.open_index)."""
-        self.registry = ModelRegistry(model_base, poll_interval)
-        loaded = {}
-        for name, path in (indexes or {}).items():
-            from coophash_keras.index import open_index
-
-            loaded[name] = open_index(path)
-            servable = self.registry.get(name)
-            fingerprint = servable.info.get("model_fingerprint")
-            if fingerprint and loaded[name].model_version and fingerprint != loaded[name].model_version:
-                raise ValueError(
-                    f"index {path} was built by model {loaded[name].model_version}, but {name} "
-                    f"version {servable.version} is model {fingerprint}: rebuild the index"
+        # Ports first: a busy port fails at once, not after every model has loaded.
+        rest_sock = listen(host, port, "REST")
+        try:
+            if grpc_port:  # gRPC's own bind error is a C++ log line and a vague RuntimeError
+                listen(host, grpc_port, "gRPC").close()
+            self.registry = ModelRegistry(model_base, poll_interval, max_num_load_retries, load_retry_interval)
+            loaded = {name: self._load_index(name, path) for name, path in (indexes or {}).items()}
+            self.grpc, self.grpc_port = (None, None)
+            if grpc_port is not None:
+                self.grpc, self.grpc_port = make_grpc_server(
+                    self.registry, host, grpc_port, max_message_bytes=max_body_bytes
                 )
-        self.rest = make_rest_server(self.registry, host, port, max_body_bytes, loaded)
+        except BaseException:
+            rest_sock.close()
+            raise
+        self.rest = RestFrontend(
+            RestApi(self.registry, loaded),
+            rest_sock,
+            max_body_bytes,
+            num_threads=rest_api_num_threads,
+            read_timeout=read_timeout,
+            max_connections=max_connections,
+        )
         self.host = host
         self.port = self.rest.server_address[1]
-        self.grpc, self.grpc_port = (None, None)
-        if grpc_port is not None:
-            self.grpc, self.grpc_port = make_grpc_server(
-                self.registry, host, grpc_port, max_message_bytes=max_body_bytes
+
+    def _load_index(self, name, path):
+        from coophash_keras.index import open_index
+
+        index = open_index(path)
+        servable = self.registry.get(name)
+        fingerprint = servable.info.get("model_fingerprint")
+        if fingerprint and index.model_version and fingerprint != index.model_version:
+            raise ValueError(
+                f"index {path} was built by model {index.model_version}, but {name} "
+                f"version {servable.version} is model {fingerprint}: rebuild the index"
             )
-        self._thread = None
+        return index
 
     @property
     def url(self):
@@ -62,14 +90,12 @@ class ModelServer:
         self.registry.start_polling()
         if self.grpc is not None:
             self.grpc.start()
-        self._thread = threading.Thread(target=self.rest.serve_forever, name="rest", daemon=True)
-        self._thread.start()
+        self.rest.start()
         return self
 
     def stop(self):
         self.registry.stop()
-        self.rest.shutdown()
-        self.rest.server_close()
+        self.rest.stop()
         if self.grpc is not None:
             self.grpc.stop(grace=1).wait()
 
@@ -81,14 +107,14 @@ class ModelServer:
 
     def serve_forever(self):
         self.start()
-        log.warning(
+        log.info(
             "REST on %s%s; models: %s",
             self.url,
             f", gRPC on {self.host}:{self.grpc_port}" if self.grpc else "",
             self.registry.names(),
         )
         try:
-            self._thread.join()
+            self.rest.wait()
         except KeyboardInterrupt:
             pass
         finally:

@@ -54,6 +54,7 @@ def main():
         langevin_steps=3,
         langevin_noise_scale=0.0,
         langevin_step_size=1.0,
+        base_dropout=0.0,  # dropout masks differ per replica
     )
     digits = load_digits()
     ds = tf.data.Dataset.from_tensor_slices((digits.images[:32], digits.labels[:32])).batch(16, drop_remainder=True)

@@ -234,3 +234,90 @@ def test_train_baselines_and_ablations_from_the_cli(tmp_path):
         check=False,
     )
     assert bad.returncode == 2 and "--ablation applies to --model coophash only" in bad.stderr
+
+
+def test_val_every_logs_real_validations_only_and_train_takes_a_config_file(tmp_path):
+    import json as _json
+
+    config = tmp_path / "best_config.json"
+    config.write_text(
+        _json.dumps(
+            {
+                "langevin_steps": 3,
+                "base_filters": 8,
+                "feature_dim": 32,
+                "latent_dim": 8,
+                "generator_filters": 16,
+                "num_classes": 99,
+            }
+        )
+    )  # shapes come from the data
+    run = tmp_path / "run"
+    coophash(
+        "train",
+        "--dataset",
+        "digits",
+        "--bits",
+        "16",
+        "--epochs",
+        "3",
+        "--val-every",
+        "2",
+        "--labels-per-class",
+        "10",
+        "--batch-size",
+        "32",
+        "--run-dir",
+        str(run),
+        "--config",
+        str(config),
+        "--progress",
+        "none",
+    )
+    cfg = _json.loads((run / "config.json").read_text())
+    assert cfg["langevin_steps"] == 3 and cfg["num_classes"] == 10
+    history = _json.loads((run / "history.json").read_text())
+    assert all(len(values) == 3 for values in history.values())  # one entry per epoch for every metric
+    assert history["val_map"][0] is None and all(0 <= v <= 1 for v in history["val_map"][1:])  # epochs 2 and 3
+    first = _json.loads((run / "progress.jsonl").read_text().splitlines()[0])
+    assert "val_map" not in first["logs"]
+    assert (run / "best.keras").exists()
+    bad = coophash("train", "--run-dir", str(tmp_path / "x"), "--config", str(tmp_path / "none.json"), check=False)
+    assert bad.returncode == 2 and "missing config file" in bad.stderr
+
+
+def test_a_fresh_process_loads_any_saved_model_after_importing_the_package(run_dir, tmp_path):
+    from coophash_keras.baselines.csq import CSQ
+    from coophash_keras.config import CoopHashConfig
+    from coophash_keras.io import save_model
+
+    csq = CSQ(CoopHashConfig(num_bits=16, base_filters=8, feature_dim=32))
+    csq.compile()
+    save_model(csq, str(tmp_path / "csq.keras"))
+    code = (
+        "import coophash_keras, keras\n"
+        f"print(type(keras.models.load_model({str(run_dir / 'model.keras')!r})).__name__)\n"
+        f"print(type(keras.models.load_model({str(tmp_path / 'csq.keras')!r})).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["CoopHash", "CSQ"]
+
+
+def test_export_takes_a_run_directory(run_dir, tmp_path):
+    out = coophash("export", "--model", str(run_dir), "--base", str(tmp_path / "models"))
+    assert (tmp_path / "models" / "coophash" / "1" / "saved_model.pb").exists() and "exported" in out.stdout
+
+
+def test_an_unprepared_tfds_dataset_is_one_clear_line(tmp_path):
+    out = coophash(
+        "train", "--dataset", "tfds:mnist", "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "r"), check=False
+    )
+    assert out.returncode == 2 and "is not prepared" in out.stderr and "Traceback" not in out.stderr

@@ -66,3 +66,16 @@ def test_config_doc_is_up_to_date():
 
     with open(os.path.join(REPO, "docs", "CONFIG.md")) as fh:
         assert fh.read() == render(), "docs/CONFIG.md is stale: run python docs/make_config_doc.py"
+
+
+def test_models_doc_is_generated_from_the_registry():
+    import os
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, os.path.join(REPO, "docs"))
+    from make_models_doc import render
+
+    with open(os.path.join(REPO, "docs", "MODELS.md")) as fh:
+        assert fh.read() == render(), "docs/MODELS.md is stale: run python docs/make_models_doc.py"

@@ -2,7 +2,11 @@ import base64
 import http.client as httplib
 import io
 import json
+import logging
 import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +27,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.client import GrpcClient, RestClient, ServingClientError
+from serving.errors import ListenError
 from serving.server import ModelServer
 
 
@@ -188,6 +193,16 @@ BAD_REQUESTS = [
     ("POST", "/v1/models/coophash:classify", {"examples": []}, 400, "predict signatures only"),
     ("GET", "/v1/models/coophash/labels/stable", None, 400, "Unrecognized servable version label"),
     ("POST", "/v1/models/coophash:predict", b"x" * 300_000, 413, "exceeds the limit"),
+    # found by benchmarks/fuzz_rest.py: deep nesting was a RecursionError, a 500
+    ("POST", "/v1/models/coophash:predict", b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "too deep"),
+    ("POST", "/v1/models/coophash:predict", b'{"inputs": ' + b"[" * 900 + b"]" * 900 + b"}", 400, "deeper than 64"),
+    (
+        "POST",
+        "/v1/models/coophash:predict",
+        b'{"instances": [[' + b'{"a":' * 900 + b"1" + b"}" * 900 + b"]]}",
+        400,
+        "JSON Value",
+    ),
 ]
 
 
@@ -327,11 +342,75 @@ def test_new_version_is_picked_up_without_restart(model_file, tmp_path, digits):
             srv, "POST", "/v1/models/coophash/versions/2:predict", {"instances": digits.images[:1].tolist()}
         )
         assert status == 200
-        # a broken version directory does not take the server down
-        os.makedirs(os.path.join(base, "coophash", "3"))
-        open(os.path.join(base, "coophash", "3", "saved_model.pb"), "wb").write(b"garbage")
-        time.sleep(0.5)
-        assert http(srv, "GET", "/v1/models/coophash")[1]["model_version_status"][0]["version"] == "2"
+
+
+def wait_for(condition, what, timeout=120):
+    """Poll `condition` until true; the timeout only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def served_version(srv):
+    return http(srv, "GET", "/v1/models/coophash")[1]["model_version_status"][0]["version"]
+
+
+def copy_version(src, dst, names):
+    os.makedirs(dst, exist_ok=True)
+    for name in names:
+        if os.path.isdir(os.path.join(src, name)):
+            shutil.copytree(os.path.join(src, name), os.path.join(dst, name))
+        else:
+            shutil.copy(os.path.join(src, name), os.path.join(dst, name))
+
+
+def test_version_copied_in_two_steps_is_served_once_complete(model_file, tmp_path, digits, caplog):
+    from export import export_saved_model
+
+    caplog.set_level(logging.INFO, logger="coophash.serving")
+    base, staging = str(tmp_path / "models"), str(tmp_path / "staging")
+    export_saved_model(model_file[1], base, "coophash", warmup=False)
+    complete = export_saved_model(model_file[1], staging, "coophash", version=2, warmup=False)
+    dst = os.path.join(base, "coophash", "2")
+    with ModelServer(base, port=0, poll_interval=0.05, max_num_load_retries=10_000, load_retry_interval=0.05) as srv:
+        copy_version(complete, dst, ["saved_model.pb"])  # step 1: the graph, no variables yet
+        wait_for(lambda: srv.registry.failed_loads().get(("coophash", 2), 0) >= 2, "two failed loads of version 2")
+        assert served_version(srv) == "1"
+        assert http(srv, "GET", "/v1/models/coophash/versions/2")[0] == 404
+        copy_version(complete, dst, [n for n in os.listdir(complete) if n != "saved_model.pb"])  # step 2
+        wait_for(lambda: served_version(srv) == "2", "version 2 to be served")
+        status, body = http(
+            srv, "POST", "/v1/models/coophash/versions/2:predict", {"instances": digits.images[:1].tolist()}
+        )
+        assert status == 200 and len(body["predictions"]) == 1
+    # served by a retry, not by the give-up-until-changed path
+    assert not [r for r in caplog.records if "files of coophash version 2 changed" in r.getMessage()]
+
+
+def test_broken_version_is_skipped_until_its_files_change(model_file, tmp_path, digits):
+    from export import export_saved_model
+
+    base, staging = str(tmp_path / "models"), str(tmp_path / "staging")
+    export_saved_model(model_file[1], base, "coophash", warmup=False)
+    good = export_saved_model(model_file[1], staging, "coophash", version=2, warmup=False)
+    broken = os.path.join(base, "coophash", "2")
+    with ModelServer(base, port=0, poll_interval=0.05, max_num_load_retries=2, load_retry_interval=0.05) as srv:
+        os.makedirs(broken)
+        with open(os.path.join(broken, "saved_model.pb"), "wb") as fh:
+            fh.write(b"garbage")
+        # the poller tried it 1 + 2 times and gave up: version 1 still answers
+        wait_for(lambda: srv.registry.gave_up("coophash", 2), "the registry to give up on version 2")
+        assert srv.registry.failed_loads()[("coophash", 2)] == 3
+        assert served_version(srv) == "1"
+        assert_still_serving(srv, digits)
+        time.sleep(0.5)  # ten more polls: given up means no more attempts
+        assert srv.registry.failed_loads()[("coophash", 2)] == 3
+        # its files change (a complete copy replaces the garbage): tried again, and served
+        os.remove(os.path.join(broken, "saved_model.pb"))
+        copy_version(good, broken, os.listdir(good))
+        wait_for(lambda: served_version(srv) == "2", "version 2 to be served after its files changed")
+        assert_still_serving(srv, digits)
 
 
 def test_coophash_query_cli(server, tmp_path, digits):
@@ -351,15 +430,26 @@ def test_coophash_query_cli(server, tmp_path, digits):
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and "code=" in lines[0] and "top_ids=" in lines[0]
+    rest_lines = lines
     out = subprocess.run(
-        [sys.executable, "-m", "coophash_keras.cli", "query", "--grpc", f"127.0.0.1:{server.grpc_port}", paths[0]],
+        [
+            sys.executable,
+            "-m",
+            "coophash_keras.cli",
+            "query",
+            "--grpc",
+            f"127.0.0.1:{server.grpc_port}",
+            "--search",
+            *paths,
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=300,
         env=env,
     )
-    assert out.returncode == 0 and "code=" in out.stdout
+    # gRPC searches too (search_image_bytes), with the same answer as REST
+    assert out.returncode == 0 and out.stdout.strip().splitlines() == rest_lines, out.stderr[-2000:]
     out = subprocess.run(
         [sys.executable, "-m", "coophash_keras.cli", "query", "--url", server.url, "--model", "nope", paths[0]],
         capture_output=True,
@@ -453,3 +543,169 @@ def test_search_route_backed_by_milvus(model_file, tmp_path, digits):
     MilvusIndex.export(stale, uri, "stale").close()
     with pytest.raises(ValueError, match="rebuild the index"):
         ModelServer(base, port=0, indexes={"coophash": f"milvus:{uri}#stale"})
+
+
+# ------------------------------------------------------------------- hostile and slow clients
+def raw_exchange(srv, data, timeout=60):
+    """Send raw bytes on one connection; return all the server sends until it closes. The
+    timeout only guards against a hang (a server that never closes fails the test)."""
+    with socket.create_connection((srv.host, srv.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+EMBEDDED = b"GET /v1/models/coophash HTTP/1.1\r\nHost: x\r\n\r\n"
+PREDICT = b"POST /v1/models/coophash:predict HTTP/1.1\r\nHost: x\r\n"
+FRAMING_ERRORS = [
+    (PREDICT + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + EMBEDDED, 400),  # bad chunk size
+    (PREDICT + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{}   XX" + EMBEDDED, 400),  # no CRLF after data
+    (PREDICT + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + EMBEDDED, 400),
+    (PREDICT + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" + EMBEDDED, 400),
+    (PREDICT + b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n" + EMBEDDED, 400),
+    (PREDICT + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}" + EMBEDDED, 400),
+    (PREDICT + b"Content-Length: -2\r\n\r\n{}" + EMBEDDED, 400),
+    (PREDICT + b"Content-Length: 2x\r\n\r\n{}" + EMBEDDED, 400),
+    (PREDICT + b"Content-Length: +2\r\n\r\n{}" + EMBEDDED, 400),
+    (PREDICT + b"\r\n" + EMBEDDED, 400),  # a POST body with no length at all
+    (PREDICT + b"X-Big: " + b"a" * 20_000 + b"\r\n\r\n" + EMBEDDED, 431),
+    (PREDICT + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n" + EMBEDDED, 431),
+    (PREDICT + b"Content-Length: 2\r\n folded\r\n\r\n{}" + EMBEDDED, 400),  # obs-fold
+    (PREDICT + b"Content-Length : 2\r\n\r\n{}" + EMBEDDED, 400),  # space before the colon
+    (b"GET /v1/models/coophash HTTP/2.0\r\n\r\n" + EMBEDDED, 400),
+    (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n" + EMBEDDED, 400),  # TLS hello
+]
+
+
+@pytest.mark.parametrize("data,status", FRAMING_ERRORS)
+def test_framing_error_is_answered_then_the_connection_closed(server, digits, data, status):
+    """Request smuggling: after a framing error nothing that follows is read as a request."""
+    out = raw_exchange(server, data)
+    assert out.startswith(b"HTTP/1.1 %d " % status), out[:200]
+    assert len(re.findall(rb"HTTP/1\.1 \d{3} ", out)) == 1, out  # the embedded GET was not answered
+    assert b"Connection: close" in out
+    assert json.loads(out.split(b"\r\n\r\n", 1)[1]).keys() == {"error"}
+    assert_still_serving(server, digits)
+
+
+def test_chunked_requests_are_framed_correctly(server, model_file, digits):
+    body = json.dumps({"instances": digits.images[:2].tolist()}).encode()
+    chunked = b"".join(
+        b"%x;ext=1\r\n%s\r\n" % (len(body[i : i + 100]), body[i : i + 100]) for i in range(0, len(body), 100)
+    )
+    # on one connection: a chunked predict, then a chunked body that *contains* a request, then a
+    # real one (each sent once the previous answer is read: HTTPResponse buffers ahead)
+    requests = [
+        PREDICT + b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\nTrailer: 1\r\n\r\n",
+        PREDICT + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(EMBEDDED), EMBEDDED),
+        EMBEDDED,
+    ]
+    responses = []
+    with socket.create_connection((server.host, server.port), timeout=60) as sock:
+        for request in requests:
+            sock.sendall(request)
+            resp = httplib.HTTPResponse(sock)
+            resp.begin()
+            responses.append((resp.status, json.loads(resp.read())))
+    assert responses[0][0] == 200
+    np.testing.assert_array_equal(
+        [p["codes"] for p in responses[0][1]["predictions"]], model_file[0].encode(digits.images[:2])
+    )
+    assert responses[1][0] == 400 and "JSON Parse error" in responses[1][1]["error"]  # the body, not a request
+    assert responses[2][0] == 200 and "model_version_status" in responses[2][1]
+
+
+def test_stalled_clients_do_not_starve_the_server_and_are_closed(server, digits, caplog):
+    caplog.set_level(logging.DEBUG, logger="coophash.serving")
+    line = b"POST /v1/models/coophash:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+    partials = [
+        b"GET /v1/mod",  # half a request line
+        b"GET /v1/models/coophash HTTP/1.1\r\nHost: x\r\n",  # headers never end
+        line + b"\r\n" + b'{"instances": [',  # a tenth of the body
+        PREDICT + b"Transfer-Encoding: chunked\r\n\r\n10\r\n0123",  # half a chunk
+        line + b"Expect: 100-continue\r\n\r\n",  # asks, then never sends
+    ]
+    with ModelServer(server.registry.base_path, port=0, read_timeout=1.0, rest_api_num_threads=2) as srv:
+        stalled = []
+        for i in range(150):
+            sock = socket.create_connection((srv.host, srv.port), timeout=60)
+            sock.sendall(partials[i % len(partials)])
+            stalled.append(sock)
+        # 150 stalled connections against 2 worker threads: a good client is still answered
+        assert_still_serving(srv, digits)
+        assert http(srv, "GET", "/v1/models/coophash")[0] == 200
+        # and every stalled one is closed by the server after the read timeout (1 s)
+        for sock in stalled:
+            try:
+                rest = b""
+                while chunk := sock.recv(65536):
+                    rest += chunk
+                assert rest in (b"", b"HTTP/1.1 100 Continue\r\n\r\n"), rest
+            except ConnectionResetError:
+                pass
+            sock.close()
+        # clients that vanish mid-request (a TCP reset) are one quiet line each
+        for _ in range(20):
+            sock = socket.create_connection((srv.host, srv.port), timeout=60)
+            sock.sendall(line + b"\r\n{")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+        assert_still_serving(srv, digits)
+    ours = [r for r in caplog.records if r.name == "coophash.serving"]
+    assert not [r for r in ours if r.exc_info or r.levelno >= logging.WARNING], [r.getMessage() for r in ours]
+    assert sum("no complete request" in r.getMessage() for r in ours) >= 150
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback from asyncio either
+
+
+def test_connections_beyond_the_limit_are_closed_at_once(server, digits):
+    with ModelServer(server.registry.base_path, port=0, read_timeout=30.0, max_connections=5) as srv:
+        held = [socket.create_connection((srv.host, srv.port), timeout=60) for _ in range(5)]
+        for sock in held:
+            sock.sendall(b"GET /v1/models/coophash HTTP/1.1\r\n")  # stalls, holds its slot
+        # the sixth is answered 503 and closed before it sends anything
+        assert raw_exchange(srv, b"").startswith(b"HTTP/1.1 503 ")
+        for sock in held:
+            sock.close()
+        wait_for(lambda: http(srv, "GET", "/v1/models/coophash")[0] == 200, "a free connection slot")
+
+
+def test_port_in_use_is_one_clear_line(server, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(ListenError, match=f"REST port {port} on 127.0.0.1 is already in use"):
+            ModelServer(server.registry.base_path, port=port)
+        with pytest.raises(ListenError, match=f"gRPC port {port} on 127.0.0.1 is already in use"):
+            ModelServer(server.registry.base_path, port=0, grpc_port=port)
+
+
+def test_coophash_serve_logs_its_start_and_refuses_a_busy_port(server, capsys):
+    """`coophash serve` shows its INFO start-up line by default; a second one on the same port
+    exits 2 with one line naming the port."""
+    from coophash_keras.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "coophash_keras.cli", "serve", "--model-base", server.registry.base_path]
+    first = subprocess.Popen(
+        [*cmd, "--port", str(port), "--grpc-port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(first.stderr.readline, "")), daemon=True)
+        reader.start()
+        wait_for(lambda: any("REST on" in ln for ln in lines) or first.poll() is not None, "the start-up line", 300)
+        started = [ln for ln in lines if "REST on" in ln]
+        assert started and " INFO " in started[0] and f"127.0.0.1:{port}" in started[0], lines
+        capsys.readouterr()
+        assert main(["serve", "--model-base", server.registry.base_path, "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"coophash serve: error: REST port {port} on 127.0.0.1 is already in use\n"
+    finally:
+        first.terminate()
+        first.wait(timeout=60)

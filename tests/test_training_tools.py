@@ -196,13 +196,20 @@ def progress(run_dir):
     return [json.loads(line) for line in open(path) if line.strip()]
 
 
-def train_then_sigkill(run_dir, backup, epochs, after_epochs):
-    """Start a training subprocess and SIGKILL it once `after_epochs` epochs are logged."""
+def train_then_sigkill(run_dir, backup, epochs, after_epochs, after_backups=0):
+    """Start a training subprocess and SIGKILL it once `after_epochs` epochs are logged and
+    `after_backups` epoch checkpoints are complete in `backup` (the progress line is written
+    before the epoch's backup, so waiting on progress alone may kill before any backup exists)."""
     proc = subprocess.Popen(
         train_cmd(run_dir, backup, epochs), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 300
-    while len(progress(run_dir)) < after_epochs and time.time() < deadline and proc.poll() is None:
+
+    def reached():
+        backups = [d for d in backup.glob("epoch-*") if (d / "state.json").exists()]
+        return len(progress(run_dir)) >= after_epochs and len(backups) >= after_backups
+
+    while not reached() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
@@ -232,8 +239,7 @@ def test_sigkill_then_resume_continues_with_both_optimizers(tmp_path):
 
 def test_corrupted_or_mismatched_backup_is_a_clear_error(tmp_path):
     run_dir, backup = tmp_path / "run", tmp_path / "backup"
-    # an interrupted run leaves its backup (epoch 2 is logged after epoch 1 is backed up)
-    train_then_sigkill(run_dir, backup, 8, after_epochs=2)
+    train_then_sigkill(run_dir, backup, 8, after_epochs=1, after_backups=1)  # an interrupted run leaves its backup
     newest = sorted(backup.glob("epoch-*"))[-1]
     assert (newest / "weights.weights.h5").exists() and (newest / "state.json").exists()
     mismatch = subprocess.run(

@@ -15,6 +15,11 @@ methods differ only in how they learn). The streams live in a MultipurposeDescri
 exports and serves exactly like CoopHash: the adversary stream is its energy head read as one
 logit, logsumexp_c e_c(x) (so the served `energy` is the adversary's realness score); its inference
 head is unused.
+
+On a pretrained backbone the generator works at the synthesis size as CoopHash's does (see
+models/coophash.py for why): the streams read synthetic images through an upsampling, and the
+adversary reads real images resized down to that size and back, so it must tell real from
+synthetic by content rather than by sharpness.
 """
 
 import keras
@@ -24,7 +29,7 @@ from coophash_keras import losses
 from coophash_keras.layers import PairGenerator
 from coophash_keras.models.base import HashingModel, bit_balance, correct_predictions, sample_negative_labels
 from coophash_keras.models.descriptor import MultipurposeDescriptor
-from coophash_keras.models.networks import base_network_kwargs
+from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
 from coophash_keras.preprocessing import denormalize_images
 
 _POSITIVE, _NEGATIVE, _NEGATIVE_LABELS, _GENERATOR = 0, 1, 2, 3
@@ -76,10 +81,16 @@ class DSHGAN(HashingModel):
         super().__init__(config, **kwargs)
         c = self.config
         self.hash_network = MultipurposeDescriptor(
-            base_network_kwargs(c), c.num_classes, c.num_bits, c.latent_dim, name="descriptor"
+            base_network_kwargs(c),
+            c.num_classes,
+            c.num_bits,
+            c.latent_dim,
+            classifier_input=c.classifier_input,
+            synthesis_shape=synthesis_shape(c),
+            name="descriptor",
         )
         self.generator = PairGenerator(
-            c.image_shape, c.latent_dim, c.num_classes, c.generator_filters, name="generator"
+            synthesis_shape(c), c.latent_dim, c.num_classes, c.generator_filters, name="generator"
         )
 
     def build(self, input_shape=None):
@@ -97,7 +108,8 @@ class DSHGAN(HashingModel):
         """Adversary logit (real > 0), class logits and relaxed codes of normalised images."""
         features = self.hash_network.features(x, training=training)
         adversary = tf.reduce_logsumexp(self.hash_network.energy_head(features), axis=-1)
-        return adversary, self.hash_network.classifier_head(features), self.hash_network.hash_head(features)
+        codes = self.hash_network.hash_head(features)
+        return adversary, self.hash_network.class_logits(features, codes), codes
 
     def synthesize_triplet_pairs(self, labels_multi_hot, seed):
         """x+ = G(c+, z1), x- = G(c-, z2) with c- sharing no class with c+ (independent noise)."""
@@ -114,11 +126,15 @@ class DSHGAN(HashingModel):
         c = self.config
         x, labels = batch.images, batch.labels
         n = tf.shape(x)[0]
+        d = self.hash_network
         adv_real, logits_real, hash_real = self.streams(x)
+        if d.synthesizes_smaller:  # real and synthetic images compared at one resolution
+            adv_real = self.streams(d.synthetic_view(x))[0]
         adv_syn, logits_syn, hash_syn = self.streams(tf.concat([x_pos, x_neg], 0))
         real_term = _bce(adv_real, 1.0)
         if batch.unlabeled is not None:  # the unlabelled pool counts as real, as much as the labelled
-            real_term = _pair_mean(tf.concat([real_term, _bce(self.streams(batch.unlabeled)[0], 1.0)], 0), n)
+            adv_unlabeled = self.streams(d.synthetic_view(batch.unlabeled))[0]
+            real_term = 0.5 * (real_term + tf.reduce_mean(_bce(adv_unlabeled, 1.0)))
         adversarial = real_term + _pair_mean(_bce(adv_syn, 0.0), n)
         classification = losses.classification_loss(logits_real, labels, c.multi_label) + _pair_mean(
             losses.classification_loss(logits_syn, tf.concat([labels, c_neg], 0), c.multi_label), n
@@ -192,7 +208,8 @@ class DSHGAN(HashingModel):
         return self._logs(terms, self.generator_losses(batch, seed), batch.labels, True)
 
     def generate(self, labels, seed=0):
-        """Generator samples G(c, z) as uint8 images for a list of class ids (or multi-hot rows)."""
+        """Generator samples G(c, z) as uint8 images (at the synthesis size) for a list of class ids
+        (or multi-hot rows)."""
         c = self.labels_to_multi_hot(tf.convert_to_tensor(labels))
         z = tf.random.stateless_normal([tf.shape(c)[0], self.config.latent_dim], [seed, 0])
         return denormalize_images(self.generator(z, c)).numpy()

@@ -28,9 +28,14 @@ class PointwiseHashingModel(HashingModel):
             name="network",
         )
 
+    @staticmethod
+    def uses_unlabeled(config):
+        return bool(config.pseudo_label_weight)
+
     @property
     def tracker_names(self):
-        return ("loss", *self.loss_names, "bit_balance", "class_accuracy", "diverged")
+        pseudo = ("pseudo_label_loss", "pseudo_label_rate") if self.config.pseudo_label_weight else ()
+        return ("loss", *self.loss_names, *pseudo, "bit_balance", "class_accuracy", "diverged")
 
     def make_codebook(self):
         """Fixed class codewords [C, K] for a 'codebook' read-out, else None."""
@@ -47,9 +52,20 @@ class PointwiseHashingModel(HashingModel):
         raise NotImplementedError
 
     def _terms(self, batch, training):
-        codes = self.hash_network.relaxed_codes(batch.images, training=training)
+        net = self.hash_network
+        codes = net.relaxed_codes(batch.images, training=training)
         terms = self.code_losses(codes, batch.labels)
         terms["codes"] = codes
+        if batch.unlabeled is not None and self.config.pseudo_label_weight:
+            # The same FixMatch term CoopHash can use, through this model's class read-out: the
+            # reference for what pseudo-labels alone buy (benchmarks: code_classifier:fixmatch).
+            loss, kept = self.pseudo_label_terms(
+                batch.unlabeled, lambda x, t: net.class_logits_from_codes(net.relaxed_codes(x, training=t))
+            )
+            n = tf.shape(codes)[0]
+            terms["pseudo_label_loss"] = tf.fill([n], tf.reduce_mean(loss))
+            terms["pseudo_label_rate"] = tf.fill([n], tf.reduce_mean(kept))
+            terms["total"] = terms["total"] + self.config.pseudo_label_weight * terms["pseudo_label_loss"]
         return terms
 
     def _logs(self, terms, labels, finite):
@@ -58,6 +74,8 @@ class PointwiseHashingModel(HashingModel):
             {
                 "loss": terms["total"],
                 **{k: terms[k] for k in self.loss_names},
+                "pseudo_label_loss": terms.get("pseudo_label_loss"),
+                "pseudo_label_rate": terms.get("pseudo_label_rate"),
                 "bit_balance": bit_balance(terms["codes"]),
                 "class_accuracy": correct_predictions(logits, labels, self.config.multi_label),
                 "diverged": 1.0 - tf.cast(finite, tf.float32),
@@ -66,9 +84,11 @@ class PointwiseHashingModel(HashingModel):
 
     def train_step(self, data):
         batch = self.unpack(data)
+        if not self.uses_unlabeled(self.config):
+            batch = batch._replace(unlabeled=None)
         terms, finite = self.guarded_update("network", lambda: self._terms(batch, training=True))
         return self._logs(terms, batch.labels, finite)
 
     def test_step(self, data):
-        batch = self.unpack(data)
+        batch = self.unpack(data)._replace(unlabeled=None)
         return self._logs(self._terms(batch, training=False), batch.labels, True)

@@ -78,6 +78,35 @@ def add_data_arguments(p, bits=True):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", default=None, metavar="FILE", help="start from this config.json / best_config.json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a CoopHashConfig field")
+    add_backbone_arguments(p)
+
+
+def add_backbone_arguments(p):
+    """--backbone / --backbone-weights: the config fields `backbone` and `backbone_weights`."""
+    p.add_argument(
+        "--backbone",
+        default=None,
+        metavar="NAME",
+        help="a pretrained base for every model: a keras.applications name (MobileNetV3Small, EfficientNetB0, "
+        "ResNet50, ...) or hub:PRESET (keras-hub preset or local preset folder); default: the conv base",
+    )
+    p.add_argument(
+        "--backbone-weights",
+        default=None,
+        metavar="imagenet|none|FILE",
+        help="the backbone's initial weights: imagenet (default; ~/.keras/models/ or a download), none, or a "
+        "weights file (e.g. the keras.applications *_notop.h5 fetched on another machine)",
+    )
+
+
+def config_overrides(args):
+    """--set pairs, then --backbone / --backbone-weights, as CoopHashConfig overrides."""
+    out = parse_overrides(args.set)
+    if getattr(args, "backbone", None) is not None:
+        out["backbone"] = args.backbone
+    if getattr(args, "backbone_weights", None) is not None:
+        out["backbone_weights"] = args.backbone_weights
+    return out
 
 
 def add_image_file_arguments(p):

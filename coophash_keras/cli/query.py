@@ -2,7 +2,7 @@
 
 import os
 
-from coophash_keras.cli.common import CLIError, code_text, read_images
+from coophash_keras.cli.common import CLIError, code_text
 
 
 def add_parser(sub):
@@ -16,15 +16,10 @@ def add_parser(sub):
     q.set_defaults(func=run)
 
 
-def _served_image_shape(client):
-    """Image shape (H, W, C) of a served model, read from its metadata."""
-    sig = client.metadata()["metadata"]["signature_def"]["signature_def"]["serving_default"]
-    dims = sig["inputs"]["images"]["tensor_shape"]["dim"]
-    return tuple(int(d["size"]) for d in dims[1:])
-
-
 def query(images, url=None, grpc=None, model="coophash", version=None, search=False):
-    """Codes (and with `search` the top-k ids and distances) of image files from a served model."""
+    """Codes (and with `search` the top-k ids and distances) of image files from a served model.
+    The files go as encoded bytes: `hash_image_bytes`, or `search_image_bytes` with search (one
+    call from a JPEG to its neighbours, over REST or gRPC)."""
     from serving.client import GrpcClient, RestClient, ServingClientError
 
     blobs = []
@@ -33,28 +28,34 @@ def query(images, url=None, grpc=None, model="coophash", version=None, search=Fa
             raise CLIError(f"missing image file {path}")
         with open(path, "rb") as fh:
             blobs.append(fh.read())
-    if grpc and search:
-        raise CLIError("--search needs decoded images; use the REST --url form")
+    signature = "search_image_bytes" if search else "hash_image_bytes"
     try:
         if grpc:
-            return GrpcClient(grpc, model, version).predict({"image_bytes": blobs}, "hash_image_bytes")
+            return GrpcClient(grpc, model, version).predict({"image_bytes": blobs}, signature)
         client = RestClient(url, model, version)
-        out = client.hash_image_files(blobs)
-        if search:
-            decoded = read_images(images, _served_image_shape(client))[0]
-            found = client.predict({"signature_name": "search", "inputs": {"images": decoded.tolist()}})["outputs"]
-            out.update(ids=found["ids"], distances=found["distances"])
-        return out
+        if not search:
+            return client.hash_image_files(blobs)
+        return client.predict({"signature_name": signature, "inputs": {"image_bytes": [_b64(b) for b in blobs]}})[
+            "outputs"
+        ]
     except ServingClientError as exc:
         raise CLIError(f"server answered {exc}") from None
     except OSError as exc:
         raise CLIError(f"cannot reach the server: {exc}") from None
 
 
+def _b64(blob):
+    import base64
+
+    return {"b64": base64.b64encode(blob).decode()}
+
+
 def run(args):
     out = query(args.images, args.url, args.grpc, args.model, args.version, args.search)
     for i, path in enumerate(args.images):
-        line = f"{path}\tcode={code_text(out['codes'][i])}\tenergy={float(out['energy'][i]):.3f}"
+        line = f"{path}\tcode={code_text(out['codes'][i])}"
+        if "energy" in out:
+            line += f"\tenergy={float(out['energy'][i]):.3f}"
         if "ids" in out:
             ids, dist = list(map(int, out["ids"][i])), list(map(int, out["distances"][i]))
             line += f"\ttop_ids={ids}\tdistances={dist}"

@@ -25,41 +25,12 @@ def add_parser(sub):
     s.set_defaults(func=run)
 
 
-def stored_paths(index):
-    """`index.paths` (one file path per stored code, in the order of `index.ids`) when the index
-    keeps paths, else None. getattr keeps this working with HammingIndex versions and index files
-    without paths."""
-    paths = getattr(index, "paths", None)
-    if callable(paths):
-        paths = paths()
-    if paths is None or len(paths) == 0 or len(paths) != len(index):
-        return None
-    return paths
-
-
 def neighbour_paths(index, ids):
-    """File paths [Q][k] (None where unknown) of the neighbour ids [Q, k], or None if the index
-    keeps no paths."""
-    import numpy as np
-
-    paths = stored_paths(index)
-    if paths is None:
+    """File paths [Q][k] of the neighbour ids [Q, k] (None where an approximate backend found
+    nothing), or None if the index keeps no paths."""
+    if not getattr(index, "has_paths", False):
         return None
-    stored = np.asarray(index.ids)
-    order = np.argsort(stored, kind="stable")
-    ids = np.asarray(ids)
-    where = np.clip(np.searchsorted(stored[order], ids), 0, len(stored) - 1)
-    positions = order[where]
-    found = stored[positions] == ids
-    out = []
-    for row_pos, row_found in zip(positions, found):
-        row = []
-        for pos, ok in zip(row_pos, row_found):
-            p = paths[int(pos)] if ok else None
-            p = p.decode("utf-8") if isinstance(p, bytes) else p
-            row.append(str(p) if p else None)
-        out.append(row)
-    return out
+    return [[p or None for p in row] for row in index.paths_for(ids).tolist()]
 
 
 def _dataset_lookup(dataset, data_dir, config, ids):
@@ -126,7 +97,7 @@ def run(args):
 
     path = model_path(args.model)
     index = HammingIndex.load(args.index, expected_model_version=model_fingerprint(path))
-    if args.sheet and args.dataset is None and stored_paths(index) is None:
+    if args.sheet and args.dataset is None and not index.has_paths:
         raise CLIError(
             "--sheet needs the neighbours' pixels: this index keeps no file paths; pass --dataset, "
             "the data the index was built from"

@@ -1,6 +1,6 @@
 """`coophash serve`: a model base path behind the TF-Serving REST and gRPC APIs."""
 
-from coophash_keras.cli.common import CLIError, port_number, positive_float, positive_int
+from coophash_keras.cli.common import CLIError, nonnegative_int, port_number, positive_float, positive_int
 
 
 def add_parser(sub):
@@ -11,6 +11,32 @@ def add_parser(sub):
     s.add_argument("--grpc-port", type=port_number, default=8500)
     s.add_argument("--poll-interval", type=positive_float, default=1.0, help="seconds between scans for new versions")
     s.add_argument("--max-body-bytes", type=positive_int, default=32 * 1024 * 1024)
+    # Named and defaulted as TF-Serving's --max_num_load_retries and --load_retry_interval_micros.
+    s.add_argument(
+        "--max-num-load-retries",
+        type=nonnegative_int,
+        default=5,
+        help="retries of a version that failed to load, before it is skipped until its files change (default 5)",
+    )
+    s.add_argument(
+        "--load-retry-interval-micros",
+        type=int,
+        default=60_000_000,
+        help="microseconds between load retries; negative: no wait (default 60000000, one minute)",
+    )
+    s.add_argument(
+        "--rest-api-num-threads",
+        type=positive_int,
+        default=None,
+        help="threads answering complete REST requests (default: CPU cores, at least 2)",
+    )
+    s.add_argument(
+        "--read-timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds a connection may take to send a whole request (or to take a response) "
+        "and may stay idle between requests, before it is closed (default 30)",
+    )
     s.add_argument(
         "--index",
         action="append",
@@ -23,8 +49,11 @@ def add_parser(sub):
 def run(args):
     import logging
 
+    from serving.errors import ListenError
     from serving.server import ModelServer
 
+    # INFO: the start-up line and every version loaded are shown; access lines and client
+    # disconnects are DEBUG.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     indexes = {}
     for item in args.index or []:
@@ -32,9 +61,26 @@ def run(args):
             raise CLIError(f"--index expects NAME=PATH, got {item!r}")
         name, path = item.split("=", 1)
         indexes[name] = path
-    server = ModelServer(
-        args.model_base, args.host, args.port, args.grpc_port, args.poll_interval, args.max_body_bytes, indexes
-    )
+    try:
+        server = ModelServer(
+            args.model_base,
+            args.host,
+            args.port,
+            args.grpc_port,
+            args.poll_interval,
+            args.max_body_bytes,
+            indexes,
+            max_num_load_retries=args.max_num_load_retries,
+            load_retry_interval=args.load_retry_interval_micros / 1e6,
+            rest_api_num_threads=args.rest_api_num_threads,
+            read_timeout=args.read_timeout,
+        )
+    except ListenError as exc:
+        raise CLIError(str(exc)) from None
     if not server.registry.names():
+        server.stop()
+        failed = ", ".join(f"{name} version {version}" for name, version in server.registry.failed_loads())
+        if failed:
+            raise CLIError(f"no model under {args.model_base} could be loaded ({failed}: see the log above)")
         raise CLIError(f"no model found under {args.model_base} (expected <base>/<name>/<version>/saved_model.pb)")
     server.serve_forever()

@@ -3,8 +3,8 @@
 from coophash_keras.cli.common import (
     add_data_arguments,
     add_strategy_arguments,
+    config_overrides,
     nonnegative_int,
-    parse_overrides,
     positive_int,
     worker_list,
 )
@@ -67,7 +67,7 @@ def spec_from_args(args):
         query_per_class=args.query_per_class,
         labels_per_class=args.labels_per_class,
         seed=args.seed,
-        overrides=parse_overrides(args.set),
+        overrides=config_overrides(args),
         config_file=args.config,
         val_every=args.val_every,
         tensorboard=args.tensorboard,

@@ -218,10 +218,23 @@ def load_tfds(name, split="train", data_dir=None, image_key="image", label_key="
     tests). Multi-label features (a Sequence of ClassLabel) become multi-hot rows."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as exc:  # noqa: BLE001 - tfds raises several kinds for an unknown name
+        raise ValueError(f"unknown TFDS dataset {name!r}: {exc}") from None
     if download:
         builder.download_and_prepare()
-    ds = builder.as_dataset(split=split)
+    # as_dataset, not is_prepared(), decides: tfds.testing.mock_data patches the former only.
+    try:
+        ds = builder.as_dataset(split=split)
+    except AssertionError as exc:  # tfds's "could not find data ... call download_and_prepare()"
+        if "download_and_prepare" not in str(exc):
+            raise
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir}; prepare it where there is internet "
+            f'(python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}).download_and_prepare()") '
+            "and pass --data-dir to its directory"
+        ) from None
     feature = builder.info.features[label_key]
     multi_label = isinstance(feature, tfds.features.Sequence)
     num_classes = (feature.feature if multi_label else feature).num_classes

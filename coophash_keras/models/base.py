@@ -30,9 +30,13 @@ import tensorflow as tf
 
 from coophash_keras.codes import pack_codes, sign_codes
 from coophash_keras.config import CoopHashConfig
+from coophash_keras.data.augment import Augmenter
 from coophash_keras.data.validation import validate_fit_data, validate_images
 from coophash_keras.io import atomic_path
-from coophash_keras.preprocessing import normalize_images
+from coophash_keras.layers import restoring_base
+from coophash_keras.losses import pseudo_label_loss
+from coophash_keras.models.optimizers import FineTuneAdam, attach_backbone
+from coophash_keras.preprocessing import normalize_images, to_pixels
 
 try:  # the Keras function that opens a .keras file for writing (see HashingModel.built)
     from keras.src.saving.saving_lib import save_model as _keras_save_model
@@ -244,6 +248,9 @@ class HashingModel(keras.Model):
         self.step_scale = StepScale(name="step_scale")
         for group in self.optimizer_groups:
             setattr(self, f"{group}_optimizer", None)
+        # Views of unlabeled images for pseudo-labels (plain objects: nothing here is saved).
+        self._weak_view = Augmenter(self.config.weak_augmentation, self.config.seed)
+        self._strong_view = Augmenter(self.config.strong_augmentation, self.config.seed + 100)
 
     # --------------------------------------------------------------------------- subclass API
     def optimizer_variables(self, group):
@@ -266,7 +273,16 @@ class HashingModel(keras.Model):
                 learning_rate, decay_steps=c.lr_decay_steps, decay_rate=c.lr_decay_rate
             )
         beta_1 = self.default_beta_1 if c.adam_beta_1 is None else c.adam_beta_1
-        optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1, name=f"{group}_optimizer")
+        if c.backbone != "none":  # the same Adam, with the backbone's freeze / fine-tune schedule
+            optimizer = FineTuneAdam(
+                learning_rate,
+                beta_1=beta_1,
+                freeze_steps=c.backbone_freeze_steps,
+                backbone_scale=c.backbone_learning_rate_scale,
+                name=f"{group}_optimizer",
+            )
+        else:
+            optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1, name=f"{group}_optimizer")
         if keras.mixed_precision.global_policy().name == "mixed_float16":
             # float16 gradients underflow without loss scaling; the wrapper unscales in apply().
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{group}_loss_scale")
@@ -318,8 +334,14 @@ class HashingModel(keras.Model):
         for group in self.optimizer_groups:
             optimizer = optimizers.get(f"{group}_optimizer") or self.make_optimizer(group)
             setattr(self, f"{group}_optimizer", optimizer)
+            attach_backbone(optimizer, self.backbone_variables())
             # Explicit builds: lazy ones break MirroredStrategy and silently drop state on restore.
             optimizer.build(self.optimizer_variables(group))
+
+    def backbone_variables(self):
+        """The pretrained backbone's trainable variables (none with the conv base): what the
+        config's freeze / fine-tune schedule applies to (models/optimizers.py)."""
+        return list(getattr(self.hash_network.base, "backbone_variables", []))
 
     def _maybe_symbolic_build(self, *args, **kwargs):
         # compile() already built every layer, optimizer and tracker. Keras' symbolic build under a
@@ -354,6 +376,15 @@ class HashingModel(keras.Model):
             self.labels_to_multi_hot(labels),
             None if unlabeled is None else normalize_images(unlabeled),
         )
+
+    def pseudo_label_terms(self, unlabeled, class_logits):
+        """FixMatch on normalised unlabeled images: `class_logits(x, training)` on a weak view gives
+        the targets, on a strong view the predictions. Per image: (loss, 0/1 kept)."""
+        raw = to_pixels(unlabeled)
+        weak = class_logits(normalize_images(self._weak_view(raw)), False)
+        strong = class_logits(normalize_images(self._strong_view(raw)), True)
+        c = self.config
+        return pseudo_label_loss(strong, tf.stop_gradient(weak), c.pseudo_label_threshold, c.multi_label)
 
     def labels_to_multi_hot(self, labels):
         if self.config.multi_label:
@@ -416,6 +447,8 @@ class HashingModel(keras.Model):
         if any(o is None for o in self.optimizers.values()):
             raise ValueError(f"{type(self).__name__}.fit called before compile(); call model.compile() first.")
         x, y = validate_fit_data(x, y, self.config)  # arrays come back checked, [N, H, W] with its channel
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras warns on the default True
         callbacks = list(callbacks or [])
         if not any(isinstance(cb, DivergenceGuard) for cb in callbacks):
             callbacks.append(DivergenceGuard())
@@ -497,5 +530,9 @@ class HashingModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config.pop("network", None)  # rebuilt from the CoopHashConfig
-        return cls(config=CoopHashConfig.from_dict(config.pop("config")), **config)
+        network = config.pop("network", None) or {}
+        # The networks are rebuilt from the CoopHashConfig, their base from the saved network's own
+        # description: a backbone's architecture without its pretrained weights, which come from
+        # the file (so loading never downloads; layers/bases.py).
+        with restoring_base(network.get("config", {}).get("base_kwargs")):
+            return cls(config=CoopHashConfig.from_dict(config.pop("config")), **config)

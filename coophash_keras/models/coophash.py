@@ -1,5 +1,22 @@
 """CoopHash: a multipurpose descriptor and a contrastive pair generator trained together by
-variational MCMC teaching (Doan et al., arXiv 2210.04288), as a Keras 3 model for `model.fit`."""
+variational MCMC teaching (Doan et al., arXiv 2210.04288), as a Keras 3 model for `model.fit`.
+
+On a pretrained backbone (config.backbone) the generator makes, and Langevin revises, images at
+the synthesis size (config.synthesis_size, 32 px by default there) instead of the backbone's
+96-224 px: the descriptor reads them through a bilinear upsampling, and its energy terms read
+real images resized down to that size and back (models/descriptor.py). Why: (1) cost: the
+generator's output and every Langevin step's input gradient scale with the pixel count, and a
+generator that must invent 224 px detail is a much larger model than this one; (2) what the
+energy can teach: an energy read through an ImageNet backbone has a classifier's input gradient,
+which at full resolution we expect to be mostly high-frequency, adversarial-looking texture (the
+adversarial-example observation; not measured here), while Langevin on a small image through an
+upsampling can only move the low frequencies, where class and shape live; and comparing real and
+synthetic images at the same effective resolution keeps the energy from learning "sharp = real".
+Revising in the backbone's feature space instead was not chosen: the
+generator would then make features, not images, the backbone (f0) would get no maximum-likelihood
+signal, and `recover` and the generator samples would lose their meaning. Codes, class read-outs
+and serving always see the full-resolution image.
+"""
 
 from typing import NamedTuple
 
@@ -21,7 +38,7 @@ from coophash_keras.models.base import (
 )
 from coophash_keras.models.descriptor import MultipurposeDescriptor
 from coophash_keras.models.langevin import revise_with_langevin
-from coophash_keras.models.networks import base_network_kwargs
+from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
 from coophash_keras.preprocessing import denormalize_images, normalize_images
 
 __all__ = ["CoopHash", "ContrastivePairs", "DivergenceGuard", "TrainingDivergedError"]
@@ -54,7 +71,7 @@ class CoopHash(HashingModel):
     multipurpose descriptor (models/descriptor.py), `model.generator` the pair generator."""
 
     optimizer_groups = {"descriptor": "descriptor_learning_rate", "generator": "generator_learning_rate"}
-    tracker_names = (
+    all_tracker_names = (
         "loss",
         "nll_loss",
         "classification_loss",
@@ -72,6 +89,9 @@ class CoopHash(HashingModel):
         "class_accuracy",
         "diverged",
         "unlabeled_nll_loss",
+        "pseudo_label_loss",
+        "pseudo_label_rate",
+        "recovery_consistency_loss",
     )
     tunable_fields = (
         "langevin_steps",
@@ -91,21 +111,52 @@ class CoopHash(HashingModel):
 
     @staticmethod
     def uses_unlabeled(config):
-        return bool(config.unlabeled_nll_weight)
+        return bool(config.unlabeled_nll_weight or config.pseudo_label_weight or config.recovery_consistency_weight)
+
+    @property
+    def tracker_names(self):
+        """Every tracker but those of switched-off unlabeled terms (a column of zeros tells nothing)."""
+        c = self.config
+        off = set()
+        if not c.unlabeled_nll_weight:
+            off.add("unlabeled_nll_loss")
+        if not c.pseudo_label_weight:
+            off |= {"pseudo_label_loss", "pseudo_label_rate"}
+        if not c.recovery_consistency_weight:
+            off.add("recovery_consistency_loss")
+        return tuple(n for n in self.all_tracker_names if n not in off)
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
         self.hash_network = MultipurposeDescriptor(
-            base_network_kwargs(c), c.num_classes, c.num_bits, c.latent_dim, name="descriptor"
+            base_network_kwargs(c),
+            c.num_classes,
+            c.num_bits,
+            c.latent_dim,
+            classifier_input=c.classifier_input,
+            synthesis_shape=synthesis_shape(c),
+            name="descriptor",
         )
         self.generator = PairGenerator(
-            c.image_shape, c.latent_dim, c.num_classes, c.generator_filters, name="generator"
+            synthesis_shape(c), c.latent_dim, c.num_classes, c.generator_filters, name="generator"
         )
 
     def build(self, input_shape=None):
         self.hash_network.build()
         self.generator.build()
+        c = self.config
+        self.chain_buffer = None
+        if c.persistent_chains:
+            if c.multi_label:
+                raise ValueError("persistent_chains needs single-label data (one buffer per class)")
+            # Saved with the model, so a resumed run keeps its chains.
+            self.chain_buffer = self.add_weight(
+                shape=(c.num_classes, c.persistent_chains, *c.image_shape),
+                initializer=keras.initializers.RandomUniform(-1.0, 1.0, seed=c.seed),
+                trainable=False,
+                name="chain_buffer",
+            )
         self.built = True
 
     def optimizer_variables(self, group):
@@ -161,10 +212,31 @@ class CoopHash(HashingModel):
 
     def revise_pairs(self, pairs: ContrastivePairs, seed):
         """Both images of every pair revised in one Langevin batch; returns (revised pairs, mean
-        gradient norm). The revised images are constants for both updates."""
-        revised, grad_norm = self.langevin_revise(pairs.images(), pairs.labels(), seed)
+        gradient norm). The revised images are constants for both updates. With persistent chains,
+        each chain starts from a buffer slot of its class (or, at chain_reinit_rate, from the
+        generator's sample) and the revised image goes back into that slot."""
+        start, labels = pairs.images(), pairs.labels()
+        if self.chain_buffer is not None:
+            start, slots = self._chain_starts(start, labels, seed)
+        revised, grad_norm = self.langevin_revise(start, labels, seed)
+        if self.chain_buffer is not None:
+            self.chain_buffer.assign(tf.tensor_scatter_nd_update(self.chain_buffer.value, slots, revised))
         positive, negative = tf.split(revised, 2, axis=0)
         return pairs._replace(positive=positive, negative=negative), grad_norm
+
+    def _chain_starts(self, generated, labels_one_hot, seed):
+        """(chain starts, [N, 2] buffer slots (class, index)) for a batch of generated images."""
+        c = self.config
+        if tf.distribute.get_replica_context() is not None and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            raise ValueError("persistent_chains is not supported across replicas (one buffer is written per step)")
+        n = tf.shape(generated)[0]
+        fold = tf.random.experimental.stateless_fold_in
+        classes = tf.argmax(labels_one_hot, axis=-1, output_type=tf.int32)
+        index = tf.random.stateless_uniform([n], fold(seed, 11), 0, c.persistent_chains, dtype=tf.int32)
+        slots = tf.stack([classes, index], axis=1)
+        from_buffer = tf.gather_nd(self.chain_buffer, slots)
+        restart = tf.random.stateless_uniform([n], fold(seed, 12)) < c.chain_reinit_rate
+        return tf.where(restart[:, None, None, None], generated, from_buffer), slots
 
     def descriptor_losses(self, batch: Batch, revised: ContrastivePairs):
         """Per-example descriptor terms on the real images (labels c+) and the revised pair
@@ -177,7 +249,10 @@ class CoopHash(HashingModel):
         # The revised pair is scored once as a single batch (x+ then x-).
         scored = d(revised.images(), training=True)
         n = tf.shape(batch.images)[0]
-        energy_real = EnergyHead.select(real["class_energies"], labels)
+        real_energies = real["class_energies"]
+        if d.synthesizes_smaller:  # the energy compares real and synthetic images at one resolution
+            real_energies = d.class_energies(d.synthetic_view(batch.images), training=True)
+        energy_real = EnergyHead.select(real_energies, labels)
         energy_rev = EnergyHead.select(scored["class_energies"], revised.labels())
         energy_rev = 0.5 * (energy_rev[:n] + energy_rev[n:])
         terms = {
@@ -197,21 +272,69 @@ class CoopHash(HashingModel):
             total += c.real_triplet_weight * losses.in_batch_triplet_loss(real["hash"], labels, c.triplet_margin)
         if c.synthetic_classification_weight:
             synthetic = losses.classification_loss(scored["logits"], revised.labels(), c.multi_label)
+            if c.synthetic_realness_weighting:
+                realness = tf.stop_gradient(
+                    tf.sigmoid(EnergyHead.select(scored["class_energies"], revised.labels()) - tf.reduce_mean(energy_real))
+                )
+                synthetic *= realness
             total += c.synthetic_classification_weight * 0.5 * (synthetic[:n] + synthetic[n:])
-        if batch.unlabeled is not None and c.unlabeled_nll_weight:
-            # Unlabeled images have no c: raise their marginal log-density logsumexp_c f_E(u, c)
-            # against the revised samples' (JEM-style), which trains the shared base f0 on them.
-            marginal_u = tf.reduce_logsumexp(d.class_energies(batch.unlabeled, training=True), axis=-1)
-            marginal_rev = tf.reduce_logsumexp(scored["class_energies"], axis=-1)
-            marginal_rev = 0.5 * (marginal_rev[:n] + marginal_rev[n:])
-            terms["unlabeled_nll_loss"] = losses.maximum_likelihood_loss(marginal_u, marginal_rev)
-            total += c.unlabeled_nll_weight * (
-                terms["unlabeled_nll_loss"] + c.energy_l2_weight * (tf.square(marginal_u) + tf.square(marginal_rev))
-            )
+        if batch.unlabeled is not None:
+            unlabeled = self.unlabeled_losses(batch.unlabeled, scored, n)
+            terms.update({k: v for k, v in unlabeled.items() if k != "total"})
+            total += unlabeled["total"]
         terms.update(
             total=total, energy_real=energy_real, energy_revised=energy_rev, logits=real["logits"], hash=real["hash"]
         )
         return terms
+
+    def unlabeled_losses(self, unlabeled, scored, n):
+        """Terms on a batch of unlabeled images (ours, not in the paper), each its mean over the
+        unlabeled batch broadcast to the n anchors (so the global-batch scaling stays right):
+          unlabeled_nll_loss   the marginal energy logsumexp_c f_E(u, c) raised against the revised
+                               samples' (JEM-style), training f0 on the pool;
+          pseudo_label_loss    FixMatch: the classifier head on a strong view learns the confident
+                               predictions on a weak view (pseudo_label_rate: the share kept);
+          recovery_consistency_loss  u's relaxed code pulled towards its recovery's code."""
+        c = self.config
+        d = self.hash_network
+        out = {"total": tf.zeros([n])}
+        per_anchor = lambda value: tf.fill([n], tf.reduce_mean(value))  # noqa: E731
+        if c.unlabeled_nll_weight:
+            marginal_u = tf.reduce_logsumexp(d.class_energies(d.synthetic_view(unlabeled), training=True), axis=-1)
+            marginal_rev = tf.reduce_logsumexp(scored["class_energies"], axis=-1)
+            marginal_rev = 0.5 * (marginal_rev[:n] + marginal_rev[n:])
+            nll = losses.maximum_likelihood_loss(tf.reduce_mean(marginal_u), marginal_rev)
+            out["unlabeled_nll_loss"] = nll
+            out["total"] += c.unlabeled_nll_weight * (
+                nll + c.energy_l2_weight * (tf.reduce_mean(tf.square(marginal_u)) + tf.square(marginal_rev))
+            )
+        if c.pseudo_label_weight:
+            loss, kept = self.pseudo_label_terms(unlabeled, lambda x, training: d(x, training=training)["logits"])
+            out["pseudo_label_loss"], out["pseudo_label_rate"] = per_anchor(loss), per_anchor(kept)
+            out["total"] += c.pseudo_label_weight * out["pseudo_label_loss"]
+        if c.recovery_consistency_weight:
+            u = unlabeled[:n]
+            codes = d.relaxed_codes(u, training=True)
+            target = tf.stop_gradient(d.relaxed_codes(self._recover_normalized(u)))
+            out["recovery_consistency_loss"] = per_anchor(tf.reduce_mean(tf.square(codes - target), axis=-1))
+            out["total"] += c.recovery_consistency_weight * out["recovery_consistency_loss"]
+        return out
+
+    def _recover_normalized(self, x, labels=None, steps=None, seed=None):
+        """Normalised images -> their recoveries: g(mu(x), c) revised by Langevin on f_E(., c), with
+        c the classifier's prediction unless given. A constant (no gradient)."""
+        d = self.hash_network
+        features = d.features(x)
+        z_mean, _ = d.inference_head(features)
+        if labels is None:
+            logits = d.class_logits(features, d.hash_head(features))
+            labels = (
+                tf.cast(logits > 0, tf.float32)
+                if self.config.multi_label
+                else tf.one_hot(tf.argmax(logits, -1), self.config.num_classes)
+            )
+        revised, _ = self.langevin_revise(self.generator(z_mean, labels), labels, seed, steps=steps)
+        return tf.stop_gradient(revised)
 
     def generator_losses(self, revised: ContrastivePairs, seed):
         """Eq. 2 + KL: reconstruct revised images from z~ = mu(x~) + sigma(x~) * eps. With
@@ -247,6 +370,7 @@ class CoopHash(HashingModel):
                 "generator_loss": g_terms["total"],
                 "reconstruction_loss": g_terms["reconstruction_loss"],
                 "kl_loss": g_terms["kl_loss"],
+                "pseudo_label_rate": d_terms.get("pseudo_label_rate"),
                 "langevin_grad_norm": grad_norm,
                 "revision_distance": distance,
                 "energy_gap": d_terms["energy_real"] - d_terms["energy_revised"],
@@ -259,7 +383,7 @@ class CoopHash(HashingModel):
     # ----------------------------------------------------------------------------- steps
     def train_step(self, data):
         batch = self.unpack(data)
-        if not self.config.unlabeled_nll_weight:
+        if not self.uses_unlabeled(self.config):
             batch = batch._replace(unlabeled=None)
         seed = self.step_seed()
         # 1. a contrastive pair from one z; 2. revised by Langevin on f_E (constants below).
@@ -284,7 +408,8 @@ class CoopHash(HashingModel):
 
     # ----------------------------------------------------------------------------- user API
     def generate(self, labels, z=None, seed=0):
-        """Generator samples g(z, c) as uint8 images, for a list of class ids (or multi-hot rows)."""
+        """Generator samples g(z, c) as uint8 images (at the synthesis size), for a list of class ids
+        (or multi-hot rows)."""
         c = self.labels_to_multi_hot(tf.convert_to_tensor(labels))
         if z is None:
             z = tf.random.stateless_normal([tf.shape(c)[0], self.config.latent_dim], [seed, 0])
@@ -308,19 +433,7 @@ class CoopHash(HashingModel):
         out = []
         for i in range(0, len(images), batch_size):
             x = normalize_images(images[i : i + batch_size])
-            features = self.hash_network.features(x)
-            z_mean, _ = self.hash_network.inference_head(features)
-            if labels is None:
-                logits = self.hash_network.classifier_head(features)
-                c = (
-                    tf.cast(logits > 0, tf.float32)
-                    if self.config.multi_label
-                    else tf.one_hot(tf.argmax(logits, -1), self.config.num_classes)
-                )
-            else:
-                c = labels[i : i + batch_size]
-            revised, _ = self.langevin_revise(
-                self.generator(z_mean, c), c, tf.constant([seed, i], tf.int32), steps=steps
-            )
-            out.append(np.asarray(denormalize_images(revised)))
+            c = None if labels is None else labels[i : i + batch_size]
+            revised = self._recover_normalized(x, c, steps, tf.constant([seed, i], tf.int32))
+            out.append(np.asarray(denormalize_images(self.hash_network.to_image_size(revised))))
         return np.concatenate(out).astype(np.uint8).reshape(images.shape)

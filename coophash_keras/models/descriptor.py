@@ -1,22 +1,56 @@
-"""Multipurpose descriptor: shared base f0 and four light heads (energy, inference, class, hash)."""
+"""Multipurpose descriptor: shared base f0 and four light heads (energy, inference, class, hash).
+
+Synthesis resolution. CoopHash's generator and Langevin revision (and DSH-GAN's generator) may work
+at a smaller size than the images (`synthesis_shape`, config.synthesis_size; by default 32 px with
+a pretrained backbone, whose 96-224 px input would make them slow). The descriptor then reads
+smaller images through a bilinear upsampling to the image size (`features` does it for any input
+of another size, so Langevin's gradient flows back through it to the small image), and scores
+real images for the energy as `synthetic_view(x)`: resized down to the synthesis size and back up,
+so that real and synthetic images differ in content, not in sharpness (an energy, or an
+adversary, would otherwise learn "blurry = synthetic" and teach the generator nothing else).
+Codes and class read-outs always see the full-resolution image. With the synthesis size equal to
+the image size (the conv base's default) every one of these is the identity.
+"""
 
 import keras
 from keras import layers, ops
 
-from coophash_keras.layers import ClassifierHead, ConvBaseNetwork, EnergyHead, HashHead, InferenceHead
+from coophash_keras.layers import (
+    ClassifierHead,
+    EnergyHead,
+    HashHead,
+    InferenceHead,
+    base_kwargs_of,
+    make_base_network,
+)
+
+
+def resize(x, size, antialias=False):
+    """Bilinear resize of [B, H, W, C] to size (h, w); x itself when it already has that size."""
+    if tuple(x.shape[1:3]) == tuple(size):
+        return x
+    return ops.image.resize(x, tuple(size), interpolation="bilinear", antialias=antialias)
 
 
 @keras.saving.register_keras_serializable(package="coophash")
 class MultipurposeDescriptor(layers.Layer):
     """Inputs are normalised images in [-1, 1]; every method returns one head's view of them.
     CoopHash's descriptor and DSH-GAN's shared CNN with its streams (see models/networks.py for
-    the interface export and serving read)."""
+    the interface export and serving read). `synthesis_shape`: see the module docstring (None =
+    the image shape)."""
 
-    def __init__(self, base_kwargs, num_classes, num_bits, latent_dim, **kwargs):
+    def __init__(
+        self, base_kwargs, num_classes, num_bits, latent_dim, classifier_input="features", synthesis_shape=None, **kwargs
+    ):
         super().__init__(**kwargs)
+        if classifier_input not in ("features", "codes"):
+            raise ValueError(f"classifier_input must be 'features' or 'codes', got {classifier_input!r}")
+        self.classifier_input = classifier_input
         self.base_kwargs = dict(base_kwargs)
         self.num_classes, self.num_bits, self.latent_dim = int(num_classes), int(num_bits), int(latent_dim)
-        self.base = ConvBaseNetwork(**self.base_kwargs, name="base")
+        self.base = make_base_network(self.base_kwargs, name="base")
+        self.image_shape = tuple(self.base.image_shape)
+        self.synthesis_shape = tuple(int(d) for d in (synthesis_shape or self.image_shape))
         self.feature_dim = self.base.feature_dim
         # Heads compute in float32 whatever the global policy: under mixed_float16 only the base runs
         # in float16, while energies (and so Langevin's drift), codes and losses stay float32.
@@ -26,10 +60,11 @@ class MultipurposeDescriptor(layers.Layer):
         self.hash_head = HashHead(self.num_bits, name="hash_head", dtype="float32")
 
     def build(self, input_shape=None):
-        self.base.build((None,) + tuple(self.base_kwargs["image_shape"]))
+        self.base.build((None,) + self.image_shape)
         feature_shape = (None, self.feature_dim)
-        for head in (self.energy_head, self.inference_head, self.classifier_head, self.hash_head):
+        for head in (self.energy_head, self.inference_head, self.hash_head):
             head.build(feature_shape)
+        self.classifier_head.build(feature_shape if self.classifier_input == "features" else (None, self.num_bits))
         self.built = True
 
     # Variables updated by the descriptor optimizer: everything but the inference head, which is
@@ -43,48 +78,74 @@ class MultipurposeDescriptor(layers.Layer):
             + self.hash_head.trainable_variables
         )
 
+    @property
+    def synthesizes_smaller(self) -> bool:
+        return self.synthesis_shape[:2] != self.image_shape[:2]
+
+    def to_image_size(self, x):
+        """Images of any size (e.g. the synthesis size) -> the image size (bilinear)."""
+        return resize(x, self.image_shape[:2])
+
+    def synthetic_view(self, x):
+        """Real images as the energy sees synthetic ones: down to the synthesis size and back."""
+        if not self.synthesizes_smaller:
+            return x
+        return self.to_image_size(resize(x, self.synthesis_shape[:2], antialias=True))
+
     def features(self, x, training=False):
-        return self.base(x, training=training)
+        return self.base(self.to_image_size(x), training=training)
 
     def class_energies(self, x, training=False):
-        return self.energy_head(self.base(x, training=training))
+        return self.energy_head(self.features(x, training=training))
 
     def energy(self, x, labels_multi_hot):
         """f_E(x, c): higher means more likely under p(x | c) (Eq. 3). No dropout: Langevin
-        follows one deterministic energy."""
-        return EnergyHead.select(self.energy_head(self.base(x)), labels_multi_hot)
+        follows one deterministic energy. x at the image or the synthesis size."""
+        return EnergyHead.select(self.energy_head(self.features(x)), labels_multi_hot)
 
     def relaxed_codes(self, x, training=False):
         return self.hash_head(self.features(x, training=training))
 
+    def class_logits(self, features, relaxed_codes):
+        """p(c|x) logits, read from f0's features (the paper's discriminative head) or, with
+        classifier_input='codes', from the relaxed codes (classification through the codes)."""
+        return self.classifier_head(features if self.classifier_input == "features" else relaxed_codes)
+
     def serving_outputs(self, x):
-        """Codes, class logits and the label-free energy log sum_c exp f_E(x, c) (an OOD score)."""
+        """Codes, class logits and the label-free energy log sum_c exp f_E(x, c) (an OOD score),
+        the energy read from `synthetic_view(x)` as in training (one more base pass when the
+        synthesis size is below the image size)."""
         f = self.features(x)
+        f_energy = self.features(self.synthetic_view(x)) if self.synthesizes_smaller else f
+        codes = self.hash_head(f)
         return {
-            "relaxed_codes": self.hash_head(f),
-            "class_logits": self.classifier_head(f),
-            "energy": ops.logsumexp(self.energy_head(f), axis=-1),
+            "relaxed_codes": codes,
+            "class_logits": self.class_logits(f, codes),
+            "energy": ops.logsumexp(self.energy_head(f_energy), axis=-1),
         }
 
     def call(self, x, training=False):
         """All heads at once: dict of features, class_energies, z_mean, z_log_var, logits, hash."""
-        f = self.base(x, training=training)
+        f = self.features(x, training=training)
         z_mean, z_log_var = self.inference_head(f)
+        codes = self.hash_head(f)
         return {
             "features": f,
             "class_energies": self.energy_head(f),
             "z_mean": z_mean,
             "z_log_var": z_log_var,
-            "logits": self.classifier_head(f),
-            "hash": self.hash_head(f),
+            "logits": self.class_logits(f, codes),
+            "hash": codes,
         }
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            base_kwargs={**self.base_kwargs, "image_shape": list(self.base_kwargs["image_shape"])},
+            base_kwargs=base_kwargs_of(self.base),
             num_classes=self.num_classes,
             num_bits=self.num_bits,
             latent_dim=self.latent_dim,
+            classifier_input=self.classifier_input,
+            synthesis_shape=list(self.synthesis_shape),
         )
         return config

@@ -8,21 +8,31 @@ Every hashing model keeps one of these as `model.hash_network`. Each takes image
                       (an out-of-distribution score, higher = more like the training data).
 
 `MultipurposeDescriptor` (models/descriptor.py) is CoopHash's and DSH-GAN's. `HashNetwork` here
-is the pointwise baselines': the shared base f0, a hash layer, and a class read-out.
+is the pointwise baselines': the shared base f0, a hash layer, and a class read-out. The base is
+the conv base or a pretrained backbone (layers/bases.py), whichever the config names.
 """
 
 import keras
 import numpy as np
 from keras import layers, ops
 
-from coophash_keras.layers import ConvBaseNetwork
+from coophash_keras.layers import base_kwargs_of, make_base_network
 
 HASH_LAYERS = ("tanh", "batchnorm", "linear")
 CLASS_READOUTS = ("codes", "codebook")
 
 
 def base_network_kwargs(config):
-    """ConvBaseNetwork arguments from a CoopHashConfig (one place for every model)."""
+    """The shared base's arguments from a CoopHashConfig (one place for every model): the
+    ConvBaseNetwork's, or with `config.backbone` a BackboneBaseNetwork's (layers/bases.py)."""
+    if config.backbone != "none":
+        return dict(
+            image_shape=config.image_shape,
+            backbone=config.backbone,
+            weights=None if config.backbone_weights == "none" else config.backbone_weights,
+            feature_dim=config.feature_dim,
+            dropout=config.base_dropout,
+        )
     return dict(
         image_shape=config.image_shape,
         base_filters=config.base_filters,
@@ -31,6 +41,21 @@ def base_network_kwargs(config):
         convs_per_block=config.base_convs_per_block,
         dropout=config.base_dropout,
     )
+
+
+SYNTHESIS_SIZE_WITH_BACKBONE = 32
+
+
+def synthesis_shape(config):
+    """(h, w, C) of the images CoopHash's and DSH-GAN's generator makes and Langevin revises:
+    the image shape scaled so that its smaller side is config.synthesis_size (default: the image
+    size with the conv base, 32 px with a backbone), never above the image size."""
+    h, w, c = config.image_shape
+    side = config.synthesis_size
+    if side is None:
+        side = SYNTHESIS_SIZE_WITH_BACKBONE if config.backbone != "none" else min(h, w)
+    scale = min(1.0, side / min(h, w))
+    return (max(4, round(h * scale)), max(4, round(w * scale)), c)
 
 
 def energy_score(class_logits):
@@ -68,7 +93,7 @@ class HashNetwork(layers.Layer):
         self.base_kwargs = dict(base_kwargs)
         self.num_classes, self.num_bits = int(num_classes), int(num_bits)
         self.hash_layer, self.class_readout, self.readout_scale = hash_layer, class_readout, float(readout_scale)
-        self.base = ConvBaseNetwork(**self.base_kwargs, name="base")
+        self.base = make_base_network(self.base_kwargs, name="base")
         self.hash_projection = layers.Dense(
             self.num_bits, use_bias=hash_layer == "tanh", name="hash_projection", dtype="float32"
         )
@@ -83,7 +108,7 @@ class HashNetwork(layers.Layer):
         self.codebook = None
 
     def build(self, input_shape=None):
-        self.base.build((None,) + tuple(self.base_kwargs["image_shape"]))
+        self.base.build((None,) + tuple(self.base.image_shape))
         feature_shape = (None, self.base.feature_dim)
         self.hash_projection.build(feature_shape)
         if self.hash_norm is not None:
@@ -135,7 +160,7 @@ class HashNetwork(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            base_kwargs={**self.base_kwargs, "image_shape": list(self.base_kwargs["image_shape"])},
+            base_kwargs=base_kwargs_of(self.base),
             num_classes=self.num_classes,
             num_bits=self.num_bits,
             hash_layer=self.hash_layer,

@@ -1,0 +1,394 @@
+"""Markdown tables of the run JSONs that benchmarks/protocol.py writes (no plotting, numpy only).
+
+Every number is a mean over seeds ± the sample standard deviation (ddof=1, none for one seed); a
+mean over fewer than MIN_SEEDS seeds is flagged with FEW. Runs are grouped by (dataset,
+labels_per_class, bits, method, tag): the tables use the untagged runs, the equal-wall-clock table
+also the "equal_time" ones; other tags are separate experiments and only counted in the run list.
+Timing (ms/step, training seconds) comes only from runs with "alone": true: a run that shared the
+cores has unusable timing (its mAP is fine).
+"""
+
+import glob
+import json
+import math
+import os
+
+import numpy as np
+
+BASELINES = ("code_classifier", "csq", "orthohash", "dpn", "dshgan")
+CORRUPTIONS = ("noise", "blur", "contrast", "rotation", "occlusion")  # coophash_keras.data.corruptions order
+EQUAL_TIME = "equal_time"
+MIN_SEEDS = 3
+FEW = "†"
+FEW_NOTE = f"{FEW} fewer than {MIN_SEEDS} seeds: the std (or its absence) says little."
+NOT_ALONE = "not measured alone"
+REQUIRED = ("method", "dataset", "labels_per_class", "bits", "seed", "clean")
+
+
+# ---------------------------------------------------------------- loading and grouping
+
+
+def load_runs(directories):
+    """(runs, notes): the run JSONs directly in each directory, in path order. Files that are not
+    run JSONs, and a second copy of a run (same group and seed), are left out with a note."""
+    runs, notes, seen = [], [], {}
+    for d in directories:
+        for path in sorted(glob.glob(os.path.join(d, "*.json"))):
+            try:
+                with open(path) as fh:
+                    r = json.load(fh)
+            except (OSError, ValueError) as e:
+                notes.append(f"skipped {path}: {e}")
+                continue
+            if not isinstance(r, dict) or any(k not in r for k in REQUIRED):
+                notes.append(f"skipped {path}: not a benchmarks/protocol.py run JSON")
+                continue
+            r["tag"] = r.get("tag") or ""
+            r["_dir"], r["_path"] = d, path
+            key = (*group_key(r), r["seed"])
+            if key in seen:
+                notes.append(f"skipped {path}: the same run as {seen[key]}")
+                continue
+            seen[key] = path
+            runs.append(r)
+    return runs, notes
+
+
+def group_key(r):
+    return r["dataset"], r["labels_per_class"], r["bits"], r["method"], r["tag"]
+
+
+def groups(runs, tag=""):
+    """{(dataset, labels_per_class, bits, method): runs sorted by seed} for one tag."""
+    out = {}
+    for r in runs:
+        if r["tag"] == tag:
+            out.setdefault(group_key(r)[:4], []).append(r)
+    return {k: sorted(v, key=lambda r: r["seed"]) for k, v in sorted(out.items(), key=lambda kv: sort_key(kv[0]))}
+
+
+def is_coophash(method):
+    return method == "coophash" or method.startswith("coophash:")
+
+
+def method_key(method):
+    """Baselines in BASELINES order, then other methods (triplet), then coophash and its variants."""
+    if method in BASELINES:
+        return 0, BASELINES.index(method), ""
+    if is_coophash(method):
+        return 2, int(method != "coophash"), method
+    return 1, 0, method
+
+
+def sort_key(key):
+    return (*key[:3], method_key(key[3]))
+
+
+def cells(g):
+    """The sorted (dataset, labels_per_class, bits) of a grouping."""
+    return sorted({k[:3] for k in g})
+
+
+def methods_in(g, cell):
+    return sorted((k[3] for k in g if k[:3] == tuple(cell)), key=method_key)
+
+
+def multi_label(runs):
+    return any(r.get("config", {}).get("multi_label") for r in runs)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def value(run, *keys):
+    v = run
+    for k in keys:
+        if not isinstance(v, dict) or v.get(k) is None:
+            return None
+        v = v[k]
+    return float(v)
+
+
+def values(runs, *keys):
+    return [v for v in (value(r, *keys) for r in runs) if v is not None]
+
+
+def stats(vs):
+    """(n, mean, sample std or None for one value)."""
+    v = np.asarray(vs, float)
+    return len(v), float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None
+
+
+def fmt(vs, digits=4, show_n=False):
+    if not vs:
+        return "—"
+    n, mean, sd = stats(vs)
+    text = f"{mean:.{digits}f}" + ("" if sd is None else f" ± {sd:.{digits}f}")
+    return text + (f" (n={n}{FEW if n < MIN_SEEDS else ''})" if show_n else "")
+
+
+def seeds_cell(n):
+    return f"{n} {FEW}" if n < MIN_SEEDS else str(n)
+
+
+def steps_cell(runs):
+    s = sorted({r["steps"] for r in runs})
+    return str(s[0]) if len(s) == 1 else f"{s[0]}–{s[-1]}"
+
+
+def best_baseline(g, cell):
+    """The baseline with the highest mean mAP@1000 in the cell (ties: the earlier in BASELINES), or None."""
+    scored = [
+        (stats(vs)[1], -i, m)
+        for i, m in enumerate(BASELINES)
+        if (vs := values(g.get((*cell, m), []), "clean", "mAP@1000"))
+    ]
+    return max(scored)[2] if scored else None
+
+
+def welch(a, b):
+    """(mean(a) - mean(b), two standard errors sqrt(s_a^2/n_a + s_b^2/n_b) * 2), None under 2 seeds."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    (na, ma, sa), (nb, mb, sb) = stats(a), stats(b)
+    return ma - mb, 2 * math.sqrt(sa**2 / na + sb**2 / nb)
+
+
+def significance(a, b):
+    w = welch(a, b)
+    if w is None:
+        return "n/a (under 2 seeds)"
+    diff, two_se = w
+    return f"{'yes' if abs(diff) > two_se else 'no'}: {diff:+.4f} vs 2 SE {two_se:.4f}"
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+# ---------------------------------------------------------------- tables
+
+
+def retrieval_tables(runs):
+    """Per dataset: labels/class x bits x method, mAP@1000 and mAP@all; the best mean per cell in bold."""
+    g = groups(runs)
+    out = []
+    for dataset in sorted({k[0] for k in g}):
+        rows = []
+        for cell in [c for c in cells(g) if c[0] == dataset]:
+            means = {m: stats(values(g[(*cell, m)], "clean", "mAP@1000"))[1] for m in methods_in(g, cell)}
+            top = max(means.values())
+            for m in methods_in(g, cell):
+                rs = g[(*cell, m)]
+                text = fmt(values(rs, "clean", "mAP@1000"))
+                rows.append(
+                    [
+                        cell[1],
+                        cell[2],
+                        f"`{m}`",
+                        steps_cell(rs),
+                        seeds_cell(len(rs)),
+                        f"**{text}**" if means[m] == top else text,
+                        fmt(values(rs, "clean", "mAP@all")),
+                    ]
+                )
+        lpc = "labelled images" if multi_label([r for r in runs if r["dataset"] == dataset]) else "labels/class"
+        header = [lpc, "bits", "method", "steps", "seeds", "mAP@1000", "mAP@all"]
+        out.append(f"#### {dataset}\n\n{table(header, rows)}")
+    return "\n\n".join(out + [FEW_NOTE]) if out else "No untagged runs."
+
+
+def other_tags_table(runs):
+    """Runs with a tag other than "" and "equal_time" (separate experiments, e.g. a config change)."""
+    tags = sorted({r["tag"] for r in runs} - {"", EQUAL_TIME})
+    rows = []
+    for tag in tags:
+        for key, rs in groups(runs, tag).items():
+            rows.append(
+                [f"`{tag}`", *key[:3], f"`{key[3]}`", steps_cell(rs), seeds_cell(len(rs))]
+                + [fmt(values(rs, "clean", "mAP@1000")), fmt(values(rs, "clean", "mAP@all"))]
+            )
+    if not rows:
+        return ""
+    header = ["tag", "dataset", "labels/class", "bits", "method", "steps", "seeds", "mAP@1000", "mAP@all"]
+    return "Runs with other tags (separate experiments; their commands are under Runs):\n\n" + table(header, rows)
+
+
+def bar_table(runs, dataset, labels, bits):
+    """Every method at each `labels` per class and `bits`: the best baseline named, each other
+    method's mAP@1000 as a ratio to it, and whether the difference exceeds two standard errors."""
+    g = groups(runs)
+    rows, missing = [], []
+    for lpc in labels:
+        cell = (dataset, lpc, bits)
+        best = best_baseline(g, cell)
+        if not methods_in(g, cell):
+            missing.append(str(lpc))
+            continue
+        ref = values(g[(*cell, best)], "clean", "mAP@1000") if best else []
+        for m in methods_in(g, cell):
+            vs = values(g[(*cell, m)], "clean", "mAP@1000")
+            if m == best:
+                ratio, sig = "**best baseline**", ""
+            elif best:
+                ratio, sig = f"{stats(vs)[1] / stats(ref)[1]:.3f}×", significance(vs, ref)
+            else:
+                ratio, sig = "no baseline run", ""
+            rows.append([lpc, f"`{m}`", seeds_cell(len(vs)), fmt(vs), ratio, sig])
+    header = ["labels/class", "method", "seeds", "mAP@1000", "÷ best baseline", "difference beyond 2 SE?"]
+    text = (
+        f"{dataset}, {bits} bits. Best baseline = the highest mean mAP@1000 of {', '.join(BASELINES)}. "
+        "2 SE = 2·sqrt(s₁²/n₁ + s₂²/n₂) with sample stds (Welch); the sign is the method minus the best baseline."
+    )
+    parts = [text] + ([table(header, rows), FEW_NOTE] if rows else [])
+    if missing:
+        parts.append(f"Not run yet: {', '.join(missing)} labels/class.")
+    return "\n\n".join(parts)
+
+
+def _robust(r):
+    return "ood_mixed" in r or "corrupted_queries" in r
+
+
+def _kinds(rs):
+    found = {k for r in rs for k in (r.get("corrupted_queries") or {}) if k != "clean"}
+    return [k for k in CORRUPTIONS if k in found] + sorted(found - set(CORRUPTIONS))
+
+
+def robustness_tables(runs):
+    """mAP@1000 under the OOD shift and with corrupted queries (without recover), then with
+    CoopHash.recover: recovered mAP@1000 (change from the same runs without recover)."""
+    g = {k: [r for r in rs if _robust(r)] for k, rs in groups(runs).items()}
+    g = {k: rs for k, rs in g.items() if rs}
+    if not g:
+        return "No run with `--ood`, `--corrupted` or `--recover` yet."
+    kinds = _kinds([r for rs in g.values() for r in rs])
+    rows, rec_rows = [], []
+    for key, rs in g.items():
+
+        def cell(*keys, rs=rs):  # the seed count where fewer runs than the row's have this evaluation
+            vs = values(rs, *keys)
+            return fmt(vs, show_n=0 < len(vs) < len(rs))
+
+        rows.append(
+            [*key[:3], f"`{key[3]}`", seeds_cell(len(rs)), cell("clean", "mAP@1000"), cell("ood_mixed", "mAP@1000")]
+            + [cell("corrupted_queries", k, "mAP@1000") for k in kinds]
+        )
+        with_rec = [r for r in rs if value(r, "corrupted_queries", "clean", "recovered_mAP@1000") is not None]
+        if with_rec:
+            cols = []
+            for k in ["clean", *kinds]:
+                before = ("clean", "mAP@1000") if k == "clean" else ("corrupted_queries", k, "mAP@1000")
+                after = values(with_rec, "corrupted_queries", k, "recovered_mAP@1000")
+                change = stats(after)[1] - stats(values(with_rec, *before))[1] if after else None
+                cols.append(fmt(after) + ("" if change is None else f" ({change:+.4f})"))
+            rec_rows.append([*key[:3], f"`{key[3]}`", seeds_cell(len(with_rec)), *cols])
+    head = ["dataset", "labels/class", "bits", "method", "seeds"]
+    parts = [
+        "mAP@1000; OOD = queries and database corrupted (mixed); the corruption columns = queries "
+        "corrupted, clean database, no recover.",
+        table([*head, "clean", "OOD", *kinds], rows),
+    ]
+    if rec_rows:
+        parts += [
+            "With `CoopHash.recover` on the queries: recovered mAP@1000 (change from the same runs without recover).",
+            table([*head, "clean queries", *kinds], rec_rows),
+        ]
+    return "\n\n".join(parts + [FEW_NOTE])
+
+
+def _train_s(rs):
+    alone = values([r for r in rs if r.get("alone")], "train_s")
+    return fmt(alone, 0, show_n=True) if alone else NOT_ALONE
+
+
+def equal_time_table(runs):
+    """Baselines trained for CoopHash's wall time ("equal_time") beside the equal-steps runs, with
+    CoopHash's own rows of the same cells for reference."""
+    et, g = groups(runs, EQUAL_TIME), groups(runs)
+    if not et:
+        return 'No run tagged "equal_time" yet.'
+    rows = []
+    for cell in cells(et):
+        for m in sorted(set(methods_in(et, cell)) | {m for m in methods_in(g, cell) if is_coophash(m)}, key=method_key):
+            same, timed = g.get((*cell, m), []), et.get((*cell, m), [])
+            rows.append(
+                [*cell, f"`{m}`"]
+                + ([steps_cell(same), fmt(values(same, "clean", "mAP@1000"), show_n=True)] if same else ["—", "—"])
+                + ([steps_cell(timed), fmt(values(timed, "clean", "mAP@1000"), show_n=True)] if timed else ["—", "—"])
+                + [_train_s(timed or same)]
+            )
+    header = ["dataset", "labels/class", "bits", "method", "steps", "mAP@1000", "steps (equal time)"]
+    header += ["mAP@1000 (equal time)", "train s (alone runs)"]
+    return (
+        "Equal steps = the untagged runs; equal time = the runs tagged `equal_time` (as many steps as fit into "
+        "CoopHash's training time). Training seconds from uncontended runs only (equal-time runs where there are).\n\n"
+        + table(header, rows)
+    )
+
+
+def cost_table(runs):
+    """ms/step from runs with "alone": true only: per cell the best baseline's and each CoopHash
+    method's, with the ratio CoopHash / best baseline."""
+    g = groups(runs)
+    if not any(r.get("alone") and r.get("ms_per_step") for rs in g.values() for r in rs):
+        return (
+            f"ms/step: **{NOT_ALONE}**: every run shared the cores (`alone: false`, or no ms/step recorded), "
+            "so no timing is reported."
+        )
+
+    def ms(cell, m):
+        return values([r for r in g.get((*cell, m), []) if r.get("alone")], "ms_per_step")
+
+    coop = sorted({k[3] for k in g if is_coophash(k[3])}, key=method_key)
+    rows = []
+    for cell in cells(g):
+        best = best_baseline(g, cell)
+        ref = ms(cell, best) if best else []
+        row = [*cell, f"`{best}`" if best else "—", fmt(ref, 0, show_n=True) if ref else NOT_ALONE]
+        for m in coop:
+            own = ms(cell, m)
+            if (*cell, m) not in g:
+                row.append("—")
+            elif not own:
+                row.append(NOT_ALONE)
+            else:
+                row.append(fmt(own, 0, show_n=True) + (f", **{stats(own)[1] / stats(ref)[1]:.2f}×**" if ref else ""))
+        rows.append(row)
+    header = ["dataset", "labels/class", "bits", "best baseline", "its ms/step", *[f"`{m}`" for m in coop]]
+    return (
+        "ms/step (median over the epochs after the first) from uncontended runs only; in bold the ratio "
+        "CoopHash / best baseline (best by mean mAP@1000 in the same cell).\n\n" + table(header, rows)
+    )
+
+
+def runs_summary(runs, display=lambda d: d):
+    """Per directory: run count, uncontended count, dates, machines; then the distinct commands."""
+    rows = []
+    for d in sorted({r["_dir"] for r in runs}, key=display):
+        rs = [r for r in runs if r["_dir"] == d]
+        tags = sorted({r["tag"] for r in rs})
+        done = sorted(r.get("finished", "") for r in rs)
+        machines = sorted(
+            {
+                f"{m.get('cores')} cores {m.get('cpu')}{', GPU' if m.get('gpu') else ''}, TF {m.get('tensorflow')}"
+                for m in (r.get("machine") or {} for r in rs)
+            }
+        )
+        rows.append(
+            [
+                f"`{display(d)}`",
+                len(rs),
+                sum(bool(r.get("alone")) for r in rs),
+                ", ".join(f"`{t}`" if t else "(none)" for t in tags),
+                f"{done[0]} – {done[-1]}",
+                "; ".join(machines),
+            ]
+        )
+    commands = {}
+    for r in runs:
+        commands[r.get("command", "?")] = commands.get(r.get("command", "?"), 0) + 1
+    header = ["directory", "runs", "alone", "tags", "finished", "machine"]
+    cmd = "\n".join(f"- {n} run{'s' * (n > 1)}: `{c}`" for c, n in sorted(commands.items()))
+    return table(header, rows) + "\n\nCommands:\n\n" + cmd

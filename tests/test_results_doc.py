@@ -1,0 +1,168 @@
+"""benchmarks/make_results_doc.py on synthetic run JSONs: the statistics, the best-baseline choice,
+the two-standard-error flag, timing from uncontended runs only, the doc's markers, idempotence."""
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+import make_results_doc
+import results_tables as T
+
+PROSE_BEFORE = "# Results\n\nThe lead's prose stays.\n\n<!-- tables -->\n"
+PROSE_AFTER = "<!-- /tables -->\n\n## Reproduce\n\nMore prose.\n"
+
+
+def run(method, seed, m1000, lpc=50, bits=32, tag="", alone=False, ms=100.0, steps=1000, **extra):
+    k = bits + 1
+    return {
+        "method": method,
+        "dataset": "fashion_mnist",
+        "labels_per_class": lpc,
+        "bits": bits,
+        "seed": seed,
+        "tag": tag,
+        "steps": steps,
+        "alone": alone,
+        "ms_per_step": ms,
+        "train_s": ms * steps / 1000,
+        "map_curve": None,
+        "command": f"python benchmarks/protocol.py --methods {method}",
+        "machine": {"cpu": "test", "cores": 2, "gpu": False, "tensorflow": "x"},
+        "finished": f"2026-01-0{seed + 1} 00:00:00 UTC",
+        "clean": {
+            "mAP@1000": m1000,
+            "mAP@all": m1000 - 0.05,
+            "P@1000": m1000,
+            "pr_curve": {
+                "radius": list(range(k)),
+                "precision": [m1000 - 0.5 * i / k for i in range(k)],
+                "recall": [0.2 + 0.8 * i / (k - 1) for i in range(k)],
+            },
+        },
+        **extra,
+    }
+
+
+def write(directory, runs):
+    os.makedirs(directory, exist_ok=True)
+    for r in runs:
+        name = f"{r['method'].replace(':', '-')}_L{r['labels_per_class']}_K{r['bits']}_s{r['seed']}_{r['tag']}.json"
+        with open(os.path.join(directory, name), "w") as fh:
+            json.dump(r, fh)
+    return str(directory)
+
+
+def bar_runs():
+    """code_classifier < csq (the best baseline) < triplet (not a baseline); coophash clearly above
+    csq, coophash:paper level with it, coophash:one with a single seed."""
+    runs = [run("code_classifier", s, v) for s, v in enumerate([0.60, 0.62, 0.64])]
+    runs += [run("csq", s, v) for s, v in enumerate([0.70, 0.71, 0.72])]
+    runs += [run("triplet", s, v) for s, v in enumerate([0.90, 0.91, 0.92])]
+    runs += [run("coophash", s, v) for s, v in enumerate([0.80, 0.81, 0.82])]
+    runs += [run("coophash:paper", s, v) for s, v in enumerate([0.69, 0.73, 0.71])]
+    runs += [run("coophash:one", 0, 0.75)]
+    return runs
+
+
+def row(text, method):
+    return next(line for line in text.splitlines() if f"`{method}`" in line)
+
+
+def test_mean_std_and_few_seeds(tmp_path):
+    runs, _ = T.load_runs([write(tmp_path / "r", bar_runs()[:3] + [run("dpn", 0, 0.5), run("dpn", 1, 0.6)])])
+    text = T.retrieval_tables(runs)
+    cc = row(text, "code_classifier")
+    assert (
+        "| 3 | **0.6200 ± 0.0200** | 0.5700 ± 0.0200 |" in cc
+    )  # best in bold; sample std (ddof=1) of 0.60, 0.62, 0.64
+    assert f"| 2 {T.FEW} | 0.5500 ± 0.0707 |" in row(text, "dpn")
+    assert T.fmt([0.75]) == "0.7500" and T.stats([0.75]) == (1, 0.75, None)
+
+
+def test_best_baseline_is_among_the_five(tmp_path):
+    runs, _ = T.load_runs([write(tmp_path / "r", bar_runs())])
+    assert T.best_baseline(T.groups(runs), ("fashion_mnist", 50, 32)) == "csq"  # not triplet, not coophash
+    text = T.bar_table(runs, "fashion_mnist", [50, 500], 32)
+    assert "**best baseline**" in row(text, "csq")
+    assert "1.141×" in row(text, "coophash")  # 0.81 / 0.71
+    assert "Not run yet: 500 labels/class." in text
+
+
+def test_two_standard_errors(tmp_path):
+    a, b = [0.80, 0.81, 0.82], [0.70, 0.71, 0.72]
+    diff, two_se = T.welch(a, b)
+    assert diff == pytest.approx(0.1) and two_se == pytest.approx(2 * math.sqrt(0.01**2 / 3 + 0.01**2 / 3))
+    runs, _ = T.load_runs([write(tmp_path / "r", bar_runs())])
+    text = T.bar_table(runs, "fashion_mnist", [50], 32)
+    assert "yes: +0.1000" in row(text, "coophash")
+    assert "no: +0.0000" in row(text, "coophash:paper")  # level: mean 0.71, std 0.02
+    assert "n/a (under 2 seeds)" in row(text, "coophash:one")
+
+
+def test_timing_only_from_runs_alone(tmp_path):
+    contended = [run("csq", s, 0.7, ms=999.0) for s in range(3)] + [
+        run("coophash", s, 0.8, ms=5555.0) for s in range(3)
+    ]
+    runs, _ = T.load_runs([write(tmp_path / "a", contended)])
+    text = T.cost_table(runs)
+    assert T.NOT_ALONE in text and "999" not in text and "5555" not in text
+    alone = [run("csq", 3, 0.7, alone=True, ms=100.0), run("coophash", 3, 0.8, alone=True, ms=300.0)]
+    runs, _ = T.load_runs([write(tmp_path / "b", contended + alone)])
+    text = T.cost_table(runs)
+    assert "100 (n=1†)" in text and "300 (n=1†), **3.00×**" in text
+    assert "999" not in text and "5555" not in text
+    # the equal-time table reports training seconds of uncontended runs only, too
+    et = [run("csq", s, 0.75, tag=T.EQUAL_TIME, ms=999.0, steps=3000) for s in range(3)]
+    runs, _ = T.load_runs([write(tmp_path / "c", contended + et)])
+    text = T.equal_time_table(runs)
+    assert "| 1000 | 0.7000 ± 0.0000 (n=3) | 3000 | 0.7500 ± 0.0000 (n=3) | not measured alone |" in row(text, "csq")
+    assert "2997" not in text and "5555" not in text
+
+
+def test_markers_respected_and_idempotent(tmp_path, capsys):
+    results = write(tmp_path / "results", bar_runs())
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(PROSE_BEFORE + "old tables\n" + PROSE_AFTER, encoding="utf-8")
+    argv = [results, "--only", "--doc", str(doc), "--out", str(tmp_path / "png"), "--no-plots"]
+    make_results_doc.main(argv)
+    first = doc.read_bytes()
+    text = first.decode()
+    assert text.startswith(PROSE_BEFORE) and text.endswith(PROSE_AFTER) and "old tables" not in text
+    assert "### The bar: fashion_mnist at 50 and 500 labels/class, 32 bits" in text
+    assert "](png/pr_fashion_mnist_L50_K32.png)" in text  # linked relative to the doc
+    make_results_doc.main(argv)
+    assert doc.read_bytes() == first
+
+    no_markers = tmp_path / "PLAIN.md"
+    no_markers.write_text("just prose\n", encoding="utf-8")
+    capsys.readouterr()
+    make_results_doc.main([results, "--only", "--doc", str(no_markers), "--no-plots"])
+    out, err = capsys.readouterr()
+    assert no_markers.read_text(encoding="utf-8") == "just prose\n"
+    assert "### Retrieval" in out and "<!-- tables -->" in err
+
+
+def test_plots_written_and_reproducible(tmp_path):
+    pytest.importorskip("matplotlib")
+    curve = [{"step": s, "train_s": s / 10, "mAP@1000": 0.5 + s / 10_000} for s in (100, 200, 300)]
+    runs = bar_runs() + [run(r["method"], r["seed"], r["clean"]["mAP@1000"] + 0.05, lpc=500) for r in bar_runs()]
+    runs += [run("coophash", 5, 0.8, alone=True, map_curve=curve), run("csq", 5, 0.7, map_curve=curve)]
+    results = write(tmp_path / "results", runs)
+    out = tmp_path / "png"
+    argv = [results, "--only", "--stdout", "--out", str(out)]
+    make_results_doc.main(argv)
+    names = sorted(os.listdir(out))
+    assert names == [
+        "curve_fashion_mnist_L50_K32.png",
+        "map_vs_labels_fashion_mnist_K32.png",
+        "pr_fashion_mnist_L500_K32.png",
+        "pr_fashion_mnist_L50_K32.png",
+    ]
+    first = {n: (out / n).read_bytes() for n in names}
+    make_results_doc.main(argv)
+    assert {n: (out / n).read_bytes() for n in names} == first
