@@ -1,7 +1,7 @@
 """Uncontended train-step time of every method, and CoopHash's step split into its parts.
 
-Run it ALONE on the machine (no test suite, no other benchmark): it checks the load average and
-records it. Each method trains on the same batch (random 28x28 Fashion-MNIST-sized images, the
+Run it ALONE on the machine (no test suite, no other benchmark): it measures the CPU time other
+processes took meanwhile (benchmarks/alone.py) and records it. Each method trains on the same batch (random 28x28 Fashion-MNIST-sized images, the
 config's defaults, batch 64, with a batch of the unlabeled pool for the methods that use one);
 the figure is the median of `--repeats` timed steps after two warm-up steps. CoopHash's parts
 (generator forward, T Langevin gradient passes, descriptor update, generator update) are timed
@@ -18,9 +18,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from alone import AloneProbe  # noqa: E402
 
 from coophash_keras.config import CoopHashConfig  # noqa: E402
 from coophash_keras.io import atomic_write_json  # noqa: E402
@@ -66,7 +68,7 @@ def main():
     p.add_argument("--json", default=None)
     a = p.parse_args()
     rng = np.random.default_rng(0)
-    load_before = os.getloadavg()[0]
+    probe = AloneProbe()
     results = {}
     for method in a.methods:
         base = CoopHashConfig(image_shape=tuple(a.image_shape), num_classes=10, num_bits=32, batch_size=a.batch)
@@ -89,19 +91,17 @@ def main():
         print(f"{method:>24s}: {1e3 * row['train_step_s']:8.1f} ms/step", flush=True)
         for part, seconds in row.get("parts_s", {}).items():
             print(f"{'':>24s}  {part:>18s} {1e3 * seconds:8.1f} ms")
-    load_after = os.getloadavg()[0]
     out = {
         "methods": results,
         "batch": a.batch,
         "image_shape": a.image_shape,
-        "load_average": [load_before, load_after],
-        "alone": bool(max(load_before, load_after) < 1.3),
+        **probe.result(),  # alone, other_cores, load_average
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "tensorflow": tf.__version__,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
-    print(f"load average {load_before:.2f} -> {load_after:.2f}: {'alone' if out['alone'] else 'SHARED: do not report'}")
+    print(f"other processes used {out['other_cores']} cores: {'alone' if out['alone'] else 'SHARED: do not report'}")
     if a.json:
         atomic_write_json(a.json, out)
 

@@ -13,8 +13,8 @@ Datasets and splits (per seed):
 
 Every method gets the same base network, batch, optimizer and number of optimizer steps
 (`--steps`). Timing: each JSON records the training wall time, ms/step from the epochs after the
-first (tracing excluded), and the machine's load average before and after: a run that shared the
-cores is marked `"alone": false`, and its timing must not be reported (mAP is unaffected).
+first (tracing excluded), and the CPU time other processes took meanwhile (benchmarks/alone.py):
+a run that shared the cores is marked `"alone": false`, and its timing must not be reported (mAP is unaffected).
 
     python benchmarks/protocol.py --methods code_classifier csq coophash --labels-per-class 50 \\
         --bits 32 --seeds 0 1 2 --steps 1500 --out results/fashion --skip-existing
@@ -33,9 +33,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from alone import AloneProbe  # noqa: E402
 
 from coophash_keras.cli.common import parse_overrides  # noqa: E402
 from coophash_keras.config import CoopHashConfig  # noqa: E402
@@ -202,9 +204,9 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
             np.random.default_rng(seed).choice(split.database, min(10_000, len(split.database)), replace=False)
         )
         extra.append(MapCurve(q_img, q_lab, data.images[sub], data.labels[sub], steps_per_epoch))
-    load_before = os.getloadavg()[0]
+    probe = AloneProbe()
     result = train_run(spec, data=data, split=split, extra_callbacks=extra)
-    load_after = os.getloadavg()[0]
+    alone = probe.result()
     model = result.model
 
     t1 = time.perf_counter()
@@ -231,9 +233,7 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         "ms_per_step": timing(run_dir, steps_per_epoch),
         "database_encode_s": encode_s,
         "eval_s": eval_s,
-        "load_average": [load_before, load_after],
-        # 2 cores: a load average above ~1.3 at either end means another job shared them.
-        "alone": bool(max(load_before, load_after) < 1.3),
+        **alone,  # whether other processes took CPU time while it trained (benchmarks/alone.py)
         "final_train_logs": {k: float(v[-1]) for k, v in result.history.items()},
         "map_curve": extra[0].points if extra else None,
         "command": "python " + " ".join(shlex.quote(x) for x in sys.argv),
