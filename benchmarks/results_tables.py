@@ -366,6 +366,29 @@ def cost_table(runs):
     )
 
 
+def step_time_table(path):
+    """The train-step times of benchmarks/bench_train_step.py (one JSON), when it ran alone: every
+    method on the same batch, each one's ratio to the fastest, CoopHash's parts."""
+    if not os.path.exists(path):
+        return f"No `{os.path.basename(path)}` yet (benchmarks/bench_train_step.py)."
+    with open(path) as fh:
+        res = json.load(fh)
+    if not res.get("alone"):
+        return f"`{os.path.basename(path)}` was not measured alone: no timing is reported."
+    methods = res["methods"]
+    fastest = min(r["train_step_s"] for r in methods.values())
+    rows = []
+    for m, r in methods.items():
+        parts = ", ".join(f"{k} {1e3 * v:.0f}" for k, v in r.get("parts_s", {}).items())
+        rows.append([f"`{m}`", f"{1e3 * r['train_step_s']:.0f}", f"{r['train_step_s'] / fastest:.1f}×", parts or ""])
+    head = (
+        f"`benchmarks/bench_train_step.py`, alone (other processes took {res.get('other_cores')} cores), "
+        f"{res.get('cpus')} CPU cores, batch {res['batch']} of {'×'.join(map(str, res['image_shape']))} images "
+        "(+ an unlabelled batch for the methods that use one), median of the timed steps after two warm-ups."
+    )
+    return head + "\n\n" + table(["method", "ms/step", "÷ fastest", "parts (ms)"], rows)
+
+
 def runs_summary(runs, display=lambda d: d):
     """Per directory: run count, uncontended count, dates, machines; then the distinct commands."""
     rows = []

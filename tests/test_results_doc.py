@@ -166,3 +166,22 @@ def test_plots_written_and_reproducible(tmp_path):
     first = {n: (out / n).read_bytes() for n in names}
     make_results_doc.main(argv)
     assert {n: (out / n).read_bytes() for n in names} == first
+
+
+def test_step_time_table_reports_only_a_run_that_was_alone(tmp_path):
+    path = tmp_path / "steps.json"
+    res = {
+        "methods": {"csq": {"train_step_s": 0.1}, "coophash": {"train_step_s": 1.2, "parts_s": {"langevin": 0.9}}},
+        "batch": 64,
+        "image_shape": [28, 28, 1],
+        "cpus": 2,
+        "other_cores": 0.9,
+        "alone": False,
+    }
+    path.write_text(json.dumps(res))
+    text = T.step_time_table(str(path))
+    assert "not measured alone" in text and "1200" not in text
+    path.write_text(json.dumps(dict(res, alone=True, other_cores=0.02)))
+    text = T.step_time_table(str(path))
+    assert "| `coophash` | 1200 | 12.0× | langevin 900 |" in text and "| `csq` | 100 | 1.0× |" in text
+    assert "No `missing.json` yet" in T.step_time_table(str(tmp_path / "missing.json"))
