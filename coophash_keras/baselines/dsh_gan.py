@@ -26,10 +26,8 @@ import keras
 import tensorflow as tf
 
 from coophash_keras import losses
-from coophash_keras.layers import PairGenerator
 from coophash_keras.models.base import HashingModel, bit_balance, correct_predictions, sample_negative_labels
-from coophash_keras.models.descriptor import MultipurposeDescriptor
-from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
+from coophash_keras.models.descriptor import descriptor_and_generator
 from coophash_keras.preprocessing import denormalize_images
 
 _POSITIVE, _NEGATIVE, _NEGATIVE_LABELS, _GENERATOR = 0, 1, 2, 3
@@ -79,19 +77,7 @@ class DSHGAN(HashingModel):
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
-        c = self.config
-        self.hash_network = MultipurposeDescriptor(
-            base_network_kwargs(c),
-            c.num_classes,
-            c.num_bits,
-            c.latent_dim,
-            classifier_input=c.classifier_input,
-            synthesis_shape=synthesis_shape(c),
-            name="descriptor",
-        )
-        self.generator = PairGenerator(
-            synthesis_shape(c), c.latent_dim, c.num_classes, c.generator_filters, name="generator"
-        )
+        self.hash_network, self.generator = descriptor_and_generator(self.config)
 
     def build(self, input_shape=None):
         self.hash_network.build()

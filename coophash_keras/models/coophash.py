@@ -36,7 +36,7 @@ from coophash_keras.models.base import (
     correct_predictions,
     sample_negative_labels,
 )
-from coophash_keras.models.descriptor import MultipurposeDescriptor
+from coophash_keras.models.descriptor import MultipurposeDescriptor, descriptor_and_generator
 from coophash_keras.models.langevin import revise_with_langevin
 from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
 from coophash_keras.preprocessing import denormalize_images, normalize_images
@@ -128,19 +128,7 @@ class CoopHash(HashingModel):
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
-        c = self.config
-        self.hash_network = MultipurposeDescriptor(
-            base_network_kwargs(c),
-            c.num_classes,
-            c.num_bits,
-            c.latent_dim,
-            classifier_input=c.classifier_input,
-            synthesis_shape=synthesis_shape(c),
-            name="descriptor",
-        )
-        self.generator = PairGenerator(
-            synthesis_shape(c), c.latent_dim, c.num_classes, c.generator_filters, name="generator"
-        )
+        self.hash_network, self.generator = descriptor_and_generator(self.config)
 
     def build(self, input_shape=None):
         self.hash_network.build()

@@ -20,6 +20,7 @@ from coophash_keras.layers import (
     EnergyHead,
     HashHead,
     InferenceHead,
+    PairGenerator,
     base_kwargs_of,
     make_base_network,
 )
@@ -149,3 +150,24 @@ class MultipurposeDescriptor(layers.Layer):
             synthesis_shape=list(self.synthesis_shape),
         )
         return config
+
+
+def descriptor_and_generator(config):
+    """The two networks of the generative models (CoopHash, DSH-GAN): the multipurpose descriptor
+    (saved as "descriptor") and the pair generator, both at the config's synthesis size."""
+    from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
+
+    c = config
+    descriptor = MultipurposeDescriptor(
+        base_network_kwargs(c),
+        c.num_classes,
+        c.num_bits,
+        c.latent_dim,
+        classifier_input=c.classifier_input,
+        synthesis_shape=synthesis_shape(c),
+        name="descriptor",
+    )
+    generator = PairGenerator(
+        synthesis_shape(c), c.latent_dim, c.num_classes, c.generator_filters, name="generator"
+    )
+    return descriptor, generator
