@@ -252,6 +252,26 @@ def history_from_progress(path):
     return {k: [entries[e].get(k) for e in epochs] for k in keys}
 
 
+def finished_run_record(spec: RunSpec, config) -> dict | None:
+    """run.json of a run this very spec already finished: resumable (`backup_dir` set), its backup
+    gone (removed only once every file was written), and run.json and config.json the same as now.
+    A scheduler that re-runs a preemptible job after it ended must not train it all over again."""
+    run_file = os.path.join(spec.run_dir, RUN_FILE)
+    if not spec.backup_dir or os.path.exists(spec.backup_dir) or not os.path.exists(run_file):
+        return None
+    try:
+        with open(run_file) as fh:
+            record = json.load(fh)
+        with open(os.path.join(spec.run_dir, "config.json")) as fh:
+            saved_config = json.load(fh)
+    except (OSError, ValueError):
+        return None  # not a finished run after all: train it
+    expected = json.loads(json.dumps(spec.record()))
+    if {k: record.get(k) for k in expected} != expected:
+        return None
+    return record if saved_config == json.loads(json.dumps(config.to_dict())) else None
+
+
 def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunResult:
     """Train one model and write its run directory (see the module docstring). With
     `spec.backup_dir`, a run killed at any moment and started again with the same spec resumes
@@ -263,6 +283,20 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
 
     run = prepare_run(spec, data, split)
     data, split, config = run.data, run.split, run.config
+    finished = finished_run_record(spec, config)
+    if finished is not None:
+        from coophash_keras.io import load_model
+
+        print(
+            f"{spec.run_dir} is already finished with this configuration: nothing to train "
+            "(delete it, or leave out --backup-dir, to train it again)",
+            flush=True,
+        )
+        with open(os.path.join(spec.run_dir, "history.json")) as fh:
+            history = json.load(fh)
+        model = load_model(os.path.join(spec.run_dir, "model.keras"))
+        seconds = float(finished.get("train_seconds", 0.0))
+        return RunResult(spec.run_dir, model, history, seconds, spec.epochs, is_chief(run.strategy))
     os.makedirs(spec.run_dir, exist_ok=True)
     remove_temporaries(spec.run_dir)  # of a run killed while it saved
     with run.scope():

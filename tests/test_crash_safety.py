@@ -44,6 +44,13 @@ def test_killed_inside_saves_the_rerun_resumes_cleans_up_and_completes(tmp_path)
         history = json.load(fh)  # spans the three processes that trained
     assert len(history["loss"]) == 3 and len(history["val_map"]) == 3
     assert os.listdir(tmp_path) == ["run"]
+    # 5. the same command once more (a scheduler re-running a job that had ended): nothing is
+    #    trained again, no backup dir appears, and the finished files are left as they were
+    files = {n: os.stat(os.path.join(h.run_dir, n)).st_mtime_ns for n in os.listdir(h.run_dir)}
+    r = h.run(target="epoch-000001:begin")  # the pause is never reached: no epoch is trained
+    assert r["returncode"] == 0 and not r["killed"] and r["paused_at"] is None and r["problems"] == []
+    assert {n: os.stat(os.path.join(h.run_dir, n)).st_mtime_ns for n in os.listdir(h.run_dir)} == files
+    assert os.listdir(tmp_path) == ["run"]
 
 
 def poison(model):
