@@ -139,7 +139,8 @@ class Harness:
             "returncode": proc.returncode,
             "seconds": round(time.time() - start, 2),
             "resumed_from": int(resumed.group(1)) if resumed else None,
-            "started_training": "training " in stdout,
+            # got past the start-up (and its clean-up): training, or finding the run already finished
+            "started_training": "training " in stdout or "already finished" in stdout,
             "stderr_tail": stderr[-2000:] if (proc.returncode not in (0, -signal.SIGKILL)) else "",
         }
         self._check_previous_kill(record)

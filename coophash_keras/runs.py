@@ -285,8 +285,11 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
     data, split, config = run.data, run.split, run.config
     finished = finished_run_record(spec, config)
     if finished is not None:
-        from coophash_keras.io import load_model
+        from coophash_keras.backup import remove_stale_backup
+        from coophash_keras.io import load_model, remove_temporaries
 
+        remove_stale_backup(spec.backup_dir)  # of a run killed while it deleted its backup
+        remove_temporaries(spec.run_dir)
         print(
             f"{spec.run_dir} is already finished with this configuration: nothing to train "
             "(delete it, or leave out --backup-dir, to train it again)",

@@ -35,6 +35,11 @@ def test_killed_inside_saves_the_rerun_resumes_cleans_up_and_completes(tmp_path)
     # 3. inside history.json: every epoch is backed up, nothing to train, only files to write
     r = h.run(target="history.json:begin")
     assert r["killed"] and r["resumed_from"] == 3 and r["resume_problems"] == [] and r["problems"] == []
+    # 3b. inside the deletion of the backup, the run's files all written: the run is finished,
+    #     and the re-run below must still clear the renamed-away backup
+    r = h.run(target="*:remove")
+    assert r["killed"] and r["complete_at_kill"] and r["problems"] == []
+    assert any(n.endswith(".removing") for n in r["leftovers"])
     # 4. to the end: every file readable, each epoch once in history.json and progress.jsonl,
     #    the optimizers' iterations continued, no temporary and no backup left
     r = h.run()
