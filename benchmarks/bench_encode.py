@@ -6,8 +6,9 @@ tf.function on a fixed batch. Weights are random (weights=None: the speed does n
                                       [--backbones none,MobileNetV3Small] [--json out.json]
 
 Each round times `--repeats` calls after two warm-up calls and keeps the median; the best round is
-reported (on a shared machine the best is the least disturbed). The load average is printed
-before and after: compare numbers only from runs with similar load.
+reported (on a shared machine the best is the least disturbed). It prints and records whether it
+ran alone (benchmarks/alone.py: the CPU time other processes took meanwhile); report only runs
+that did.
 """
 
 import argparse
@@ -18,18 +19,16 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from alone import AloneProbe  # noqa: E402
 
 from coophash_keras import CoopHashConfig  # noqa: E402
 from coophash_keras.baselines.code_classifier import CodeClassifier  # noqa: E402
 from coophash_keras.preprocessing import normalize_images  # noqa: E402
-
-
-def load():
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def encode_function(backbone, size, channels, bits=32):
@@ -70,7 +69,8 @@ def main():
     p.add_argument("--json", default=None)
     a = p.parse_args()
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (a.batch, a.size, a.size, a.channels), np.uint8))
-    print(f"{a.size}x{a.size}x{a.channels}, batch {a.batch}, {os.cpu_count()} CPUs; load average {load()}")
+    print(f"{a.size}x{a.size}x{a.channels}, batch {a.batch}, {os.cpu_count()} CPUs")
+    probe = AloneProbe()
     rows = []
     for backbone in a.backbones.split(","):
         fn, params = encode_function(backbone, a.size, a.channels)
@@ -80,10 +80,14 @@ def main():
         print(
             f"{name:>18}: {best:8.1f} images/s  (rounds: {', '.join(f'{r:.1f}' for r in per_round)}; {params:,} params)"
         )
-    print(f"load average after: {load()}")
+    alone = probe.result()
+    print(
+        f"other processes used {alone['other_cores']} cores: {'alone' if alone['alone'] else 'SHARED: do not report'}"
+    )
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump(dict(args=vars(a), machine=platform.platform(), cpus=os.cpu_count(), rows=rows), fh, indent=2)
+            record = dict(args=vars(a), machine=platform.platform(), cpus=os.cpu_count(), rows=rows, **alone)
+            json.dump(record, fh, indent=2)
 
 
 if __name__ == "__main__":

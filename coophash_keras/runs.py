@@ -238,15 +238,10 @@ def history_from_progress(path):
     """{metric: one value per epoch} from progress.jsonl (the log that spans a resumed run), with
     None where an epoch has no value (validation every N epochs), so every list is as long as
     the number of epochs."""
-    entries = {}
-    if os.path.exists(path):
-        with open(path) as fh:
-            for line in fh:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line torn by a kill mid-write
-                    continue
-                entries[entry["epoch"]] = entry["logs"]  # a re-run epoch replaces the lost one
+    from coophash_keras.callbacks import read_progress
+
+    # ProgressLog rewrites the file whole (temporary + rename), so no line is ever torn.
+    entries = {e["epoch"]: e["logs"] for e in read_progress(path)}  # a re-run epoch replaces the lost one
     epochs = sorted(entries)
     keys = sorted({k for logs in entries.values() for k in logs})
     return {k: [entries[e].get(k) for e in epochs] for k in keys}
@@ -283,13 +278,14 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
 
     run = prepare_run(spec, data, split)
     data, split, config = run.data, run.split, run.config
+    # Leftovers of a kill, cleared whether the run then trains or turns out to be finished.
+    remove_temporaries(spec.run_dir)  # of a run killed while it saved
+    if spec.backup_dir:
+        remove_stale_backup(spec.backup_dir)  # of a run killed while it deleted its backup
     finished = finished_run_record(spec, config)
     if finished is not None:
-        from coophash_keras.backup import remove_stale_backup
-        from coophash_keras.io import load_model, remove_temporaries
+        from coophash_keras.io import load_model
 
-        remove_stale_backup(spec.backup_dir)  # of a run killed while it deleted its backup
-        remove_temporaries(spec.run_dir)
         print(
             f"{spec.run_dir} is already finished with this configuration: nothing to train "
             "(delete it, or leave out --backup-dir, to train it again)",
@@ -301,14 +297,12 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
         seconds = float(finished.get("train_seconds", 0.0))
         return RunResult(spec.run_dir, model, history, seconds, spec.epochs, is_chief(run.strategy))
     os.makedirs(spec.run_dir, exist_ok=True)
-    remove_temporaries(spec.run_dir)  # of a run killed while it saved
     with run.scope():
         model = run.model_class(config)
         model.compile()
     chief = is_chief(run.strategy)
     backup = None
     if spec.backup_dir:
-        remove_stale_backup(spec.backup_dir)
         check_backup_dir(spec.backup_dir, model)
         backup = RunBackup(spec.backup_dir, write=chief)
     # Restored before fit, so every callback sees the restored weights from the start.

@@ -24,6 +24,7 @@ from coophash_keras.layers import (
     base_kwargs_of,
     make_base_network,
 )
+from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
 
 
 def resize(x, size, antialias=False):
@@ -155,8 +156,6 @@ class MultipurposeDescriptor(layers.Layer):
 def descriptor_and_generator(config):
     """The two networks of the generative models (CoopHash, DSH-GAN): the multipurpose descriptor
     (saved as "descriptor") and the pair generator, both at the config's synthesis size."""
-    from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
-
     c = config
     descriptor = MultipurposeDescriptor(
         base_network_kwargs(c),
