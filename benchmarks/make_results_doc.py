@@ -22,7 +22,10 @@ from results_plots import plot_specs, render
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DIRS = ("results/fashion", "results/digits", "results/mosaics")
+DEFAULT_DOC = os.path.join(REPO, "docs", "RESULTS.md")
 BEGIN, END = "<!-- tables -->", "<!-- /tables -->"
+# The README's short table of the bar's cell (--readme), between its own pair of markers.
+SUMMARY_BEGIN, SUMMARY_END = "<!-- results-summary -->", "<!-- /results-summary -->"
 
 
 def display(path):
@@ -60,13 +63,13 @@ def document(runs, dataset, labels, bits, specs, image_dir):
     )
 
 
-def insert(doc_path, text):
+def insert(doc_path, text, begin=BEGIN, end_marker=END):
     """Replace what lies between the markers; False (file untouched) when they are missing."""
     with open(doc_path, encoding="utf-8") as fh:
         doc = fh.read()
-    if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
+    if doc.count(begin) != 1 or doc.count(end_marker) != 1 or doc.index(begin) > doc.index(end_marker):
         return False
-    start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
+    start, end = doc.index(begin) + len(begin), doc.index(end_marker)
     new = doc[:start] + "\n" + text + "\n" + doc[end:]
     if new != doc:
         with open(doc_path, "w", encoding="utf-8") as fh:
@@ -74,11 +77,27 @@ def insert(doc_path, text):
     return True
 
 
+def prune_stale_plots(image_dir, keep):
+    """Remove our own PNGs (pr_, map_vs_labels_, curve_) that the current runs no longer draw, so
+    the folder never shows a plot of runs that were replaced or removed."""
+    if not os.path.isdir(image_dir):
+        return
+    for name in sorted(os.listdir(image_dir)):
+        if name.endswith(".png") and name.startswith(("pr_", "map_vs_labels_", "curve_")) and name not in keep:
+            os.remove(os.path.join(image_dir, name))
+            print(f"removed stale plot {display(os.path.join(image_dir, name))}", file=sys.stderr)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dirs", nargs="*", help="more directories of run JSONs")
     p.add_argument("--only", action="store_true", help=f"only the directories given, not {', '.join(DEFAULT_DIRS)}")
-    p.add_argument("--doc", default=os.path.join(REPO, "docs", "RESULTS.md"), help="the markdown file to update")
+    p.add_argument("--doc", default=DEFAULT_DOC, help="the markdown file to update")
+    p.add_argument(
+        "--readme",
+        help=f"also refresh the bar cell's short table between {SUMMARY_BEGIN} and {SUMMARY_END} in this "
+        "file (default: the repository's README.md when --doc is the default docs/RESULTS.md)",
+    )
     p.add_argument("--out", default=os.path.join(REPO, "docs", "results"), help="where the PNG plots go")
     p.add_argument("--stdout", action="store_true", help="print the tables instead of updating --doc")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNGs (the doc still links them)")
@@ -120,6 +139,12 @@ def main(argv=None):
         )
     else:
         print(f"updated {display(a.doc)} ({len(runs)} runs); plots in {display(a.out)}", file=sys.stderr)
+        prune_stale_plots(a.out, {name for _, name, _ in specs})  # the folder holds what the doc links
+        bar_cell = (a.bar_dataset, a.bar_labels[0], a.bar_bits)
+        summary = T.summary_table(runs, *bar_cell, os.path.join(REPO, "results", "bench_train_step.json"))
+        readme = a.readme or (os.path.join(REPO, "README.md") if a.doc == DEFAULT_DOC else None)
+        if readme and os.path.exists(readme) and insert(readme, summary, SUMMARY_BEGIN, SUMMARY_END):
+            print(f"updated the short table in {display(readme)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -389,6 +389,35 @@ def step_time_table(path):
     return head + "\n\n" + table(["method", "ms/step", "÷ fastest", "parts (ms)"], rows)
 
 
+def summary_table(runs, dataset, labels, bits, step_times_path):
+    """The README's short table of one cell: every method's seeds, mAP@1000, mAP@all and OOD
+    mAP@1000 (3 decimals), and its ms/step from benchmarks/bench_train_step.py when that ran alone."""
+    g = groups(runs)
+    cell = (dataset, labels, bits)
+    step_s = {}
+    if os.path.exists(step_times_path):
+        with open(step_times_path) as fh:
+            res = json.load(fh)
+        if res.get("alone"):
+            step_s = {m: r["train_step_s"] for m, r in res["methods"].items()}
+    rows = []
+    for m in methods_in(g, cell):
+        rs = g[(*cell, m)]
+        rows.append(
+            [
+                f"`{m}`",
+                ",".join(str(r["seed"]) for r in rs),
+                fmt(values(rs, "clean", "mAP@1000"), 3),
+                fmt(values(rs, "clean", "mAP@all"), 3),
+                fmt(values(rs, "ood_mixed", "mAP@1000"), 3),
+                f"{1e3 * step_s[m]:.0f}" if m in step_s else "—",
+            ]
+        )
+    if not rows:
+        return f"No run of {dataset}, {labels} labels/class, {bits} bits yet."
+    return table(["method", "seeds", "mAP@1000", "mAP@all", "OOD mAP@1000", "ms/step (alone)"], rows)
+
+
 def runs_summary(runs, display=lambda d: d):
     """Per directory: run count, uncontended count, dates, machines; then the distinct commands."""
     rows = []

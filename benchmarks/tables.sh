@@ -17,6 +17,22 @@ for table in "$@"; do
         run --methods coophash:fewlabels code_classifier:fixmatch $BASELINES --labels-per-class 50 --bits 32 \
           --seeds $seed --ood --corrupted --recover --out results/fashion
       done ;;
+    bar500)         # the bar's second condition: no worse than the best baseline at 500 labels/class
+      for seed in 0 1 2; do
+        run --methods coophash:fewlabels code_classifier:fixmatch $BASELINES --labels-per-class 500 --bits 32 \
+          --seeds $seed --ood --out results/fashion
+      done ;;
+    equal-time)     # the baselines given coophash:fewlabels's training time: steps = 1,000 x the ratio of
+                    # the step times measured alone (results/bench_train_step.json); --curve records
+                    # mAP@1000 every 500 steps, so the same runs give mAP vs steps and vs wall-clock
+      for seed in 0 1 2; do
+        for m in orthohash code_classifier:fixmatch code_classifier; do
+          n=$("$PY" -c "import json,sys; t=json.load(open('results/bench_train_step.json'))['methods']; \
+print(int(round(1000 * t['coophash:fewlabels']['train_step_s'] / t[sys.argv[1]]['train_step_s'], -2)))" "$m")
+          "$PY" benchmarks/protocol.py --steps "$n" --skip-existing --methods "$m" --labels-per-class 50 \
+            --bits 32 --seeds $seed --ood --curve --log-every 500 --tag equal_time --out results/fashion
+        done
+      done ;;
     baselines-32)   # the bar's cells, with the robustness evaluations
       run --methods $BASELINES --labels-per-class 50 500 --bits 32 --seeds 0 1 2 --ood --corrupted --out results/fashion ;;
     baselines-16-64)

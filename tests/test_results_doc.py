@@ -141,7 +141,7 @@ def test_markers_respected_and_idempotent(tmp_path, capsys):
     no_markers = tmp_path / "PLAIN.md"
     no_markers.write_text("just prose\n", encoding="utf-8")
     capsys.readouterr()
-    make_results_doc.main([results, "--only", "--doc", str(no_markers), "--no-plots"])
+    make_results_doc.main([results, "--only", "--doc", str(no_markers), "--out", str(tmp_path / "png"), "--no-plots"])
     out, err = capsys.readouterr()
     assert no_markers.read_text(encoding="utf-8") == "just prose\n"
     assert "### Retrieval" in out and "<!-- tables -->" in err
@@ -166,6 +166,36 @@ def test_plots_written_and_reproducible(tmp_path):
     first = {n: (out / n).read_bytes() for n in names}
     make_results_doc.main(argv)
     assert {n: (out / n).read_bytes() for n in names} == first
+
+
+def test_plots_the_doc_no_longer_links_are_removed(tmp_path):
+    results = write(tmp_path / "results", bar_runs())
+    doc, out = tmp_path / "RESULTS.md", tmp_path / "png"
+    doc.write_text(PROSE_BEFORE + PROSE_AFTER, encoding="utf-8")
+    out.mkdir()
+    for name in ["pr_digits_L20_K32.png", "pr_fashion_mnist_L50_K32.png", "contact_sheet.png"]:
+        (out / name).write_bytes(b"png")
+    make_results_doc.main([results, "--only", "--doc", str(doc), "--out", str(out), "--no-plots"])
+    # the stale plot of runs that are gone is removed; the linked one and files not ours stay
+    assert sorted(os.listdir(out)) == ["contact_sheet.png", "pr_fashion_mnist_L50_K32.png"]
+
+
+def test_readme_short_table_between_its_markers(tmp_path):
+    runs = bar_runs() + [run("csq", s, 0.7, ood_mixed={"mAP@1000": 0.5 + s / 100}) for s in (7, 8)]
+    results = write(tmp_path / "results", runs)
+    doc, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    doc.write_text(PROSE_BEFORE + PROSE_AFTER, encoding="utf-8")
+    before, after = "# Tool\n\n<!-- results-summary -->\n", "<!-- /results-summary -->\n\nWhat it buys.\n"
+    readme.write_text(before + "| stale |\n" + after, encoding="utf-8")
+    argv = [results, "--only", "--doc", str(doc), "--readme", str(readme), "--out", str(tmp_path), "--no-plots"]
+    make_results_doc.main(argv)
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith(before) and text.endswith(after) and "stale" not in text
+    # csq: seeds 0-2 at 0.70/0.71/0.72 and 7-8 at 0.70 -> mean 0.706; OOD only on seeds 7-8 -> 0.575
+    assert row(text, "csq").split(" | ")[1:5] == ["0,1,2,7,8", "0.706 ± 0.009", "0.656 ± 0.009", "0.575 ± 0.007"]
+    assert row(text, "coophash:one").split(" | ")[1:5] == ["0", "0.750", "0.700", "—"]
+    make_results_doc.main(argv)
+    assert readme.read_text(encoding="utf-8") == text
 
 
 def test_step_time_table_reports_only_a_run_that_was_alone(tmp_path):
