@@ -130,6 +130,11 @@ def fmt(vs, digits=4, show_n=False):
     return text + (f" (n={n}{FEW if n < MIN_SEEDS else ''})" if show_n else "")
 
 
+def with_few_note(parts):
+    """The parts, with the footnote on FEW when one of them uses it."""
+    return parts + [FEW_NOTE] if any(FEW in p for p in parts) else parts
+
+
 def seeds_cell(n):
     return f"{n} {FEW}" if n < MIN_SEEDS else str(n)
 
@@ -199,7 +204,7 @@ def retrieval_tables(runs):
         lpc = "labelled images" if multi_label([r for r in runs if r["dataset"] == dataset]) else "labels/class"
         header = [lpc, "bits", "method", "steps", "seeds", "mAP@1000", "mAP@all"]
         out.append(f"#### {dataset}\n\n{table(header, rows)}")
-    return "\n\n".join(out + [FEW_NOTE]) if out else "No untagged runs."
+    return "\n\n".join(with_few_note(out)) if out else "No untagged runs."
 
 
 def other_tags_table(runs):
@@ -244,7 +249,7 @@ def bar_table(runs, dataset, labels, bits):
         f"{dataset}, {bits} bits. Best baseline = the highest mean mAP@1000 of {', '.join(BASELINES)}. "
         "2 SE = 2·sqrt(s₁²/n₁ + s₂²/n₂) with sample stds (Welch); the sign is the method minus the best baseline."
     )
-    parts = [text] + ([table(header, rows), FEW_NOTE] if rows else [])
+    parts = [text] + (with_few_note([table(header, rows)]) if rows else [])
     if missing:
         parts.append(f"Not run yet: {', '.join(missing)} labels/class.")
     return "\n\n".join(parts)
@@ -298,7 +303,7 @@ def robustness_tables(runs):
             "With `CoopHash.recover` on the queries: recovered mAP@1000 (change from the same runs without recover).",
             table([*head, "clean queries", *kinds], rec_rows),
         ]
-    return "\n\n".join(parts + [FEW_NOTE])
+    return "\n\n".join(with_few_note(parts))
 
 
 def _train_s(rs):

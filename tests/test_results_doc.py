@@ -80,7 +80,9 @@ def test_mean_std_and_few_seeds(tmp_path):
     assert (
         "| 3 | **0.6200 ± 0.0200** | 0.5700 ± 0.0200 |" in cc
     )  # best in bold; sample std (ddof=1) of 0.60, 0.62, 0.64
-    assert f"| 2 {T.FEW} | 0.5500 ± 0.0707 |" in row(text, "dpn")
+    assert f"| 2 {T.FEW} | 0.5500 ± 0.0707 |" in row(text, "dpn") and T.FEW_NOTE in text
+    full, _ = T.load_runs([write(tmp_path / "full", bar_runs()[:3])])
+    assert T.FEW_NOTE not in T.retrieval_tables(full)  # the footnote only where a row needs it
     assert T.fmt([0.75]) == "0.7500" and T.stats([0.75]) == (1, 0.75, None)
 
 
