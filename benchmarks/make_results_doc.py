@@ -48,6 +48,8 @@ def document(runs, dataset, labels, bits, specs, image_dir):
             *([other] if (other := T.other_tags_table(runs)) else []),
             f"### The bar: {dataset} at {' and '.join(map(str, labels))} labels/class, {bits} bits",
             T.bar_table(runs, dataset, labels, bits),
+            "### Ablations: one part of a CoopHash configuration switched off",
+            T.ablation_table(runs),
             "### Robustness: OOD shift, corrupted queries, `CoopHash.recover`",
             T.robustness_tables(runs),
             "### Equal wall-clock time",

@@ -255,6 +255,42 @@ def bar_table(runs, dataset, labels, bits):
     return "\n\n".join(parts)
 
 
+def ablation_parent(method):
+    """The configuration an ablation switches a part off in: `coophash:V/ABL` -> `coophash:V`,
+    `coophash:no_X` (an ablation of the default) -> `coophash`; None for a method that is not one."""
+    if "/" in method:
+        return method.split("/", 1)[0]
+    if method.startswith("coophash:no_"):
+        return "coophash"
+    return None
+
+
+def ablation_table(runs):
+    """Each ablation beside the full configuration of the same cell: mAP@1000, the change, whether
+    it exceeds two standard errors, and the change under the OOD shift where both have it."""
+    g = groups(runs)
+    rows = []
+    for key, rs in g.items():
+        parent = ablation_parent(key[3])
+        if parent is None:
+            continue
+        full = g.get((*key[:3], parent), [])
+        vs, ref = values(rs, "clean", "mAP@1000"), values(full, "clean", "mAP@1000")
+        ood, ood_ref = values(rs, "ood_mixed", "mAP@1000"), values(full, "ood_mixed", "mAP@1000")
+        change = f"{stats(vs)[1] - stats(ref)[1]:+.4f}" if ref else "—"
+        ood_change = f"{stats(ood)[1] - stats(ood_ref)[1]:+.4f}" if ood and ood_ref else "—"
+        rows.append(
+            [*key[:3], f"`{parent}`", f"`{key[3].split('/', 1)[-1] if '/' in key[3] else key[3]}`"]
+            + [seeds_cell(len(vs)), fmt(vs), fmt(ref), change]
+            + [significance(vs, ref) if ref else "", ood_change]
+        )
+    if not rows:
+        return "No ablation run yet."
+    header = ["dataset", "labels/class", "bits", "full configuration", "ablation", "seeds", "mAP@1000"]
+    header += ["full configuration's", "change", "beyond 2 SE?", "OOD change"]
+    return "\n\n".join(with_few_note([table(header, rows)]))
+
+
 def _robust(r):
     return "ood_mixed" in r or "corrupted_queries" in r
 

@@ -51,7 +51,7 @@ def run(method, seed, m1000, lpc=50, bits=32, tag="", alone=False, ms=100.0, ste
 def write(directory, runs):
     os.makedirs(directory, exist_ok=True)
     for r in runs:
-        name = f"{r['method'].replace(':', '-')}_L{r['labels_per_class']}_K{r['bits']}_s{r['seed']}_{r['tag']}.json"
+        name = f"{r['method'].replace(':', '-').replace('/', '-')}_L{r['labels_per_class']}_K{r['bits']}_s{r['seed']}_{r['tag']}.json"
         with open(os.path.join(directory, name), "w") as fh:
             json.dump(r, fh)
     return str(directory)
@@ -93,6 +93,20 @@ def test_best_baseline_is_among_the_five(tmp_path):
     assert "**best baseline**" in row(text, "csq")
     assert "1.141×" in row(text, "coophash")  # 0.81 / 0.71
     assert "Not run yet: 500 labels/class." in text
+
+
+def test_ablations_sit_beside_their_full_configuration(tmp_path):
+    runs = [run("coophash:semi", s, v, ood_mixed={"mAP@1000": 0.6}) for s, v in enumerate([0.76, 0.77, 0.78])]
+    runs += [run("coophash:semi/no_energy_head", s, v) for s, v in enumerate([0.74, 0.75, 0.76])]
+    runs += [run("coophash:no_inference_head", 0, 0.5)]
+    runs, _ = T.load_runs([write(tmp_path / "r", runs)])
+    text = T.ablation_table(runs)
+    semi = row(text, "no_energy_head").split(" | ")
+    assert semi[3:9] == ["`coophash:semi`", "`no_energy_head`", "3", "0.7500 ± 0.0100", "0.7700 ± 0.0100", "-0.0200"]
+    assert semi[9].startswith("yes: -0.0200 vs 2 SE 0.0163") and semi[10] == "— |"  # no OOD for the ablation
+    default = row(text, "coophash:no_inference_head").split(" | ")
+    assert default[3] == "`coophash`" and default[7:9] == ["—", "—"]  # the default was not run
+    assert T.ablation_table(T.load_runs([write(tmp_path / "none", [run("csq", 0, 0.7)])])[0]) == "No ablation run yet."
 
 
 def test_two_standard_errors(tmp_path):
