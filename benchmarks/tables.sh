@@ -33,6 +33,16 @@ print(int(round(1000 * t['coophash:fewlabels']['train_step_s'] / t[sys.argv[1]][
             --bits 32 --seeds $seed --ood --curve --log-every 500 --tag equal_time --out results/fashion
         done
       done ;;
+    ablations)      # issue #13: each part of coophash:fewlabels switched off (config.ABLATIONS), 50 labels/class
+      for seed in 0 1 2; do
+        run --methods coophash:fewlabels/{no_energy_head,no_inference_head,no_generator_pairs,no_synthetic_labels,no_pseudo_labels,classifier_beside_codes} \
+          --labels-per-class 50 --bits 32 --seeds $seed --ood --out results/fashion
+      done ;;
+    labels-curve)   # mAP vs labels per class (50 and 500 come from bar and bar500)
+      for seed in 0 1 2; do
+        run --methods coophash:fewlabels orthohash code_classifier:fixmatch --labels-per-class 10 20 100 --bits 32 \
+          --seeds $seed --out results/fashion
+      done ;;
     baselines-32)   # the bar's cells, with the robustness evaluations
       run --methods $BASELINES --labels-per-class 50 500 --bits 32 --seeds 0 1 2 --ood --corrupted --out results/fashion ;;
     baselines-16-64)

@@ -459,13 +459,25 @@ def _is_int(value):
 
 # CoopHash ablations, each as the config changes that switch one component off:
 #   no_generator_pairs: the triplet loss uses hardest real in-batch triplets instead of the
-#       generated/revised pair (the generator and Langevin still train for the likelihood term);
+#       generated/revised pair, and the pairs are not classified either (the generator and
+#       Langevin still train for the likelihood term);
 #   no_energy_head: no maximum-likelihood term, no energy penalty, no Langevin revision (the
 #       triplets use the raw generator pairs, and the generator learns only from itself);
 #   no_inference_head: the generator learns from the z that made each pair (original
-#       cooperative learning) instead of z~ inferred by the inference head.
+#       cooperative learning) instead of z~ inferred by the inference head;
+# and the switches of issue #13, each turned off in a configuration that has it on:
+#   no_synthetic_labels: the revised pairs are not used as labelled augmentation;
+#   no_pseudo_labels: no FixMatch term on the unlabelled pool;
+#   classifier_beside_codes: the classifier head reads f0's features, not the codes (the paper's form).
 ABLATIONS = {
-    "no_generator_pairs": lambda c: {"triplet_weight": 0.0, "real_triplet_weight": c.triplet_weight or 1.0},
+    "no_generator_pairs": lambda c: {
+        "triplet_weight": 0.0,
+        "real_triplet_weight": c.triplet_weight or 1.0,
+        "synthetic_classification_weight": 0.0,
+    },
     "no_energy_head": lambda c: {"nll_weight": 0.0, "energy_l2_weight": 0.0, "langevin_steps": 0},
     "no_inference_head": lambda c: {"generator_latent": "prior"},
+    "no_synthetic_labels": lambda c: {"synthetic_classification_weight": 0.0},
+    "no_pseudo_labels": lambda c: {"pseudo_label_weight": 0.0},
+    "classifier_beside_codes": lambda c: {"classifier_input": "features"},
 }

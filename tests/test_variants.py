@@ -1,0 +1,50 @@
+"""Method names (`MODEL`, `MODEL:VARIANT`, `coophash:VARIANT/ABLATION`): what config each resolves
+to, and a clear error for a name that is not one."""
+
+import pytest
+
+from coophash_keras import CoopHashConfig
+from coophash_keras.config import ABLATIONS
+from coophash_keras.variants import VARIANTS, method_names, resolve_method
+
+
+def test_every_method_name_resolves_to_a_valid_config():
+    base = CoopHashConfig()
+    for name in method_names():
+        model, changes = resolve_method(name, base)
+        assert name.split(":")[0] == model
+        base.replace(**changes)  # every change is a known, valid field value
+
+
+def test_an_ablation_of_a_variant_switches_off_one_thing_and_keeps_the_rest():
+    base = CoopHashConfig()
+    fewlabels = VARIANTS["coophash"]["fewlabels"]
+    expected = {
+        "no_pseudo_labels": {"pseudo_label_weight": 0.0},
+        "no_synthetic_labels": {"synthetic_classification_weight": 0.0},
+        "classifier_beside_codes": {"classifier_input": "features"},
+        "no_energy_head": {"nll_weight": 0.0, "energy_l2_weight": 0.0, "langevin_steps": 0},
+        "no_inference_head": {"generator_latent": "prior"},
+        # no pairs at all: neither the triplet on them nor their classification
+        "no_generator_pairs": {"triplet_weight": 0.0, "real_triplet_weight": 1.0, "synthetic_classification_weight": 0},
+    }
+    assert set(expected) == set(ABLATIONS)
+    for ablation, switched in expected.items():
+        model, changes = resolve_method(f"coophash:fewlabels/{ablation}", base)
+        assert model == "coophash" and changes == {**fewlabels, **switched}, ablation
+    # an ablation alone applies to the default configuration
+    assert resolve_method("coophash:no_pseudo_labels", base) == ("coophash", {"pseudo_label_weight": 0.0})
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("nope", "the model must be one of"),
+        ("coophash:nope", "unknown coophash variant 'nope'"),
+        ("csq:fewlabels", "unknown csq variant"),
+        ("code_classifier:fixmatch/no_energy_head", "only coophash has ablations"),
+    ],
+)
+def test_unknown_names_are_clear_errors(name, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_method(name, CoopHashConfig())
