@@ -10,6 +10,31 @@ import pytest  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class CLIResult:
+    """What subprocess.run(capture_output=True, text=True) returns, for an in-process CLI call."""
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli_in_process(args):
+    """`coophash ARGS` through coophash_keras.cli.main in this process: the same parser, handlers and
+    exit codes as the console command, without a fresh TensorFlow import (seconds per call on 2
+    cores). Tests of the entry point itself (`python -m coophash_keras.cli`) use a subprocess."""
+    import contextlib
+    import io
+
+    from coophash_keras.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse errors and --help exit; their code is the command's
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return CLIResult(code or 0, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def tiny_config():
     """The smallest CoopHash that still exercises every part (8x8 digits, 16 bits)."""

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, run_cli_in_process
 from PIL import Image
 
 SMALL = [
@@ -22,15 +22,21 @@ SMALL = [
 ]
 
 
-def coophash(*args, check=True):
-    out = subprocess.run(
-        [sys.executable, "-m", "coophash_keras.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+def coophash(*args, check=True, entry_point=False):
+    """`coophash ARGS`: in this process by default (conftest.run_cli_in_process), or with
+    entry_point=True as `python -m coophash_keras.cli` in a fresh process, for the tests of what
+    only a real process shows (the console entry point, a clean interpreter, exit codes)."""
+    if entry_point:
+        out = subprocess.run(
+            [sys.executable, "-m", "coophash_keras.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=600,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+    else:
+        out = run_cli_in_process(args)
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -112,7 +118,7 @@ def test_encode_png_and_npy(run_dir, tmp_path):
     ],
 )
 def test_cli_errors_are_one_clear_line(args, match):
-    out = coophash(*args, check=False)
+    out = coophash(*args, check=False, entry_point=args[0] == "evaluate")  # one case through a real process
     assert out.returncode == 2
     assert match in out.stderr and "Traceback" not in out.stderr
 
@@ -188,7 +194,7 @@ def test_index_build_and_search(run_dir, tmp_path):
 
 def test_demo_runs_end_to_end(tmp_path):
     """The README's first command, short: train, evaluate, export, serve, answer a REST query."""
-    out = coophash("demo", "--run-dir", str(tmp_path / "demo"), "--epochs", "1")
+    out = coophash("demo", "--run-dir", str(tmp_path / "demo"), "--epochs", "1", entry_point=True)
     assert "served query: top-5 neighbours" in out.stdout and "demo done" in out.stdout
     assert (tmp_path / "demo" / "models" / "coophash" / "1" / "saved_model.pb").exists()
     assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["num_bits"] == 32

@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO
+from conftest import REPO, run_cli_in_process
 from PIL import Image
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -418,46 +418,15 @@ def test_coophash_query_cli(server, tmp_path, digits):
     for i in range(2):
         paths.append(str(tmp_path / f"q{i}.png"))
         open(paths[-1], "wb").write(png(digits.images[i]))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run(
-        [sys.executable, "-m", "coophash_keras.cli", "query", "--url", server.url, "--search", *paths],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        env=env,
-    )
+    out = run_cli_in_process(["query", "--url", server.url, "--search", *paths])
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and "code=" in lines[0] and "top_ids=" in lines[0]
     rest_lines = lines
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "coophash_keras.cli",
-            "query",
-            "--grpc",
-            f"127.0.0.1:{server.grpc_port}",
-            "--search",
-            *paths,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        env=env,
-    )
+    out = run_cli_in_process(["query", "--grpc", f"127.0.0.1:{server.grpc_port}", "--search", *paths])
     # gRPC searches too (search_image_bytes), with the same answer as REST
     assert out.returncode == 0 and out.stdout.strip().splitlines() == rest_lines, out.stderr[-2000:]
-    out = subprocess.run(
-        [sys.executable, "-m", "coophash_keras.cli", "query", "--url", server.url, "--model", "nope", paths[0]],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        env=env,
-    )
+    out = run_cli_in_process(["query", "--url", server.url, "--model", "nope", paths[0]])
     assert out.returncode == 2 and "404" in out.stderr and "Traceback" not in out.stderr
 
 

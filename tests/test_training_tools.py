@@ -12,7 +12,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, run_cli_in_process
 
 from coophash_keras import CoopHash
 from coophash_keras.callbacks import CoopHashTensorBoard, RetrievalMetricsCallback
@@ -141,14 +141,7 @@ def test_keras_tuner_two_trials_report_validation_map(tmp_path, tiny_config, dig
 def _tune(run_dir):
     # 2 epochs: the objective must be reported on every epoch, not only the last
     args = ["tune", "--trials", "2", "--epochs", "2", "--bits", "16", "--tune", "langevin_steps,kl_weight"]
-    out = subprocess.run(
-        [sys.executable, "-m", "coophash_keras.cli", *args, "--run-dir", str(run_dir), *SMALL],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-        env=ENV,
-    )
+    out = run_cli_in_process([*args, "--run-dir", run_dir, *SMALL])
     assert out.returncode == 0, out.stderr[-3000:]
     return out, json.load(open(run_dir / "tuning.json"))
 
@@ -167,10 +160,12 @@ def test_coophash_tune_cli_reports_every_trial_and_repeats_with_the_same_seed(tm
 
 
 def train_cmd(run_dir, backup_dir, epochs, extra=()):
+    """The training command line as a subprocess (the one to kill)."""
+    return [sys.executable, "-m", "coophash_keras.cli", *train_args(run_dir, backup_dir, epochs, extra)]
+
+
+def train_args(run_dir, backup_dir, epochs, extra=()):
     return [
-        sys.executable,
-        "-m",
-        "coophash_keras.cli",
         "train",
         "--epochs",
         str(epochs),
@@ -222,9 +217,7 @@ def test_sigkill_then_resume_continues_with_both_optimizers(tmp_path):
     epochs = 8
     before = train_then_sigkill(run_dir, backup, epochs, after_epochs=3)
     assert not (run_dir / "model.keras").exists()
-    out = subprocess.run(
-        train_cmd(run_dir, backup, epochs), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600
-    )
+    out = run_cli_in_process(train_args(run_dir, backup, epochs))  # the resume: this process will do
     assert out.returncode == 0, out.stderr[-3000:]
     after = progress(run_dir)[len(before) :]
     steps = 1597 // 64
@@ -242,20 +235,11 @@ def test_corrupted_or_mismatched_backup_is_a_clear_error(tmp_path):
     train_then_sigkill(run_dir, backup, 8, after_epochs=1, after_backups=1)  # an interrupted run leaves its backup
     newest = sorted(backup.glob("epoch-*"))[-1]
     assert (newest / "weights.weights.h5").exists() and (newest / "state.json").exists()
-    mismatch = subprocess.run(
-        train_cmd(run_dir, backup, 2, ["--set", "num_bits=32"]),
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    mismatch = run_cli_in_process(train_args(run_dir, backup, 2, ["--set", "num_bits=32"]))
     assert mismatch.returncode == 2 and "different configuration" in mismatch.stderr and "num_bits" in mismatch.stderr
     for checkpoint in backup.glob("epoch-*"):  # every checkpoint unreadable: nothing to resume from
         (checkpoint / "weights.weights.h5").write_bytes(b"\x89HDF\r\n garbage")
-    corrupt = subprocess.run(
-        train_cmd(run_dir, backup, 2), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600
-    )
+    corrupt = run_cli_in_process(train_args(run_dir, backup, 2))
     assert corrupt.returncode == 2 and "no readable checkpoint" in corrupt.stderr and "Traceback" not in corrupt.stderr
 
 
