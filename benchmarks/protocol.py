@@ -166,6 +166,21 @@ def timing(run_dir, steps_per_epoch):
     return 1000 * float(np.median(np.diff(times[1:]))) / steps_per_epoch
 
 
+def epoch_length(steps, log_every):
+    """Steps per keras epoch: the largest divisor of `steps` not above `log_every`, so that exactly
+    `steps` are trained (steps // log_every epochs would silently drop the remainder). A ValueError
+    when that divisor is under half of `log_every` (too many short epochs: pick other steps)."""
+    if steps <= log_every:
+        return steps
+    d = next(d for d in range(log_every, 0, -1) if steps % d == 0)
+    if d < log_every / 2:
+        raise ValueError(
+            f"--steps {steps} has no divisor between {log_every // 2} and {log_every} (--log-every): "
+            f"use a multiple of {log_every}, e.g. {round(steps / log_every) * log_every}"
+        )
+    return d
+
+
 def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_class, bits, seed, cache):
     split = make_split(a, data, test_idx, train_idx, query_per_class, labels_per_class, seed)
     batch = min(a.batch, len(split.train))
@@ -180,9 +195,11 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         **overrides,
     )
     model_name, changes = resolve_method(method, base)
-    steps_per_epoch = min(a.log_every, a.steps)
+    steps_per_epoch = epoch_length(a.steps, a.log_every)
     run_dir = os.path.join(
-        a.run_root, f"{a.dataset}_{method.replace(':', '-').replace('/', '-')}_L{labels_per_class}_K{bits}_s{seed}"
+        a.run_root,
+        f"{a.dataset}_{method.replace(':', '-').replace('/', '-')}_L{labels_per_class}_K{bits}_s{seed}"
+        + (f"_{a.tag}" if a.tag else ""),  # a tagged run never clears the untagged run's directory
     )
     shutil.rmtree(run_dir, ignore_errors=True)
     spec = RunSpec(
@@ -254,7 +271,12 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=1500, help="optimizer steps per method (the same for all)")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--log-every", type=int, default=250, help="steps per keras 'epoch' (logging, timing, curve)")
+    p.add_argument(
+        "--log-every",
+        type=int,
+        default=250,
+        help="steps per keras 'epoch' (logging, timing, curve); the largest divisor of --steps up to this",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (JSON or text)")
     p.add_argument("--tag", default="", help="suffix of the JSON names (e.g. equal_time)")
     p.add_argument("--ood", action="store_true", help="also OOD retrieval (queries and database corrupted)")
@@ -265,8 +287,12 @@ def main():
     p.add_argument("--run-root", default="runs/bench", help="where the run directories go (not committed)")
     p.add_argument("--skip-existing", action="store_true", help="keep runs whose JSON already exists")
     a = p.parse_args()
-    for m in a.methods:
-        resolve_method(m, CoopHashConfig())  # fail fast on a typo
+    try:  # fail fast: a typo in a method name, steps that do not split into epochs
+        for m in a.methods:
+            resolve_method(m, CoopHashConfig())
+        epoch_length(a.steps, a.log_every)
+    except ValueError as e:
+        p.error(str(e))
     os.makedirs(a.out, exist_ok=True)
     data, test_idx, train_idx, query_per_class = load(a.dataset, a.data_dir)
     labels_grid = [None] if data.multi_label else a.labels_per_class
