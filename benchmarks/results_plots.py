@@ -20,10 +20,20 @@ def plot_specs(runs, dataset, labels, bits):
         lpcs = {c[1] for c in T.cells(g) if (c[0], c[2]) == (ds, b) and _compared(g, c)}
         if len(lpcs) > 1 and not T.multi_label([r for r in runs if r["dataset"] == ds]):
             specs.append(("labels", f"map_vs_labels_{ds}_K{b}.png", (ds, b)))
-    for cell in T.cells(g):
-        if any(r.get("map_curve") for m in T.methods_in(g, cell) for r in g[(*cell, m)]):
-            specs.append(("curve", f"curve_{cell[0]}_L{cell[1]}_K{cell[2]}.png", cell))
+    for cell in sorted({k[:3] for k in curve_groups(runs)}):
+        specs.append(("curve", f"curve_{cell[0]}_L{cell[1]}_K{cell[2]}.png", cell))
     return specs
+
+
+def curve_groups(runs):
+    """{(dataset, labels_per_class, bits, method, tag): runs with a map_curve}, from the untagged and
+    the equal-time runs (an equal-time run is the long curve of the same method)."""
+    out = {}
+    for tag in ("", T.EQUAL_TIME):
+        for key, rs in T.groups(runs, tag).items():
+            if with_curve := [r for r in rs if r.get("map_curve")]:
+                out[(*key, tag)] = with_curve
+    return out
 
 
 def _compared(g, cell):
@@ -103,22 +113,24 @@ def _labels(plt, g, cell, color):
     return fig
 
 
-def _curves(plt, g, cell, color):
+def _curves(plt, curves, cell, color):
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
-    for m in T.methods_in(g, cell):
-        rs = [r for r in g[(*cell, m)] if r.get("map_curve")]
+    for key in sorted((k for k in curves if k[:3] == tuple(cell)), key=lambda k: (T.method_key(k[3]), k[4])):
+        m, rs = key[3] + (f" ({key[4]})" if key[4] else ""), curves[key]
+        c = color.get(key[3], "grey")
         if rs:
             ax.plot(
                 *_mean_curve([r["map_curve"] for r in rs], "step"),
                 marker="o",
                 ms=3,
-                color=color[m],
+                color=c,
+                ls="--" if key[4] else "-",
                 label=f"{m} ({_seeds(len(rs))})",
             )
         alone = [r for r in rs if r.get("alone")]  # a run that shared the cores has no usable time axis
         if alone:
             x, y = _mean_curve([r["map_curve"] for r in alone], "train_s")
-            ax2.plot(x, y, marker="o", ms=3, color=color[m], label=f"{m} ({len(alone)} alone)")
+            ax2.plot(x, y, marker="o", ms=3, color=c, ls="--" if key[4] else "-", label=f"{m} ({len(alone)} alone)")
     ylabel = "mAP@1000 (10,000-image database)"
     ax.set(xlabel="optimizer steps", ylabel=ylabel, title="vs optimizer steps")
     ax.legend()
@@ -151,8 +163,9 @@ def render(runs, specs, out):
     order = sorted({k[3] for k in g}, key=T.method_key)
     color = {m: plt.cm.tab10(i % 10) for i, m in enumerate(order)}
     draw = {"pr": _pr, "labels": _labels, "curve": _curves}
+    curves = curve_groups(runs)
     for kind, name, cell in specs:
-        fig = draw[kind](plt, g, cell, color)
+        fig = draw[kind](plt, curves if kind == "curve" else g, cell, color)
         for ax in fig.axes:
             ax.grid(alpha=0.3)
         fig.tight_layout()

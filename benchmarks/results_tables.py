@@ -357,6 +357,8 @@ def equal_time_table(runs):
     for cell in cells(et):
         for m in sorted(set(methods_in(et, cell)) | {m for m in methods_in(g, cell) if is_coophash(m)}, key=method_key):
             same, timed = g.get((*cell, m), []), et.get((*cell, m), [])
+            if timed:  # equal steps on the seeds the equal-time runs have, so the two columns compare
+                same = [r for r in same if r["seed"] in {t["seed"] for t in timed}]
             rows.append(
                 [*cell, f"`{m}`"]
                 + ([steps_cell(same), fmt(values(same, "clean", "mAP@1000"), show_n=True)] if same else ["—", "—"])
@@ -366,9 +368,9 @@ def equal_time_table(runs):
     header = ["dataset", "labels/class", "bits", "method", "steps", "mAP@1000", "steps (equal time)"]
     header += ["mAP@1000 (equal time)", "train s (alone runs)"]
     return (
-        "Equal steps = the untagged runs; equal time = the runs tagged `equal_time` (as many steps as fit into "
-        "CoopHash's training time). Training seconds from uncontended runs only (equal-time runs where there are).\n\n"
-        + table(header, rows)
+        "Equal steps = the untagged runs (for a method with equal-time runs, only the same seeds); equal time = "
+        "the runs tagged `equal_time` (as many steps as fit into CoopHash's training time). Training seconds from "
+        "uncontended runs only (equal-time runs where there are).\n\n" + table(header, rows)
     )
 
 

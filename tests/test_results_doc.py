@@ -138,6 +138,10 @@ def test_timing_only_from_runs_alone(tmp_path):
     text = T.equal_time_table(runs)
     assert "| 1000 | 0.7000 ± 0.0000 (n=3) | 3000 | 0.7500 ± 0.0000 (n=3) | not measured alone |" in row(text, "csq")
     assert "2997" not in text and "5555" not in text
+    # one equal-time seed is compared with the same seed at equal steps, not the mean of all three
+    seeds = [run("dpn", s, v) for s, v in enumerate([0.60, 0.70, 0.80])] + [run("dpn", 2, 0.85, tag=T.EQUAL_TIME)]
+    runs, _ = T.load_runs([write(tmp_path / "d", seeds)])
+    assert "| 1000 | 0.8000 (n=1†) | 1000 | 0.8500 (n=1†) |" in row(T.equal_time_table(runs), "dpn")
 
 
 def test_markers_respected_and_idempotent(tmp_path, capsys):
@@ -168,12 +172,14 @@ def test_plots_written_and_reproducible(tmp_path):
     curve = [{"step": s, "train_s": s / 10, "mAP@1000": 0.5 + s / 10_000} for s in (100, 200, 300)]
     runs = bar_runs() + [run(r["method"], r["seed"], r["clean"]["mAP@1000"] + 0.05, lpc=500) for r in bar_runs()]
     runs += [run("coophash", 5, 0.8, alone=True, map_curve=curve), run("csq", 5, 0.7, map_curve=curve)]
+    runs += [run("orthohash", 0, 0.7, lpc=20, tag="equal_time", map_curve=curve)]  # a long run's curve alone
     results = write(tmp_path / "results", runs)
     out = tmp_path / "png"
     argv = [results, "--only", "--stdout", "--out", str(out)]
     make_results_doc.main(argv)
     names = sorted(os.listdir(out))
     assert names == [
+        "curve_fashion_mnist_L20_K32.png",
         "curve_fashion_mnist_L50_K32.png",
         "map_vs_labels_fashion_mnist_K32.png",
         "pr_fashion_mnist_L500_K32.png",
