@@ -266,15 +266,16 @@ def ablation_parent(method):
 
 
 def ablation_table(runs):
-    """Each ablation beside the full configuration of the same cell: mAP@1000, the change, whether
-    it exceeds two standard errors, and the change under the OOD shift where both have it."""
+    """Each ablation beside the full configuration of the same cell and seeds: mAP@1000, the change,
+    whether it exceeds two standard errors, and the change under the OOD shift where both have it."""
     g = groups(runs)
     rows = []
     for key, rs in g.items():
         parent = ablation_parent(key[3])
         if parent is None:
             continue
-        full = g.get((*key[:3], parent), [])
+        seeds = {r["seed"] for r in rs}  # the full configuration on the same seeds: a paired comparison
+        full = [r for r in g.get((*key[:3], parent), []) if r["seed"] in seeds]
         vs, ref = values(rs, "clean", "mAP@1000"), values(full, "clean", "mAP@1000")
         ood, ood_ref = values(rs, "ood_mixed", "mAP@1000"), values(full, "ood_mixed", "mAP@1000")
         change = f"{stats(vs)[1] - stats(ref)[1]:+.4f}" if ref else "—"
@@ -287,7 +288,7 @@ def ablation_table(runs):
     if not rows:
         return "No ablation run yet."
     header = ["dataset", "labels/class", "bits", "full configuration", "ablation", "seeds", "mAP@1000"]
-    header += ["full configuration's", "change", "beyond 2 SE?", "OOD change"]
+    header += ["full configuration's (same seeds)", "change", "beyond 2 SE?", "OOD change"]
     return "\n\n".join(with_few_note([table(header, rows)]))
 
 
