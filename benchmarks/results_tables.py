@@ -281,7 +281,7 @@ def ablation_table(runs):
         change = f"{stats(vs)[1] - stats(ref)[1]:+.4f}" if ref else "—"
         ood_change = f"{stats(ood)[1] - stats(ood_ref)[1]:+.4f}" if ood and ood_ref else "—"
         rows.append(
-            [*key[:3], f"`{parent}`", f"`{key[3].split('/', 1)[-1] if '/' in key[3] else key[3]}`"]
+            [*key[:3], f"`{parent}`", f"`{key[3].split('/', 1)[-1]}`"]
             + [seeds_cell(len(vs)), fmt(vs), fmt(ref), change]
             + [significance(vs, ref) if ref else "", ood_change]
         )
@@ -410,13 +410,20 @@ def cost_table(runs):
     )
 
 
+def load_step_times(path):
+    """benchmarks/bench_train_step.py's JSON, or None when it has not been written."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh)
+
+
 def step_time_table(path):
     """The train-step times of benchmarks/bench_train_step.py (one JSON), when it ran alone: every
     method on the same batch, each one's ratio to the fastest, CoopHash's parts."""
-    if not os.path.exists(path):
+    res = load_step_times(path)
+    if res is None:
         return f"No `{os.path.basename(path)}` yet (benchmarks/bench_train_step.py)."
-    with open(path) as fh:
-        res = json.load(fh)
     if not res.get("alone"):
         return f"`{os.path.basename(path)}` was not measured alone: no timing is reported."
     methods = res["methods"]
@@ -438,12 +445,8 @@ def summary_table(runs, dataset, labels, bits, step_times_path):
     mAP@1000 (3 decimals), and its ms/step from benchmarks/bench_train_step.py when that ran alone."""
     g = groups(runs)
     cell = (dataset, labels, bits)
-    step_s = {}
-    if os.path.exists(step_times_path):
-        with open(step_times_path) as fh:
-            res = json.load(fh)
-        if res.get("alone"):
-            step_s = {m: r["train_step_s"] for m, r in res["methods"].items()}
+    res = load_step_times(step_times_path)
+    step_s = {m: r["train_step_s"] for m, r in res["methods"].items()} if res and res.get("alone") else {}
     rows = []
     for m in methods_in(g, cell):
         rs = g[(*cell, m)]
