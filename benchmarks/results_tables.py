@@ -255,14 +255,12 @@ def bar_table(runs, dataset, labels, bits):
     return "\n\n".join(parts)
 
 
-def ablation_parent(method):
-    """The configuration an ablation switches a part off in: `coophash:V/ABL` -> `coophash:V`,
-    `coophash:no_X` (an ablation of the default) -> `coophash`; None for a method that is not one."""
-    if "/" in method:
-        return method.split("/", 1)[0]
-    if method.startswith("coophash:no_"):
-        return "coophash"
-    return None
+def ablation_parent(run):
+    """The configuration an ablation run switches a part off in (protocol.py records it as
+    `ablation_of`), None for a run that is not one. JSONs from before that field: `coophash:V/ABL`."""
+    if "ablation_of" in run:
+        return run["ablation_of"]
+    return run["method"].split("/", 1)[0] if "/" in run["method"] else None
 
 
 def ablation_table(runs):
@@ -271,7 +269,7 @@ def ablation_table(runs):
     g = groups(runs)
     rows = []
     for key, rs in g.items():
-        parent = ablation_parent(key[3])
+        parent = ablation_parent(rs[0])
         if parent is None:
             continue
         seeds = {r["seed"] for r in rs}  # the full configuration on the same seeds: a paired comparison
@@ -281,7 +279,7 @@ def ablation_table(runs):
         change = f"{stats(vs)[1] - stats(ref)[1]:+.4f}" if ref else "—"
         ood_change = f"{stats(ood)[1] - stats(ood_ref)[1]:+.4f}" if ood and ood_ref else "—"
         rows.append(
-            [*key[:3], f"`{parent}`", f"`{key[3].split('/', 1)[-1]}`"]
+            [*key[:3], f"`{parent}`", f"`{key[3][len(parent) + 1 :]}`"]
             + [seeds_cell(len(vs)), fmt(vs), fmt(ref), change]
             + [significance(vs, ref) if ref else "", ood_change]
         )

@@ -41,6 +41,20 @@ def method_names():
     return names
 
 
+def ablation_of(method):
+    """The configuration an ablation method switches one part off in, None for a method that is no
+    ablation: `coophash:V/ABL` -> `coophash:V`, `coophash:ABL` -> `coophash` (the default), for every
+    ABL in config.ABLATIONS. The harness records it in each run's JSON, so the tables need not parse
+    method names."""
+    model, _, variant = method.partition(":")
+    name, _, ablation = variant.partition("/")
+    if model != "coophash":
+        return None
+    if ablation:
+        return f"{model}:{name}"
+    return model if name in ABLATIONS else None
+
+
 def resolve_method(method, config):
     """(registry model name, config changes) of a method name, the changes taken on top of
     `config`; a clear error for unknown names."""

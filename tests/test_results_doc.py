@@ -96,9 +96,13 @@ def test_best_baseline_is_among_the_five(tmp_path):
 
 
 def test_ablations_sit_beside_their_full_configuration(tmp_path):
-    runs = [run("coophash:semi", s, v, ood_mixed={"mAP@1000": 0.6}) for s, v in enumerate([0.76, 0.77, 0.78])]
-    runs += [run("coophash:semi/no_energy_head", s, v) for s, v in enumerate([0.74, 0.75, 0.76])]
-    runs += [run("coophash:no_inference_head", 0, 0.5), run("coophash:semi/no_pseudo_labels", 2, 0.70)]
+    semi = "coophash:semi"  # protocol.py records `ablation_of`; the JSONs before it have only the name
+    runs = [run(semi, s, v, ood_mixed={"mAP@1000": 0.6}) for s, v in enumerate([0.76, 0.77, 0.78])]
+    runs += [run("coophash:semi/no_energy_head", s, v, ablation_of=semi) for s, v in enumerate([0.74, 0.75, 0.76])]
+    runs += [run("coophash:no_inference_head", 0, 0.5, ablation_of="coophash")]
+    runs += [run("coophash:classifier_beside_codes", 1, 0.6, ablation_of="coophash")]  # no "no_" in its name
+    runs += [run("coophash:semi/no_pseudo_labels", 2, 0.70)]  # an old JSON without `ablation_of`
+    runs += [run("coophash:semi", 0, 0.7, tag="x", ablation_of=None)]  # a variant is no ablation
     runs, _ = T.load_runs([write(tmp_path / "r", runs)])
     text = T.ablation_table(runs)
     semi = row(text, "no_energy_head").split(" | ")
@@ -106,8 +110,10 @@ def test_ablations_sit_beside_their_full_configuration(tmp_path):
     assert semi[9].startswith("yes: -0.0200 vs 2 SE 0.0163") and semi[10] == "— |"  # no OOD for the ablation
     one = row(text, "no_pseudo_labels").split(" | ")  # against seed 2 of the full configuration only
     assert one[5:9] == [f"1 {T.FEW}", "0.7000", "0.7800", "-0.0800"]
-    default = row(text, "coophash:no_inference_head").split(" | ")
+    default = row(text, "no_inference_head").split(" | ")
     assert default[3] == "`coophash`" and default[7:9] == ["—", "—"]  # the default was not run
+    assert row(text, "classifier_beside_codes").split(" | ")[3] == "`coophash`"
+    assert text.count("\n| fashion_mnist") == 4
     assert T.ablation_table(T.load_runs([write(tmp_path / "none", [run("csq", 0, 0.7)])])[0]) == "No ablation run yet."
 
 

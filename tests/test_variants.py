@@ -5,7 +5,7 @@ import pytest
 
 from coophash_keras import CoopHashConfig
 from coophash_keras.config import ABLATIONS
-from coophash_keras.variants import VARIANTS, method_names, resolve_method
+from coophash_keras.variants import VARIANTS, ablation_of, method_names, resolve_method
 
 
 def test_every_method_name_resolves_to_a_valid_config():
@@ -48,3 +48,16 @@ def test_an_ablation_of_a_variant_switches_off_one_thing_and_keeps_the_rest():
 def test_unknown_names_are_clear_errors(name, message):
     with pytest.raises(ValueError, match=message):
         resolve_method(name, CoopHashConfig())
+
+
+def test_an_ablation_names_the_configuration_it_switches_a_part_off_in():
+    assert ablation_of("coophash:fewlabels/no_energy_head") == "coophash:fewlabels"
+    assert ablation_of("coophash:classifier_beside_codes") == "coophash"  # the default's ablation
+    assert [ablation_of(m) for m in ("coophash", "coophash:fewlabels", "orthohash", "code_classifier:fixmatch")] == [
+        None
+    ] * 4
+    for name in method_names():  # every name that resolves with ablation changes names its parent
+        parent = ablation_of(name)
+        if parent is not None:
+            _, changes = resolve_method(name, CoopHashConfig())
+            assert changes != resolve_method(parent, CoopHashConfig())[1], name
