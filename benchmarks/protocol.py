@@ -21,6 +21,8 @@ a run that shared the cores is marked `"alone": false`, and its timing must not 
     python benchmarks/protocol.py --dataset digits ... --out results/digits
     python benchmarks/protocol.py --dataset fashion_mosaics --bits 32 --out results/mosaics ...
     python benchmarks/protocol.py ... --ood --corrupted --recover      # the robustness evaluations
+    python benchmarks/protocol.py --methods orthohash --steps 1000 --equal-time-of coophash:fewlabels ...
+        # equal wall-clock: orthohash trains for the time coophash:fewlabels takes for 1,000 steps
 """
 
 import argparse
@@ -181,6 +183,18 @@ def epoch_length(steps, log_every):
     return d
 
 
+def equal_time_steps(steps, of, method, step_times):
+    """The optimizer steps `method` takes in the time `of` takes for `steps`, from the step times
+    that benchmarks/bench_train_step.py measured alone (`step_times`, its JSON), rounded to 100."""
+    if not step_times.get("alone"):
+        raise ValueError("the step times were not measured alone: run benchmarks/bench_train_step.py alone first")
+    times = step_times["methods"]
+    for m in (of, method):
+        if m not in times:
+            raise ValueError(f"no step time for {m!r} in the step-time file (it has {sorted(times)})")
+    return max(100, int(round(steps * times[of]["train_step_s"] / times[method]["train_step_s"], -2)))
+
+
 def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_class, bits, seed, cache):
     split = make_split(a, data, test_idx, train_idx, query_per_class, labels_per_class, seed)
     batch = min(a.batch, len(split.train))
@@ -195,7 +209,8 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         **overrides,
     )
     model_name, changes = resolve_method(method, base)
-    steps_per_epoch = epoch_length(a.steps, a.log_every)
+    steps = a.steps_of[method]
+    steps_per_epoch = epoch_length(steps, a.log_every)
     run_dir = os.path.join(
         a.run_root,
         f"{a.dataset}_{method.replace(':', '-').replace('/', '-')}_L{labels_per_class}_K{bits}_s{seed}"
@@ -207,7 +222,7 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         dataset=a.dataset,
         model=model_name,
         bits=bits,
-        epochs=a.steps // steps_per_epoch,
+        epochs=steps // steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
         batch_size=batch,
         seed=seed,
@@ -241,6 +256,7 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         "bits": bits,
         "seed": seed,
         "steps": spec.epochs * steps_per_epoch,
+        "equal_time_of": a.equal_time_of,  # trained for the time this method takes for --steps, or None
         "batch": batch,
         "train_images": len(split.train),
         "unlabeled_images": len(split.unlabeled),
@@ -261,6 +277,14 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
     }
 
 
+def read_step_times(path):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read the step times {path!r}: {e}") from None
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=["fashion_mnist", "digits", "fashion_mosaics"], default="fashion_mnist")
@@ -279,7 +303,13 @@ def main():
         help="steps per keras 'epoch' (logging, timing, curve); the largest divisor of --steps up to this",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (JSON or text)")
-    p.add_argument("--tag", default="", help="suffix of the JSON names (e.g. equal_time)")
+    p.add_argument(
+        "--equal-time-of",
+        metavar="METHOD",
+        help="train each method for the time METHOD takes for --steps (steps from --step-times); tag equal_time",
+    )
+    p.add_argument("--step-times", default="results/bench_train_step.json", help="bench_train_step.py's JSON")
+    p.add_argument("--tag", default=None, help="suffix of the JSON names (default: equal_time with --equal-time-of)")
     p.add_argument("--ood", action="store_true", help="also OOD retrieval (queries and database corrupted)")
     p.add_argument("--corrupted", action="store_true", help="also corrupted queries against the clean database")
     p.add_argument("--recover", action="store_true", help="also corrupted queries after CoopHash.recover")
@@ -288,10 +318,18 @@ def main():
     p.add_argument("--run-root", default="runs/bench", help="where the run directories go (not committed)")
     p.add_argument("--skip-existing", action="store_true", help="keep runs whose JSON already exists")
     a = p.parse_args()
-    try:  # fail fast: a typo in a method name, steps that do not split into epochs
-        for m in a.methods:
+    if a.tag is None:
+        a.tag = "equal_time" if a.equal_time_of else ""
+    try:  # fail fast: a typo in a method name, a missing step time, steps that do not split into epochs
+        for m in [*a.methods, *([a.equal_time_of] if a.equal_time_of else [])]:
             resolve_method(m, CoopHashConfig())
-        epoch_length(a.steps, a.log_every)
+        a.steps_of = {m: a.steps for m in a.methods}
+        if a.equal_time_of:
+            step_times = read_step_times(a.step_times)
+            a.steps_of = {m: equal_time_steps(a.steps, a.equal_time_of, m, step_times) for m in a.methods}
+            print("equal wall-clock with", a.equal_time_of, "at", a.steps, "steps:", a.steps_of, flush=True)
+        for m in a.methods:
+            epoch_length(a.steps_of[m], a.log_every)
     except ValueError as e:
         p.error(str(e))
     os.makedirs(a.out, exist_ok=True)

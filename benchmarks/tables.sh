@@ -26,12 +26,9 @@ for table in "$@"; do
                     # the step times measured alone (results/bench_train_step.json); --curve records
                     # mAP@1000 every 500 steps, so the same runs give mAP vs steps and vs wall-clock
       for seed in 0 1 2; do
-        for m in orthohash code_classifier:fixmatch code_classifier; do
-          n=$("$PY" -c "import json,sys; t=json.load(open('results/bench_train_step.json'))['methods']; \
-print(int(round(1000 * t['coophash:fewlabels']['train_step_s'] / t[sys.argv[1]]['train_step_s'], -2)))" "$m")
-          "$PY" benchmarks/protocol.py --steps "$n" --skip-existing --methods "$m" --labels-per-class 50 \
-            --bits 32 --seeds $seed --ood --curve --log-every 500 --tag equal_time --out results/fashion
-        done
+        "$PY" benchmarks/protocol.py --steps "$STEPS" --equal-time-of coophash:fewlabels --skip-existing \
+          --methods orthohash code_classifier:fixmatch code_classifier --labels-per-class 50 --bits 32 \
+          --seeds $seed --ood --curve --log-every 500 --out results/fashion
       done ;;
     ablations)      # issue #13: each part of coophash:fewlabels switched off (config.ABLATIONS), 50 labels/class
       for seed in 0 1 2; do

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-from protocol import epoch_length  # noqa: E402
+from protocol import epoch_length, equal_time_steps  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -22,3 +22,16 @@ def test_epochs_split_the_steps_exactly(steps, log_every, expected):
 def test_steps_that_only_split_into_tiny_epochs_are_refused():
     with pytest.raises(ValueError, match="--steps 997 has no divisor between 125 and 250.*e.g. 1000"):
         epoch_length(997, 250)
+
+
+STEP_TIMES = {"alone": True, "methods": {"coophash": {"train_step_s": 1.15}, "orthohash": {"train_step_s": 0.089}}}
+
+
+def test_equal_time_steps_come_from_the_step_times_measured_alone():
+    assert equal_time_steps(1000, "coophash", "orthohash", STEP_TIMES) == 12900  # 1000 x 1.15 / 0.089, to 100
+    assert equal_time_steps(1000, "coophash", "coophash", STEP_TIMES) == 1000
+    assert equal_time_steps(1000, "orthohash", "coophash", STEP_TIMES) == 100  # never fewer than 100
+    with pytest.raises(ValueError, match="no step time for 'dpn'.*coophash"):
+        equal_time_steps(1000, "coophash", "dpn", STEP_TIMES)
+    with pytest.raises(ValueError, match="not measured alone"):
+        equal_time_steps(1000, "coophash", "orthohash", {**STEP_TIMES, "alone": False})
