@@ -12,6 +12,7 @@ _CODES = {"classifier_input": "codes"}
 _SYNTH = {"synthetic_classification_weight": 1.0}
 _FIXMATCH = {"pseudo_label_weight": 1.0}
 _JEM = {"unlabeled_nll_weight": 1.0}
+_FEWLABELS = {**_CODES, **_SYNTH, **_FIXMATCH, "nll_weight": 0.1, "langevin_steps": 5}
 
 # model -> variant name -> CoopHashConfig changes (all "ours" unless a field's provenance says otherwise)
 VARIANTS = {
@@ -26,7 +27,14 @@ VARIANTS = {
         # The candidate for the bar: "semi" with a 10x lighter likelihood term and T=5 Langevin steps.
         # Picked from single-seed 500-step runs (docs/RESULTS.md, "Exploration"): nll_weight=1 let the
         # energy gap grow to ~6 and cost 0.03 mAP; T=5 halves the step time.
-        "fewlabels": {**_CODES, **_SYNTH, **_FIXMATCH, "nll_weight": 0.1, "langevin_steps": 5},
+        "fewlabels": _FEWLABELS,
+        # #13's untried switches, each on top of the candidate (single-seed screen first, docs/RESULTS.md):
+        # the marginal-energy likelihood on the pool at the candidate's NLL weight,
+        "fewlabels+jem": {**_FEWLABELS, "unlabeled_nll_weight": 0.1},
+        # a pool image's code pulled towards its recovery's code,
+        "fewlabels+recovery": {**_FEWLABELS, "recovery_consistency_weight": 1.0},
+        # Langevin chains that persist across steps (100 slots per class, JEM's 5% restarts).
+        "fewlabels+persistent": {**_FEWLABELS, "persistent_chains": 100},
     },
     # References, not baselines of the bar: what the pseudo-labels alone buy a supervised method.
     "code_classifier": {"fixmatch": _FIXMATCH},
