@@ -155,6 +155,8 @@ def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None, validat
         "seed": spec.seed,
         "tuned": names,
         "validation": f"{len(run.split.query)} held-out labelled images vs the other {len(run.split.train)}",
+        "epochs": spec.epochs,
+        "steps_per_epoch": spec.steps_per_epoch,  # None: one pass over the labelled images
         "best_val_map": best.score,
         "best_hyperparameters": best_values,
         "trials": [trial_summary(t) for t in sorted(tuner.oracle.trials.values(), key=lambda t: t.trial_id)],

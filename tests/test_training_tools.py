@@ -138,9 +138,9 @@ def test_keras_tuner_two_trials_report_validation_map(tmp_path, tiny_config, dig
     assert best.score == max(scores) and "langevin_steps" in best.hyperparameters.values
 
 
-def _tune(run_dir):
+def _tune(run_dir, *extra):
     # 2 epochs: the objective must be reported on every epoch, not only the last
-    args = ["tune", "--trials", "2", "--epochs", "2", "--bits", "16", "--tune", "langevin_steps,kl_weight"]
+    args = ["tune", "--trials", "2", "--epochs", "2", "--bits", "16", "--tune", "langevin_steps,kl_weight", *extra]
     out = run_cli_in_process([*args, "--run-dir", run_dir, *SMALL])
     assert out.returncode == 0, out.stderr[-3000:]
     return out, json.load(open(run_dir / "tuning.json"))
@@ -155,8 +155,10 @@ def test_coophash_tune_cli_reports_every_trial_and_repeats_with_the_same_seed(tm
     assert out.stdout.count("val_map") >= 3  # one line per trial, then the best
     best_config = json.load(open(tmp_path / "a" / "best_config.json"))
     assert best_config["langevin_steps"] == summary["best_hyperparameters"]["langevin_steps"]
-    _, again = _tune(tmp_path / "b")  # same default seed 0: the same hyper-parameters, trial by trial
+    # same default seed 0: the same hyper-parameters, trial by trial (epochs of a fixed length this time)
+    _, again = _tune(tmp_path / "b", "--steps-per-epoch", "3")
     assert [t["hyperparameters"] for t in again["trials"]] == [t["hyperparameters"] for t in summary["trials"]]
+    assert (summary["steps_per_epoch"], again["steps_per_epoch"], again["epochs"]) == (None, 3, 2)
 
 
 def train_cmd(run_dir, backup_dir, epochs, extra=()):

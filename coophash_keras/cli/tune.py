@@ -7,6 +7,12 @@ def add_parser(sub):
     tu = sub.add_parser("tune", help="keras-tuner random search, objective: validation mAP")
     add_data_arguments(tu)
     tu.add_argument("--epochs", type=positive_int, default=5, help="epochs per trial")
+    tu.add_argument(
+        "--steps-per-epoch",
+        type=positive_int,
+        default=None,
+        help="optimizer steps per epoch, the data repeated (default: one pass over the labelled images)",
+    )
     tu.add_argument("--trials", type=positive_int, default=10, help="trial budget")
     tu.add_argument("--tune", default=None, help="comma-separated fields to tune (default: all tunable)")
     tu.add_argument("--run-dir", required=True)
@@ -21,7 +27,7 @@ def run(args):
     from coophash_keras.cli.train import spec_from_args
     from coophash_keras.tuning import tune_run
 
-    args.model, args.ablation, args.steps_per_epoch, args.val_every = "coophash", None, None, 1
+    args.model, args.ablation, args.val_every = "coophash", None, 1
     args.tensorboard = args.backup_dir = None
     args.mixed_precision = False
     summary = tune_run(
