@@ -48,7 +48,7 @@ from coophash_keras.data.split import random_split  # noqa: E402
 from coophash_keras.io import atomic_write_json  # noqa: E402
 from coophash_keras.metrics import retrieval_metrics  # noqa: E402
 from coophash_keras.runs import RunSpec, train_run  # noqa: E402
-from coophash_keras.variants import ablation_of, method_names, resolve_method  # noqa: E402
+from coophash_keras.variants import ablation_of, method_names, resolve_method, switch_of  # noqa: E402
 
 
 def machine():
@@ -251,6 +251,7 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         "method": method,
         "model": model_name,
         "ablation_of": ablation_of(method),  # the full configuration this run switches one part off in
+        "switch_of": switch_of(method),  # the configuration this run adds one switch to
         "dataset": a.dataset,
         "labels_per_class": labels_per_class,
         "bits": bits,

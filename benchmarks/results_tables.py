@@ -207,22 +207,6 @@ def retrieval_tables(runs):
     return "\n\n".join(with_few_note(out)) if out else "No untagged runs."
 
 
-def other_tags_table(runs):
-    """Runs with a tag other than "" and "equal_time" (separate experiments, e.g. a config change)."""
-    tags = sorted({r["tag"] for r in runs} - {"", EQUAL_TIME})
-    rows = []
-    for tag in tags:
-        for key, rs in groups(runs, tag).items():
-            rows.append(
-                [f"`{tag}`", *key[:3], f"`{key[3]}`", steps_cell(rs), seeds_cell(len(rs))]
-                + [fmt(values(rs, "clean", "mAP@1000")), fmt(values(rs, "clean", "mAP@all"))]
-            )
-    if not rows:
-        return ""
-    header = ["tag", "dataset", "labels/class", "bits", "method", "steps", "seeds", "mAP@1000", "mAP@all"]
-    return "Runs with other tags (separate experiments; their commands are under Runs):\n\n" + table(header, rows)
-
-
 def bar_table(runs, dataset, labels, bits):
     """Every method at each `labels` per class and `bits`: the best baseline named, each other
     method's mAP@1000 as a ratio to it, and whether the difference exceeds two standard errors."""
@@ -263,30 +247,70 @@ def ablation_parent(run):
     return run["method"].split("/", 1)[0] if "/" in run["method"] else None
 
 
+def config_change(run, reference):
+    """What a run's config sets differently from its reference's: `field: old → new`, seed aside."""
+    a, b = run.get("config") or {}, reference.get("config") or {}
+    diff = [
+        f"{k}: {b.get(k)!r} → {a.get(k)!r}" for k in sorted(set(a) | set(b)) if k != "seed" and a.get(k) != b.get(k)
+    ]
+    return "; ".join(diff) if diff else "—"
+
+
+def _paired_row(rs, reference):
+    """mAP@1000 of `rs` beside `reference` restricted to the same seeds (a paired comparison): both,
+    the change, whether it exceeds two standard errors, the change under the OOD shift."""
+    seeds = {r["seed"] for r in rs}
+    ref_rs = [r for r in reference if r["seed"] in seeds]
+    vs, ref = values(rs, "clean", "mAP@1000"), values(ref_rs, "clean", "mAP@1000")
+    ood, ood_ref = values(rs, "ood_mixed", "mAP@1000"), values(ref_rs, "ood_mixed", "mAP@1000")
+    change = f"{stats(vs)[1] - stats(ref)[1]:+.4f}" if ref else "—"
+    ood_change = f"{stats(ood)[1] - stats(ood_ref)[1]:+.4f}" if ood and ood_ref else "—"
+    return [seeds_cell(len(vs)), fmt(vs), fmt(ref), change, significance(vs, ref) if ref else "", ood_change]
+
+
+PAIRED_HEADER = ["seeds", "mAP@1000", "{}'s (same seeds)", "change", "beyond 2 SE?", "OOD change"]
+
+
 def ablation_table(runs):
-    """Each ablation beside the full configuration of the same cell and seeds: mAP@1000, the change,
-    whether it exceeds two standard errors, and the change under the OOD shift where both have it."""
+    """Each ablation beside the full configuration of the same cell and seeds."""
     g = groups(runs)
     rows = []
     for key, rs in g.items():
         parent = ablation_parent(rs[0])
-        if parent is None:
-            continue
-        seeds = {r["seed"] for r in rs}  # the full configuration on the same seeds: a paired comparison
-        full = [r for r in g.get((*key[:3], parent), []) if r["seed"] in seeds]
-        vs, ref = values(rs, "clean", "mAP@1000"), values(full, "clean", "mAP@1000")
-        ood, ood_ref = values(rs, "ood_mixed", "mAP@1000"), values(full, "ood_mixed", "mAP@1000")
-        change = f"{stats(vs)[1] - stats(ref)[1]:+.4f}" if ref else "—"
-        ood_change = f"{stats(ood)[1] - stats(ood_ref)[1]:+.4f}" if ood and ood_ref else "—"
-        rows.append(
-            [*key[:3], f"`{parent}`", f"`{key[3][len(parent) + 1 :]}`"]
-            + [seeds_cell(len(vs)), fmt(vs), fmt(ref), change]
-            + [significance(vs, ref) if ref else "", ood_change]
-        )
+        if parent is not None:
+            rows.append(
+                [
+                    *key[:3],
+                    f"`{parent}`",
+                    f"`{key[3][len(parent) + 1 :]}`",
+                    *_paired_row(rs, g.get((*key[:3], parent), [])),
+                ]
+            )
     if not rows:
         return "No ablation run yet."
-    header = ["dataset", "labels/class", "bits", "full configuration", "ablation", "seeds", "mAP@1000"]
-    header += ["full configuration's (same seeds)", "change", "beyond 2 SE?", "OOD change"]
+    header = ["dataset", "labels/class", "bits", "full configuration", "ablation"]
+    header += [h.format("full configuration") for h in PAIRED_HEADER]
+    return "\n\n".join(with_few_note([table(header, rows)]))
+
+
+def switch_table(runs):
+    """Each switch added to a configuration beside that configuration on the same seeds: a
+    `+`-variant (`switch_of` in its JSON) and every run with a tag other than equal_time (a config
+    change made with `--set`, the reference being the untagged runs of the same method)."""
+    untagged = groups(runs)
+    pairs = [(key, rs, "", rs[0].get("switch_of")) for key, rs in untagged.items() if rs[0].get("switch_of")]
+    for tag in sorted({r["tag"] for r in runs} - {"", EQUAL_TIME}):
+        pairs += [(key, rs, tag, key[3]) for key, rs in groups(runs, tag).items()]
+    rows = []
+    for key, rs, tag, parent in pairs:
+        reference = untagged.get((*key[:3], parent), [])
+        name = f"tag `{tag}`" if tag else f"`{key[3][len(parent) :]}`"
+        change = config_change(rs[0], reference[0]) if reference else "—"
+        rows.append([*key[:3], f"`{parent}`", name, change, steps_cell(rs), *_paired_row(rs, reference)])
+    if not rows:
+        return "No switch run yet."
+    header = ["dataset", "labels/class", "bits", "configuration", "switch", "config change", "steps"]
+    header += [h.format("configuration") for h in PAIRED_HEADER]
     return "\n\n".join(with_few_note([table(header, rows)]))
 
 

@@ -63,6 +63,21 @@ def ablation_of(method):
     return model if name in ABLATIONS else None
 
 
+def switch_of(method):
+    """The variant a `+`-composed variant adds one switch to, None for any other method:
+    `coophash:fewlabels+jem` -> `coophash:fewlabels` (the longest prefix before a `+` that is a
+    variant of the same model). Recorded in each run's JSON beside `ablation_of`."""
+    model, _, variant = method.partition(":")
+    if "/" in variant:
+        return None
+    variants = VARIANTS.get(model, {})
+    while "+" in variant:
+        variant = variant.rsplit("+", 1)[0]
+        if variant in variants:
+            return f"{model}:{variant}"
+    return None
+
+
 def resolve_method(method, config):
     """(registry model name, config changes) of a method name, the changes taken on top of
     `config`; a clear error for unknown names."""

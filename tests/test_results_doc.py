@@ -117,6 +117,27 @@ def test_ablations_sit_beside_their_full_configuration(tmp_path):
     assert T.ablation_table(T.load_runs([write(tmp_path / "none", [run("csq", 0, 0.7)])])[0]) == "No ablation run yet."
 
 
+def test_switches_sit_beside_the_configuration_they_are_added_to(tmp_path):
+    few, cfg = "coophash:fewlabels", {"nll_weight": 0.1, "unlabeled_nll_weight": 0.0, "seed": 0}
+    runs = [run(few, s, v, config={**cfg, "seed": s}) for s, v in enumerate([0.76, 0.77, 0.78])]
+    jem = {**cfg, "unlabeled_nll_weight": 0.1}
+    runs += [run(few + "+jem", 1, 0.80, config=jem, switch_of=few, ood_mixed={"mAP@1000": 0.6})]
+    runs += [run("orthohash", 0, 0.77, config={"augmentation": ""})]
+    runs += [run("orthohash", 0, 0.79, tag="augment", config={"augmentation": "flip"})]  # a --set change
+    runs += [run("dpn", 0, 0.70, tag="augment", config={"augmentation": "flip"})]  # no untagged dpn
+    runs += [run("coophash:semi+jem", 0, 0.7, switch_of="coophash:semi")]  # its configuration was not run
+    text = T.switch_table(T.load_runs([write(tmp_path / "r", runs)])[0])
+    jem_row = row(text, "+jem").split(" | ")
+    assert jem_row[3:6] == [f"`{few}`", "`+jem`", "unlabeled_nll_weight: 0.0 → 0.1"]  # the seed is no change
+    assert jem_row[7:11] == [f"1 {T.FEW}", "0.8000", "0.7700", "+0.0300"]  # against seed 1 only
+    assert jem_row[11] == "n/a (under 2 seeds)" and jem_row[12] == "— |"  # the reference has no OOD run
+    augment = next(line for line in text.splitlines() if "`orthohash`" in line).split(" | ")
+    assert augment[4:6] == ["tag `augment`", "augmentation: '' → 'flip'"] and augment[10] == "+0.0200"
+    for lonely in ("`dpn`", "`coophash:semi`"):
+        assert next(line for line in text.splitlines() if lonely in line).split(" | ")[9:11] == ["—", "—"]
+    assert T.switch_table(T.load_runs([write(tmp_path / "none", [run("csq", 0, 0.7)])])[0]) == "No switch run yet."
+
+
 def test_two_standard_errors(tmp_path):
     a, b = [0.80, 0.81, 0.82], [0.70, 0.71, 0.72]
     diff, two_se = T.welch(a, b)

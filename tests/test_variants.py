@@ -5,7 +5,7 @@ import pytest
 
 from coophash_keras import CoopHashConfig
 from coophash_keras.config import ABLATIONS
-from coophash_keras.variants import VARIANTS, ablation_of, method_names, resolve_method
+from coophash_keras.variants import VARIANTS, ablation_of, method_names, resolve_method, switch_of
 
 
 def test_every_method_name_resolves_to_a_valid_config():
@@ -61,3 +61,14 @@ def test_an_ablation_names_the_configuration_it_switches_a_part_off_in():
         if parent is not None:
             _, changes = resolve_method(name, CoopHashConfig())
             assert changes != resolve_method(parent, CoopHashConfig())[1], name
+
+
+def test_a_switch_names_the_variant_it_is_added_to():
+    assert switch_of("coophash:fewlabels+jem") == "coophash:fewlabels"
+    assert switch_of("coophash:codes+synth+real") == "coophash:codes+synth"  # the longest variant prefix
+    assert switch_of("coophash:codes+synth") == "coophash:codes"
+    for name in ("coophash:fewlabels", "coophash", "orthohash", "coophash:fewlabels/no_energy_head"):
+        assert switch_of(name) is None, name
+    for name in method_names():  # a switch changes its variant's config
+        if (parent := switch_of(name)) is not None:
+            assert resolve_method(name, CoopHashConfig())[1] != resolve_method(parent, CoopHashConfig())[1], name
