@@ -35,6 +35,24 @@ for table in "$@"; do
         run --methods coophash:fewlabels/{no_energy_head,no_inference_head,no_generator_pairs,no_synthetic_labels,no_pseudo_labels,classifier_beside_codes} \
           --labels-per-class 50 --bits 32 --seeds $seed --ood --out results/fashion
       done ;;
+    switches)       # issue #13's untried switches on top of coophash:fewlabels, and augmentation of the labelled
+                    # batch for every method alike: a seed-0 screen first (the switch table compares each with its
+                    # configuration on the same seed); what moves by more than the seed spread gets seeds 1-2
+      run --methods coophash:fewlabels+jem coophash:fewlabels+recovery coophash:fewlabels+persistent \
+        --labels-per-class 50 --bits 32 --seeds 0 --ood --out results/fashion
+      run --methods coophash:fewlabels orthohash code_classifier:fixmatch code_classifier --labels-per-class 50 \
+        --bits 32 --seeds 0 --ood --set augmentation=flip,translate=0.125 --tag augment --out results/fashion ;;
+    tune-langevin)  # issue #13: Langevin step size and noise of coophash:fewlabels by keras-tuner, on a held-out
+                    # fifth of the labelled images (never the queries); then train the best at 1,000 steps
+      "$PY" -m coophash_keras.cli tune --dataset fashion_mnist --labels-per-class 50 --bits 32 \
+        --set classifier_input=codes --set synthetic_classification_weight=1.0 --set pseudo_label_weight=1.0 \
+        --set nll_weight=0.1 --set langevin_steps=5 --tune langevin_step_size,langevin_noise_scale \
+        --trials 6 --epochs 2 --steps-per-epoch 250 --run-dir runs/tune_langevin_fewlabels
+      mkdir -p results/tuning && cp runs/tune_langevin_fewlabels/tuning.json results/tuning/langevin_fewlabels.json
+      best=$("$PY" -c "import json; b=json.load(open('runs/tune_langevin_fewlabels/tuning.json'))['best_hyperparameters']; \
+print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
+      run --methods coophash:fewlabels $best --tag langevin_tuned --labels-per-class 50 --bits 32 --seeds 0 --ood \
+        --out results/fashion ;;
     labels-curve)   # mAP vs labels per class (50 and 500 come from bar and bar500)
       for seed in 0 1 2; do
         run --methods coophash:fewlabels orthohash code_classifier:fixmatch --labels-per-class 10 20 100 --bits 32 \
@@ -42,10 +60,14 @@ for table in "$@"; do
       done ;;
     baselines-32)   # the bar's cells, with the robustness evaluations
       run --methods $BASELINES --labels-per-class 50 500 --bits 32 --seeds 0 1 2 --ood --corrupted --out results/fashion ;;
-    baselines-16-64)
-      run --methods $BASELINES --labels-per-class 50 500 --bits 16 64 --seeds 0 1 2 --out results/fashion ;;
-    digits)
-      run --dataset digits --methods $BASELINES coophash --labels-per-class 20 100 --bits 16 32 64 --seeds 0 1 2 --out results/digits ;;
+    baselines-16-64) # 16 and 64 bits: every method of the bar, seed by seed
+      for seed in 0 1 2; do
+        run --methods coophash:fewlabels code_classifier:fixmatch $BASELINES --labels-per-class 50 500 --bits 16 64 \
+          --seeds $seed --out results/fashion
+      done ;;
+    digits)         # the quick row: the same methods on scikit-learn's 8x8 digits
+      run --dataset digits --methods coophash:fewlabels code_classifier:fixmatch $BASELINES --labels-per-class 20 100 \
+        --bits 16 32 64 --seeds 0 1 2 --out results/digits ;;
     mosaics)
       run --dataset fashion_mosaics --methods $BASELINES coophash --bits 32 --seeds 0 1 2 --out results/mosaics ;;
     *) echo "unknown table $table" >&2; exit 2 ;;
