@@ -54,8 +54,8 @@ print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
       run --methods coophash:fewlabels $best --tag langevin_tuned --labels-per-class 50 --bits 32 --seeds 0 --ood \
         --out results/fashion ;;
     coophash-long)  # issue #13 item 6: does CoopHash win late? 3x the steps, mAP@1000 every 500 (the curve plot)
-      "$PY" benchmarks/protocol.py --steps 3000 --skip-existing --methods coophash:fewlabels --curve --log-every 500 --tag long --labels-per-class 50 \
-        --bits 32 --seeds 0 --ood --out results/fashion ;;
+      "$PY" benchmarks/protocol.py --steps 3000 --skip-existing --methods coophash:fewlabels --curve \
+        --log-every 500 --tag long --labels-per-class 50 --bits 32 --seeds 0 --ood --out results/fashion ;;
     labels-curve)   # mAP vs labels per class (50 and 500 come from bar and bar500)
       for seed in 0 1 2; do
         run --methods coophash:fewlabels orthohash code_classifier:fixmatch --labels-per-class 10 20 100 --bits 32 \
