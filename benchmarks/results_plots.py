@@ -26,10 +26,10 @@ def plot_specs(runs, dataset, labels, bits):
 
 
 def curve_groups(runs):
-    """{(dataset, labels_per_class, bits, method, tag): runs with a map_curve}, from the untagged and
-    the equal-time runs (an equal-time run is the long curve of the same method)."""
+    """{(dataset, labels_per_class, bits, method, tag): runs with a map_curve}, from the untagged,
+    the equal-time and the long runs (each of the latter two is a longer curve of the same method)."""
     out = {}
-    for tag in ("", T.EQUAL_TIME):
+    for tag in ("", T.EQUAL_TIME, T.LONG):
         for key, rs in T.groups(runs, tag).items():
             if with_curve := [r for r in rs if r.get("map_curve")]:
                 out[(*key, tag)] = with_curve

@@ -21,6 +21,7 @@ import numpy as np
 BASELINES = ("code_classifier", "csq", "orthohash", "dpn", "dshgan", "code_classifier:fixmatch")
 CORRUPTIONS = ("noise", "blur", "contrast", "rotation", "occlusion")  # coophash_keras.data.corruptions order
 EQUAL_TIME = "equal_time"
+LONG = "long"  # a method trained for more steps than the table's, with its mAP curve (tables.sh coophash-long)
 MIN_SEEDS = 3
 FEW = "†"
 FEW_NOTE = f"{FEW} fewer than {MIN_SEEDS} seeds: the std (or its absence) says little."

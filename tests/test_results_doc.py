@@ -202,12 +202,15 @@ def test_plots_written_and_reproducible(tmp_path):
     runs = bar_runs() + [run(r["method"], r["seed"], r["clean"]["mAP@1000"] + 0.05, lpc=500) for r in bar_runs()]
     runs += [run("coophash", 5, 0.8, alone=True, map_curve=curve), run("csq", 5, 0.7, map_curve=curve)]
     runs += [run("orthohash", 0, 0.7, lpc=20, tag="equal_time", map_curve=curve)]  # a long run's curve alone
+    runs += [run("coophash", 0, 0.7, lpc=10, tag=T.LONG, map_curve=curve)]  # so is a long CoopHash run's
+    runs += [run("csq", 0, 0.7, lpc=30, tag="augment", map_curve=curve)]  # another experiment: no curve plot
     results = write(tmp_path / "results", runs)
     out = tmp_path / "png"
     argv = [results, "--only", "--stdout", "--out", str(out)]
     make_results_doc.main(argv)
     names = sorted(os.listdir(out))
     assert names == [
+        "curve_fashion_mnist_L10_K32.png",
         "curve_fashion_mnist_L20_K32.png",
         "curve_fashion_mnist_L50_K32.png",
         "map_vs_labels_fashion_mnist_K32.png",
