@@ -180,14 +180,16 @@ def table(header, rows):
 
 
 def retrieval_tables(runs):
-    """Per dataset: labels/class x bits x method, mAP@1000 and mAP@all; the best mean per cell in bold."""
+    """Per dataset: labels/class x bits x method, mAP@1000 and mAP@all; the best mean per cell in
+    bold, among the methods with MIN_SEEDS seeds where there are any (a one-seed screen is no best)."""
     g = groups(runs)
     out = []
     for dataset in sorted({k[0] for k in g}):
         rows = []
         for cell in [c for c in cells(g) if c[0] == dataset]:
             means = {m: stats(values(g[(*cell, m)], "clean", "mAP@1000"))[1] for m in methods_in(g, cell)}
-            top = max(means.values())
+            full = [means[m] for m in means if len(g[(*cell, m)]) >= MIN_SEEDS]
+            top = max(full or means.values())
             for m in methods_in(g, cell):
                 rs = g[(*cell, m)]
                 text = fmt(values(rs, "clean", "mAP@1000"))
@@ -249,11 +251,11 @@ def ablation_parent(run):
 
 
 def config_change(run, reference):
-    """What a run's config sets differently from its reference's: `field: old → new`, seed aside."""
+    """What a run's config sets differently from its reference's: `field: old → new`, seed aside.
+    Only fields both configs record: a field added to CoopHashConfig after the reference ran is
+    absent from its JSON, not changed by the switch."""
     a, b = run.get("config") or {}, reference.get("config") or {}
-    diff = [
-        f"{k}: {b.get(k)!r} → {a.get(k)!r}" for k in sorted(set(a) | set(b)) if k != "seed" and a.get(k) != b.get(k)
-    ]
+    diff = [f"{k}: {b[k]!r} → {a[k]!r}" for k in sorted(set(a) & set(b)) if k != "seed" and a[k] != b[k]]
     return "; ".join(diff) if diff else "—"
 
 
@@ -464,8 +466,9 @@ def step_time_table(path):
 
 
 def summary_table(runs, dataset, labels, bits, step_times_path):
-    """The README's short table of one cell: every method's seeds, mAP@1000, mAP@all and OOD
-    mAP@1000 (3 decimals), and its ms/step from benchmarks/bench_train_step.py when that ran alone."""
+    """The README's short table of one cell: every method with MIN_SEEDS seeds (screens and partial
+    rows stay in docs/RESULTS.md), its seeds, mAP@1000, mAP@all and OOD mAP@1000 (3 decimals), and
+    its ms/step from benchmarks/bench_train_step.py when that ran alone."""
     g = groups(runs)
     cell = (dataset, labels, bits)
     res = load_step_times(step_times_path)
@@ -473,6 +476,8 @@ def summary_table(runs, dataset, labels, bits, step_times_path):
     rows = []
     for m in methods_in(g, cell):
         rs = g[(*cell, m)]
+        if len(rs) < MIN_SEEDS:
+            continue
         rows.append(
             [
                 f"`{m}`",
@@ -484,7 +489,7 @@ def summary_table(runs, dataset, labels, bits, step_times_path):
             ]
         )
     if not rows:
-        return f"No run of {dataset}, {labels} labels/class, {bits} bits yet."
+        return f"No method of {dataset}, {labels} labels/class, {bits} bits has {MIN_SEEDS} seeds yet."
     return table(["method", "seeds", "mAP@1000", "mAP@all", "OOD mAP@1000", "ms/step (alone)"], rows)
 
 
