@@ -56,6 +56,8 @@ print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
     coophash-long)  # issue #13 item 6: does CoopHash win late? 3x the steps, mAP@1000 every 500 (the curve plot)
       "$PY" benchmarks/protocol.py --steps 3000 --skip-existing --methods coophash:fewlabels --curve \
         --log-every 500 --tag long --labels-per-class 50 --bits 32 --seeds 0 --ood --out results/fashion ;;
+    paper)          # the paper's form of CoopHash on today's shared base (last measured on the old trunk)
+      run --methods coophash:paper --labels-per-class 50 --bits 32 --seeds 0 1 2 --ood --out results/fashion ;;
     labels-curve)   # mAP vs labels per class (50 and 500 come from bar and bar500)
       for seed in 0 1 2; do
         run --methods coophash:fewlabels orthohash code_classifier:fixmatch --labels-per-class 10 20 100 --bits 32 \
