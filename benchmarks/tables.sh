@@ -42,6 +42,13 @@ for table in "$@"; do
         --labels-per-class 50 --bits 32 --seeds 0 --ood --out results/fashion
       run --methods coophash:fewlabels orthohash code_classifier:fixmatch code_classifier --labels-per-class 50 \
         --bits 32 --seeds 0 --ood --set augmentation=flip,translate=0.125 --tag augment --out results/fashion ;;
+    switches-seeds) # seeds 1-2 of the switches (after their screen), so each is measured on 3 seeds
+      for seed in 1 2; do
+        run --methods coophash:fewlabels+jem coophash:fewlabels+recovery coophash:fewlabels+persistent \
+          --labels-per-class 50 --bits 32 --seeds $seed --ood --out results/fashion
+        run --methods coophash:fewlabels orthohash code_classifier:fixmatch code_classifier --labels-per-class 50 \
+          --bits 32 --seeds $seed --ood --set augmentation=flip,translate=0.125 --tag augment --out results/fashion
+      done ;;
     tune-langevin)  # issue #13: Langevin step size and noise of coophash:fewlabels by keras-tuner, on a held-out
                     # fifth of the labelled images (never the queries); then train the best at 1,000 steps
       "$PY" -m coophash_keras.cli tune --dataset fashion_mnist --labels-per-class 50 --bits 32 \
