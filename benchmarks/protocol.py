@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from alone import AloneProbe  # noqa: E402
+from results_tables import load_step_times  # noqa: E402
 
 from coophash_keras.cli.common import parse_overrides  # noqa: E402
 from coophash_keras.config import CoopHashConfig  # noqa: E402
@@ -195,7 +196,7 @@ def equal_time_steps(steps, of, method, step_times):
     return max(100, int(round(steps * times[of]["train_step_s"] / times[method]["train_step_s"], -2)))
 
 
-def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_class, bits, seed, cache):
+def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_class, bits, seed, steps, cache):
     split = make_split(a, data, test_idx, train_idx, query_per_class, labels_per_class, seed)
     batch = min(a.batch, len(split.train))
     overrides = parse_overrides(a.set)
@@ -209,7 +210,6 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         **overrides,
     )
     model_name, changes = resolve_method(method, base)
-    steps = a.steps_of[method]
     steps_per_epoch = epoch_length(steps, a.log_every)
     run_dir = os.path.join(
         a.run_root,
@@ -252,6 +252,9 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         "model": model_name,
         "ablation_of": ablation_of(method),  # the full configuration this run switches one part off in
         "switch_of": switch_of(method),  # the configuration this run adds one switch to
+        # what this run asked for, so a table can name a switch even when its reference predates the field
+        "variant_changes": changes,
+        "set_overrides": overrides,
         "dataset": a.dataset,
         "labels_per_class": labels_per_class,
         "bits": bits,
@@ -276,14 +279,6 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         **out,
     }
-
-
-def read_step_times(path):
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read the step times {path!r}: {e}") from None
 
 
 def main():
@@ -324,13 +319,15 @@ def main():
     try:  # fail fast: a typo in a method name, a missing step time, steps that do not split into epochs
         for m in [*a.methods, *([a.equal_time_of] if a.equal_time_of else [])]:
             resolve_method(m, CoopHashConfig())
-        a.steps_of = {m: a.steps for m in a.methods}
+        steps_of = {m: a.steps for m in a.methods}
         if a.equal_time_of:
-            step_times = read_step_times(a.step_times)
-            a.steps_of = {m: equal_time_steps(a.steps, a.equal_time_of, m, step_times) for m in a.methods}
-            print("equal wall-clock with", a.equal_time_of, "at", a.steps, "steps:", a.steps_of, flush=True)
+            step_times = load_step_times(a.step_times)
+            if step_times is None:
+                raise ValueError(f"no step times at {a.step_times}: run benchmarks/bench_train_step.py alone first")
+            steps_of = {m: equal_time_steps(a.steps, a.equal_time_of, m, step_times) for m in a.methods}
+            print("equal wall-clock with", a.equal_time_of, "at", a.steps, "steps:", steps_of, flush=True)
         for m in a.methods:
-            epoch_length(a.steps_of[m], a.log_every)
+            epoch_length(steps_of[m], a.log_every)
     except ValueError as e:
         p.error(str(e))
     os.makedirs(a.out, exist_ok=True)
@@ -347,7 +344,17 @@ def main():
                     if a.skip_existing and os.path.exists(path):
                         continue
                     r = run_one(
-                        a, data, test_idx, train_idx, query_per_class, method, labels_per_class, bits, seed, cache
+                        a,
+                        data,
+                        test_idx,
+                        train_idx,
+                        query_per_class,
+                        method,
+                        labels_per_class,
+                        bits,
+                        seed,
+                        steps_of[method],
+                        cache,
                     )
                     r["labels_per_class"] = lpc
                     r["tag"] = a.tag

@@ -12,6 +12,7 @@ import glob
 import json
 import math
 import os
+import shlex
 
 import numpy as np
 
@@ -26,6 +27,7 @@ MIN_SEEDS = 3
 FEW = "†"
 FEW_NOTE = f"{FEW} fewer than {MIN_SEEDS} seeds: the std (or its absence) says little."
 NOT_ALONE = "not measured alone"
+UNRECORDED = "(unrecorded)"  # a config field the reference run's JSON predates: it ran without it
 REQUIRED = ("method", "dataset", "labels_per_class", "bits", "seed", "clean")
 
 
@@ -250,12 +252,23 @@ def ablation_parent(run):
     return run["method"].split("/", 1)[0] if "/" in run["method"] else None
 
 
+def asked_fields(run):
+    """The config fields a run asked to change: its variant's and its `--set` ones (protocol.py
+    records both); for a JSON from before that record, the KEY of each `--set KEY=VALUE` of its command."""
+    if "set_overrides" in run:
+        return set(run.get("variant_changes") or {}) | set(run["set_overrides"])
+    words = shlex.split(run.get("command", ""))
+    return {value.split("=", 1)[0] for flag, value in zip(words, words[1:]) if flag == "--set"}
+
+
 def config_change(run, reference):
     """What a run's config sets differently from its reference's: `field: old → new`, seed aside.
-    Only fields both configs record: a field added to CoopHashConfig after the reference ran is
-    absent from its JSON, not changed by the switch."""
+    A field the reference's JSON lacks (added to CoopHashConfig after it ran, so it ran without it)
+    counts when the run asked for it, shown as UNRECORDED → new; a field merely newer than the
+    reference, left at its default, is no change."""
     a, b = run.get("config") or {}, reference.get("config") or {}
-    diff = [f"{k}: {b[k]!r} → {a[k]!r}" for k in sorted(set(a) & set(b)) if k != "seed" and a[k] != b[k]]
+    keys = {k for k in set(a) & set(b) if a[k] != b[k]} | {k for k in asked_fields(run) if k in a and k not in b}
+    diff = [f"{k}: {(repr(b[k]) if k in b else UNRECORDED)} → {a[k]!r}" for k in sorted(keys - {"seed"})]
     return "; ".join(diff) if diff else "—"
 
 
@@ -314,7 +327,10 @@ def switch_table(runs):
         return "No switch run yet."
     header = ["dataset", "labels/class", "bits", "configuration", "switch", "config change", "steps"]
     header += [h.format("configuration") for h in PAIRED_HEADER]
-    return "\n\n".join(with_few_note([table(header, rows)]))
+    parts = [table(header, rows)]
+    if any(UNRECORDED in row[5] for row in rows):
+        parts.append(f"{UNRECORDED}: the configuration's runs predate the field, so they ran without it.")
+    return "\n\n".join(with_few_note(parts))
 
 
 def _robust(r):
@@ -436,11 +452,15 @@ def cost_table(runs):
 
 
 def load_step_times(path):
-    """benchmarks/bench_train_step.py's JSON, or None when it has not been written."""
+    """benchmarks/bench_train_step.py's JSON, or None when it has not been written; a ValueError
+    naming the file when it cannot be read."""
     if not os.path.exists(path):
         return None
-    with open(path) as fh:
-        return json.load(fh)
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read the step times {path!r}: {e}") from None
 
 
 def step_time_table(path):

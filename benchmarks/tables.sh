@@ -52,8 +52,7 @@ for table in "$@"; do
     tune-langevin)  # issue #13: Langevin step size and noise of coophash:fewlabels by keras-tuner, on a held-out
                     # fifth of the labelled images (never the queries); then train the best at 1,000 steps
       "$PY" -m coophash_keras.cli tune --dataset fashion_mnist --labels-per-class 50 --bits 32 \
-        --set classifier_input=codes --set synthetic_classification_weight=1.0 --set pseudo_label_weight=1.0 \
-        --set nll_weight=0.1 --set langevin_steps=5 --tune langevin_step_size,langevin_noise_scale \
+        --method coophash:fewlabels --tune langevin_step_size,langevin_noise_scale \
         --trials 6 --epochs 2 --steps-per-epoch 250 --run-dir runs/tune_langevin_fewlabels
       mkdir -p results/tuning && cp runs/tune_langevin_fewlabels/tuning.json results/tuning/langevin_fewlabels.json
       best=$("$PY" -c "import json; b=json.load(open('runs/tune_langevin_fewlabels/tuning.json'))['best_hyperparameters']; \

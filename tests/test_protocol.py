@@ -35,3 +35,12 @@ def test_equal_time_steps_come_from_the_step_times_measured_alone():
         equal_time_steps(1000, "coophash", "dpn", STEP_TIMES)
     with pytest.raises(ValueError, match="not measured alone"):
         equal_time_steps(1000, "coophash", "orthohash", {**STEP_TIMES, "alone": False})
+
+
+def test_step_times_file_missing_is_none_and_unreadable_is_a_named_error(tmp_path):
+    from results_tables import load_step_times
+
+    assert load_step_times(str(tmp_path / "none.json")) is None
+    (tmp_path / "bad.json").write_text('{"alone": tr')
+    with pytest.raises(ValueError, match="cannot read the step times .*bad.json"):
+        load_step_times(str(tmp_path / "bad.json"))

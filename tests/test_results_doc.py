@@ -128,6 +128,13 @@ def test_switches_sit_beside_the_configuration_they_are_added_to(tmp_path):
     runs += [run("orthohash", 0, 0.79, tag="augment", config={"augmentation": "flip"})]  # a --set change
     runs += [run("dpn", 0, 0.70, tag="augment", config={"augmentation": "flip"})]  # no untagged dpn
     runs += [run("coophash:semi+jem", 0, 0.7, switch_of="coophash:semi")]  # its configuration was not run
+    # references that predate the field a run changes: asked for by --set in the command (an old JSON)
+    # or recorded by protocol.py; a field the run did not ask for is never a change
+    runs += [run("csq", 0, 0.70, config={"x": 1}), run("dpn", 1, 0.70, config={"x": 1})]
+    old_json = {"command": "python benchmarks/protocol.py --methods csq --set augmentation=flip,translate=0.1 --tag a"}
+    runs += [run("csq", 0, 0.72, tag="a", config={"x": 1, "augmentation": "flip,translate=0.1"}, **old_json)]
+    recorded = {"set_overrides": {"augmentation": "flip"}, "variant_changes": {}, "command": ""}
+    runs += [run("dpn", 1, 0.71, tag="a", config={"x": 1, "augmentation": "flip", "newer": 0}, **recorded)]
     text = T.switch_table(T.load_runs([write(tmp_path / "r", runs)])[0])
     jem_row = row(text, "+jem").split(" | ")
     assert jem_row[3:6] == [f"`{few}`", "`+jem`", "unlabeled_nll_weight: 0.0 → 0.1"]  # the seed is no change
@@ -135,8 +142,12 @@ def test_switches_sit_beside_the_configuration_they_are_added_to(tmp_path):
     assert jem_row[11] == "n/a (under 2 seeds)" and jem_row[12] == "— |"  # the reference has no OOD run
     augment = next(line for line in text.splitlines() if "`orthohash`" in line).split(" | ")
     assert augment[4:6] == ["tag `augment`", "augmentation: '' → 'flip'"] and augment[10] == "+0.0200"
-    for lonely in ("`dpn`", "`coophash:semi`"):
+    for lonely in ("`dpn` | tag `augment`", "`coophash:semi`"):
         assert next(line for line in text.splitlines() if lonely in line).split(" | ")[9:11] == ["—", "—"]
+    for method, expected in (("csq", "'flip,translate=0.1'"), ("dpn", "'flip'")):
+        cells = next(line for line in text.splitlines() if f"`{method}` | tag `a`" in line).split(" | ")
+        assert cells[5] == f"augmentation: {T.UNRECORDED} → {expected}" and cells[10] in ("+0.0200", "+0.0100")
+    assert f"{T.UNRECORDED}: the configuration's runs predate the field" in text
     assert T.switch_table(T.load_runs([write(tmp_path / "none", [run("csq", 0, 0.7)])])[0]) == "No switch run yet."
 
 

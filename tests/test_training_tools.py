@@ -155,10 +155,14 @@ def test_coophash_tune_cli_reports_every_trial_and_repeats_with_the_same_seed(tm
     assert out.stdout.count("val_map") >= 3  # one line per trial, then the best
     best_config = json.load(open(tmp_path / "a" / "best_config.json"))
     assert best_config["langevin_steps"] == summary["best_hyperparameters"]["langevin_steps"]
-    # same default seed 0: the same hyper-parameters, trial by trial (epochs of a fixed length this time)
-    _, again = _tune(tmp_path / "b", "--steps-per-epoch", "3")
+    # same default seed 0: the same hyper-parameters, trial by trial (epochs of a fixed length this time),
+    # here around a named variant rather than the default configuration
+    _, again = _tune(tmp_path / "b", "--steps-per-epoch", "3", "--method", "coophash:codes")
     assert [t["hyperparameters"] for t in again["trials"]] == [t["hyperparameters"] for t in summary["trials"]]
     assert (summary["steps_per_epoch"], again["steps_per_epoch"], again["epochs"]) == (None, 3, 2)
+    assert (summary["method"], again["method"]) == ("coophash", "coophash:codes")
+    assert best_config["classifier_input"] == "features"
+    assert json.load(open(tmp_path / "b" / "best_config.json"))["classifier_input"] == "codes"
 
 
 def train_cmd(run_dir, backup_dir, epochs, extra=()):

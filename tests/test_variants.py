@@ -72,3 +72,28 @@ def test_a_switch_names_the_variant_it_is_added_to():
     for name in method_names():  # a switch changes its variant's config
         if (parent := switch_of(name)) is not None:
             assert resolve_method(name, CoopHashConfig())[1] != resolve_method(parent, CoopHashConfig())[1], name
+
+
+def _train_spec(*argv):
+    from coophash_keras.cli import build_parser
+    from coophash_keras.cli.train import spec_from_args
+
+    args = build_parser().parse_args(["train", "--run-dir", "r", *argv])
+    args.keras_verbosity = 0
+    return spec_from_args(args)
+
+
+def test_the_cli_takes_a_method_name_and_set_wins_over_its_variant():
+    from coophash_keras.cli.common import CLIError
+
+    spec = _train_spec("--method", "coophash:fewlabels", "--set", "nll_weight=0.5", "--set", "langevin_step_size=2")
+    assert spec.model == "coophash" and spec.ablation is None
+    assert spec.overrides == {**VARIANTS["coophash"]["fewlabels"], "nll_weight": 0.5, "langevin_step_size": 2}
+    ablated = _train_spec("--method", "coophash:fewlabels/no_pseudo_labels").overrides
+    assert ablated["pseudo_label_weight"] == 0.0 and ablated["classifier_input"] == "codes"
+    assert _train_spec("--method", "code_classifier:fixmatch").model == "code_classifier"
+    assert _train_spec().model == "coophash" and _train_spec("--model", "csq").model == "csq"
+    with pytest.raises(CLIError, match="--method coophash:nope: unknown coophash variant 'nope'"):
+        _train_spec("--method", "coophash:nope")
+    with pytest.raises(CLIError, match="drop --model / --ablation"):
+        _train_spec("--method", "csq", "--model", "csq")

@@ -109,6 +109,35 @@ def config_overrides(args):
     return out
 
 
+def add_method_argument(p):
+    p.add_argument(
+        "--method",
+        default=None,
+        metavar="MODEL[:VARIANT]",
+        help="a named configuration as the benchmarks name it, e.g. coophash:fewlabels or coophash:fewlabels/"
+        "no_energy_head (coophash_keras/variants.py); --set applies on top of it",
+    )
+
+
+def model_and_overrides(args):
+    """(registry model, CoopHashConfig overrides) of train and tune: the variant changes of --method,
+    then --set, then the backbone flags, so an explicit flag always wins over the named variant."""
+    overrides = config_overrides(args)
+    method = getattr(args, "method", None)
+    if not method:
+        return args.model or "coophash", overrides
+    if args.model or args.ablation:
+        raise CLIError("--method names the model and its variant; drop --model / --ablation")
+    from coophash_keras.config import CoopHashConfig
+    from coophash_keras.variants import resolve_method
+
+    try:
+        model, changes = resolve_method(method, CoopHashConfig.from_dict(overrides))
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"--method {method}: {e}") from None
+    return model, {**changes, **overrides}
+
+
 def add_image_file_arguments(p):
     """How folder:/csv:/images: files are decoded (the run records what was used)."""
     p.add_argument(

@@ -2,8 +2,9 @@
 
 from coophash_keras.cli.common import (
     add_data_arguments,
+    add_method_argument,
     add_strategy_arguments,
-    config_overrides,
+    model_and_overrides,
     nonnegative_int,
     positive_int,
     worker_list,
@@ -22,9 +23,10 @@ def add_parser(sub):
     t.add_argument(
         "--model",
         choices=list(MODELS),
-        default="coophash",
-        help="; ".join(f"{e.name}: {e.summary}" for e in MODELS.values()),
+        default=None,
+        help="(default coophash) " + "; ".join(f"{e.name}: {e.summary}" for e in MODELS.values()),
     )
+    add_method_argument(t)
     t.add_argument("--ablation", choices=sorted(ABLATIONS), default=None, help="switch one CoopHash component off")
     t.add_argument(
         "--val-every",
@@ -52,13 +54,14 @@ def add_parser(sub):
 def spec_from_args(args):
     from coophash_keras.runs import RunSpec
 
+    model, overrides = model_and_overrides(args)
     return RunSpec(
         run_dir=args.run_dir,
         dataset=args.dataset,
         data_dir=args.data_dir,
         image_size=args.image_size,
         channels=args.channels,
-        model=args.model,
+        model=model,
         ablation=args.ablation,
         bits=args.bits,
         epochs=args.epochs,
@@ -67,7 +70,7 @@ def spec_from_args(args):
         query_per_class=args.query_per_class,
         labels_per_class=args.labels_per_class,
         seed=args.seed,
-        overrides=config_overrides(args),
+        overrides=overrides,
         config_file=args.config,
         val_every=args.val_every,
         tensorboard=args.tensorboard,

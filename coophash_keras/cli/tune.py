@@ -1,11 +1,12 @@
 """`coophash tune`: keras-tuner random search with validation mAP as the objective."""
 
-from coophash_keras.cli.common import add_data_arguments, add_strategy_arguments, positive_int
+from coophash_keras.cli.common import add_data_arguments, add_method_argument, add_strategy_arguments, positive_int
 
 
 def add_parser(sub):
     tu = sub.add_parser("tune", help="keras-tuner random search, objective: validation mAP")
     add_data_arguments(tu)
+    add_method_argument(tu)
     tu.add_argument("--epochs", type=positive_int, default=5, help="epochs per trial")
     tu.add_argument(
         "--steps-per-epoch",
@@ -27,7 +28,7 @@ def run(args):
     from coophash_keras.cli.train import spec_from_args
     from coophash_keras.tuning import tune_run
 
-    args.model, args.ablation, args.val_every = "coophash", None, 1
+    args.model, args.ablation, args.val_every = None, None, 1  # --method names the model (default coophash)
     args.tensorboard = args.backup_dir = None
     args.mixed_precision = False
     summary = tune_run(
@@ -35,6 +36,7 @@ def run(args):
         trials=args.trials,
         tune=args.tune.split(",") if args.tune else None,
         overwrite=args.overwrite,
+        method=args.method,
         on_trial=lambda t: print(
             f"trial {t['trial_id']}: val_map {t['score']:.4f} {t['hyperparameters']}"
             if t["score"] is not None
