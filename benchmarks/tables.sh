@@ -30,9 +30,10 @@ for table in "$@"; do
           --methods orthohash code_classifier:fixmatch code_classifier --labels-per-class 50 --bits 32 \
           --seeds $seed --ood --curve --log-every 500 --out results/fashion
       done ;;
-    ablations)      # issue #13: each part of coophash:fewlabels switched off (config.ABLATIONS), 50 labels/class
+    ablations)      # issue #13: each head and each switch of coophash:fewlabels switched off (config.ABLATIONS),
+                    # 50 labels/class
       for seed in 0 1 2; do
-        run --methods coophash:fewlabels/{no_energy_head,no_inference_head,no_generator_pairs,no_synthetic_labels,no_pseudo_labels,classifier_beside_codes} \
+        run --methods coophash:fewlabels/{no_energy_head,no_inference_head,no_classifier_head,no_generator_pairs,no_synthetic_labels,no_pseudo_labels,classifier_beside_codes} \
           --labels-per-class 50 --bits 32 --seeds $seed --ood --out results/fashion
       done ;;
     switches)       # issue #13's untried switches on top of coophash:fewlabels, and augmentation of the labelled

@@ -465,6 +465,8 @@ def _is_int(value):
 #       triplets use the raw generator pairs, and the generator learns only from itself);
 #   no_inference_head: the generator learns from the z that made each pair (original
 #       cooperative learning) instead of z~ inferred by the inference head;
+#   no_classifier_head: no classification loss on real or revised images and no pseudo-labels
+#       (they are the classifier's predictions): the codes learn from the triplets alone;
 # and the switches of issue #13, each turned off in a configuration that has it on:
 #   no_synthetic_labels: the revised pairs are not used as labelled augmentation;
 #   no_pseudo_labels: no FixMatch term on the unlabelled pool;
@@ -477,6 +479,11 @@ ABLATIONS = {
     },
     "no_energy_head": lambda c: {"nll_weight": 0.0, "energy_l2_weight": 0.0, "langevin_steps": 0},
     "no_inference_head": lambda c: {"generator_latent": "prior"},
+    "no_classifier_head": lambda c: {
+        "classification_weight": 0.0,
+        "synthetic_classification_weight": 0.0,
+        "pseudo_label_weight": 0.0,
+    },
     "no_synthetic_labels": lambda c: {"synthetic_classification_weight": 0.0},
     "no_pseudo_labels": lambda c: {"pseudo_label_weight": 0.0},
     "classifier_beside_codes": lambda c: {"classifier_input": "features"},

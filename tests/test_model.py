@@ -260,11 +260,14 @@ def test_fit_on_arrays_takes_one_channel_images_without_their_channel_axis(tiny_
     assert int(model.descriptor_optimizer.iterations) == 2
 
 
-@pytest.mark.parametrize("ablation", ["no_generator_pairs", "no_energy_head", "no_inference_head"])
+@pytest.mark.parametrize(
+    "ablation", ["no_generator_pairs", "no_energy_head", "no_inference_head", "no_classifier_head"]
+)
 def test_ablations_switch_their_component_off(tiny_config, digits, ablation):
     cfg = tiny_config.with_ablation(ablation)
     model = make_model(cfg)
     head_before = [v.numpy().copy() for v in model.hash_network.inference_head.trainable_variables]
+    classifier_before = [v.numpy().copy() for v in model.hash_network.classifier_head.trainable_variables]
     gen_before = [v.numpy().copy() for v in model.generator.trainable_variables]
     hist = model.fit(
         digits.subset(np.arange(256)).as_dataset(32, shuffle=True, drop_remainder=True), epochs=2, verbose=0
@@ -279,6 +282,10 @@ def test_ablations_switch_their_component_off(tiny_config, digits, ablation):
     if ablation == "no_energy_head":
         assert cfg.nll_weight == 0 and cfg.langevin_steps == 0
         assert hist["langevin_grad_norm"] == [0.0, 0.0]  # no Langevin ran
+    # the classifier head learns from nothing but the classification terms
+    assert moved(classifier_before, model.hash_network.classifier_head.trainable_variables) != (
+        ablation == "no_classifier_head"
+    )
     if ablation == "no_inference_head":
         assert hist["kl_loss"] == [0.0, 0.0]
         assert not moved(head_before, model.hash_network.inference_head.trainable_variables)
