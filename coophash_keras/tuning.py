@@ -74,11 +74,17 @@ class _ReportingRandomSearch(kt.RandomSearch):
 
 
 def trial_summary(trial):
+    """A trial's id, status, objective and values, and the last epoch's logs (so a search over, e.g.,
+    the Langevin step shows what each value did to the revision, not only to the score)."""
+    metrics = trial.metrics.metrics
     return {
         "trial_id": trial.trial_id,
         "status": str(trial.status),
         "score": trial.score,
         "hyperparameters": dict(trial.hyperparameters.values),
+        "last_logs": {
+            name: float(value) for name in sorted(metrics) if (value := trial.metrics.get_last_value(name)) is not None
+        },
     }
 
 

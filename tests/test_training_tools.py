@@ -151,6 +151,8 @@ def test_coophash_tune_cli_reports_every_trial_and_repeats_with_the_same_seed(tm
     assert len(summary["trials"]) == 2 and 0 <= summary["best_val_map"] <= 1
     assert set(summary["best_hyperparameters"]) == {"langevin_steps", "kl_weight"}
     assert all(set(t["hyperparameters"]) == {"langevin_steps", "kl_weight"} for t in summary["trials"])
+    assert all({"val_map", "revision_distance", "loss"} <= set(t["last_logs"]) for t in summary["trials"])
+    assert all(t["last_logs"]["val_map"] <= t["score"] for t in summary["trials"])  # the score: the best epoch
     assert max(t["score"] for t in summary["trials"]) == summary["best_val_map"]
     assert out.stdout.count("val_map") >= 3  # one line per trial, then the best
     best_config = json.load(open(tmp_path / "a" / "best_config.json"))
