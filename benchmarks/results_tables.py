@@ -268,8 +268,13 @@ def config_change(run, reference):
     reference, left at its default, is no change."""
     a, b = run.get("config") or {}, reference.get("config") or {}
     keys = {k for k in set(a) & set(b) if a[k] != b[k]} | {k for k in asked_fields(run) if k in a and k not in b}
-    diff = [f"{k}: {(repr(b[k]) if k in b else UNRECORDED)} → {a[k]!r}" for k in sorted(keys - {"seed"})]
+    diff = [f"{k}: {(_shown(b[k]) if k in b else UNRECORDED)} → {_shown(a[k])}" for k in sorted(keys - {"seed"})]
     return "; ".join(diff) if diff else "—"
+
+
+def _shown(value):
+    """A config value in a table cell: floats to 4 significant digits (a tuner's 0.0816711260996145)."""
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
 
 
 def _paired_row(rs, reference):

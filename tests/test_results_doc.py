@@ -137,7 +137,7 @@ def test_switches_sit_beside_the_configuration_they_are_added_to(tmp_path):
     runs += [run("dpn", 1, 0.71, tag="a", config={"x": 1, "augmentation": "flip", "newer": 0}, **recorded)]
     text = T.switch_table(T.load_runs([write(tmp_path / "r", runs)])[0])
     jem_row = row(text, "+jem").split(" | ")
-    assert jem_row[3:6] == [f"`{few}`", "`+jem`", "unlabeled_nll_weight: 0.0 → 0.1"]  # the seed is no change
+    assert jem_row[3:6] == [f"`{few}`", "`+jem`", "unlabeled_nll_weight: 0 → 0.1"]  # the seed is no change
     assert jem_row[7:11] == [f"1 {T.FEW}", "0.8000", "0.7700", "+0.0300"]  # against seed 1 only
     assert jem_row[11] == "n/a (under 2 seeds)" and jem_row[12] == "— |"  # the reference has no OOD run
     augment = next(line for line in text.splitlines() if "`orthohash`" in line).split(" | ")
@@ -148,6 +148,9 @@ def test_switches_sit_beside_the_configuration_they_are_added_to(tmp_path):
         cells = next(line for line in text.splitlines() if f"`{method}` | tag `a`" in line).split(" | ")
         assert cells[5] == f"augmentation: {T.UNRECORDED} → {expected}" and cells[10] in ("+0.0200", "+0.0100")
     assert f"{T.UNRECORDED}: the configuration's runs predate the field" in text
+    tuned = {"config": {"langevin_step_size": 0.18018027589419894, "seed": 0, "classifier_input": "codes"}}
+    default = {"config": {"langevin_step_size": 1.0, "seed": 1, "classifier_input": "codes"}}
+    assert T.config_change(tuned, default) == "langevin_step_size: 1 → 0.1802"  # a tuner's float, shortened
     assert T.switch_table(T.load_runs([write(tmp_path / "none", [run("csq", 0, 0.7)])])[0]) == "No switch run yet."
 
 
