@@ -47,6 +47,8 @@ def document(runs, dataset, labels, bits, specs, image_dir):
             T.retrieval_tables(runs),
             f"### The bar: {dataset} at {' and '.join(map(str, labels))} labels/class, {bits} bits",
             T.bar_table(runs, dataset, labels, bits),
+            f"### The bar's comparison after more steps (tag `{T.LONG}`, the mAP curves in the plots)",
+            T.long_bar_table(runs, dataset, bits),
             "### Ablations: one part of a CoopHash configuration switched off",
             T.ablation_table(runs),
             "### Switches: one change added to a configuration",

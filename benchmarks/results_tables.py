@@ -212,10 +212,11 @@ def retrieval_tables(runs):
     return "\n\n".join(with_few_note(out)) if out else "No untagged runs."
 
 
-def bar_table(runs, dataset, labels, bits):
+def bar_table(runs, dataset, labels, bits, tag=""):
     """Every method at each `labels` per class and `bits`: the best baseline named, each other
-    method's mAP@1000 as a ratio to it, and whether the difference exceeds two standard errors."""
-    g = groups(runs)
+    method's mAP@1000 as a ratio to it, and whether the difference exceeds two standard errors.
+    `tag`: the same comparison among the runs of one tag (e.g. LONG: every method trained longer)."""
+    g = groups(runs, tag)
     rows, missing = [], []
     for lpc in labels:
         cell = (dataset, lpc, bits)
@@ -232,8 +233,8 @@ def bar_table(runs, dataset, labels, bits):
                 ratio, sig = f"{stats(vs)[1] / stats(ref)[1]:.3f}×", significance(vs, ref)
             else:
                 ratio, sig = "no baseline run", ""
-            rows.append([lpc, f"`{m}`", seeds_cell(len(vs)), fmt(vs), ratio, sig])
-    header = ["labels/class", "method", "seeds", "mAP@1000", "÷ best baseline", "difference beyond 2 SE?"]
+            rows.append([lpc, f"`{m}`", seeds_cell(len(vs)), steps_cell(g[(*cell, m)]), fmt(vs), ratio, sig])
+    header = ["labels/class", "method", "seeds", "steps", "mAP@1000", "÷ best baseline", "difference beyond 2 SE?"]
     text = (
         f"{dataset}, {bits} bits. Best baseline = the highest mean mAP@1000 of {', '.join(BASELINES)}. "
         "2 SE = 2·sqrt(s₁²/n₁ + s₂²/n₂) with sample stds (Welch); the sign is the method minus the best baseline."
@@ -242,6 +243,14 @@ def bar_table(runs, dataset, labels, bits):
     if missing:
         parts.append(f"Not run yet: {', '.join(missing)} labels/class.")
     return "\n\n".join(parts)
+
+
+def long_bar_table(runs, dataset, bits):
+    """The bar's comparison among the runs trained longer (tag LONG), at the labels/class they cover."""
+    labels = sorted({r["labels_per_class"] for r in runs if r["tag"] == LONG and r["dataset"] == dataset})
+    if not labels:
+        return f"No run with tag `{LONG}` yet."
+    return bar_table(runs, dataset, labels, bits, tag=LONG)
 
 
 def ablation_parent(run):

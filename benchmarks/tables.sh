@@ -64,9 +64,13 @@ for table in "$@"; do
 print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
       run --methods coophash:fewlabels $best --tag langevin_tuned --labels-per-class 50 --bits 32 --seeds 0 --ood \
         --out results/fashion ;;
-    coophash-long)  # issue #13 item 6: does CoopHash win late? 3x the steps, mAP@1000 every 500 (the curve plot)
-      "$PY" benchmarks/protocol.py --steps 3000 --skip-existing --methods coophash:fewlabels --curve \
-        --log-every 500 --tag long --labels-per-class 50 --bits 32 --seeds 0 --ood --out results/fashion ;;
+    coophash-long)  # issue #13 item 6: does CoopHash win late? 3x the steps for it and the two best baselines,
+                    # mAP@1000 every 500 steps (the curve plot), seed by seed
+      for seed in 0 1 2; do
+        "$PY" benchmarks/protocol.py --steps 3000 --skip-existing --methods orthohash code_classifier:fixmatch \
+          coophash:fewlabels --curve --log-every 500 --tag long --labels-per-class 50 --bits 32 --seeds $seed --ood \
+          --out results/fashion
+      done ;;
     paper)          # the paper's form of CoopHash on today's shared base (last measured on the old trunk)
       run --methods coophash:paper --labels-per-class 50 --bits 32 --seeds 0 1 2 --ood --out results/fashion ;;
     labels-curve)   # mAP vs labels per class (50 and 500 come from bar and bar500)

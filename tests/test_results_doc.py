@@ -95,6 +95,18 @@ def test_best_baseline_is_among_the_five(tmp_path):
     assert "**best baseline**" in row(text, "csq")
     assert "1.141×" in row(text, "coophash")  # 0.81 / 0.71
     assert "Not run yet: 500 labels/class." in text
+    assert "| 1000 |" in row(text, "coophash") and "3000" not in text  # the longer runs are another table
+    longer = [run("csq", s, 0.70, tag=T.LONG, steps=3000) for s in range(3)]
+    longer += [run("coophash", s, v, tag=T.LONG, steps=3000) for s, v in enumerate([0.79, 0.80, 0.81])]
+    runs, _ = T.load_runs([write(tmp_path / "long", bar_runs() + longer)])
+    text = T.long_bar_table(runs, "fashion_mnist", 32)
+    assert "**best baseline**" in row(text, "csq") and "| 3000 | 0.8000 ± 0.0100 | 1.143× | yes" in row(
+        text, "coophash"
+    )
+    assert "Not run yet" not in text and "triplet" not in text  # only the labels/class and methods run longer
+    assert T.long_bar_table(T.load_runs([write(tmp_path / "none", bar_runs())])[0], "fashion_mnist", 32).startswith(
+        "No"
+    )
 
 
 def test_ablations_sit_beside_their_full_configuration(tmp_path):
