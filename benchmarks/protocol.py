@@ -220,13 +220,13 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
     spec = RunSpec(
         run_dir=run_dir,
         dataset=a.dataset,
-        model=model_name,
+        method=method,  # names the model; its variant applies before --set, as in `coophash train`
         bits=bits,
         epochs=steps // steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
         batch_size=batch,
         seed=seed,
-        overrides={**overrides, **changes},
+        overrides=overrides,
         verbose=0,
     )
     q_img, q_lab = data.images[split.query], data.labels[split.query]

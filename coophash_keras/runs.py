@@ -36,6 +36,9 @@ class RunSpec:
     channels: int | None = None  # 1 or 3 for folder:/csv:/images: data (default: the majority)
     model: str = "coophash"
     ablation: str | None = None
+    # A named configuration, `MODEL[:VARIANT[/ABLATION]]` (variants.py). It names the model, and
+    # build_config applies its changes after the config file and before `overrides`.
+    method: str | None = None
     bits: int = 32
     epochs: int = 20
     steps_per_epoch: int | None = None  # None: one pass over the labelled images per epoch
@@ -54,6 +57,18 @@ class RunSpec:
     mirrored: bool = False
     verbose: int | str = "auto"
 
+    def __post_init__(self):
+        if self.method:
+            from coophash_keras.variants import parse_method
+
+            try:
+                model, _, ablation = parse_method(self.method)
+            except ValueError as e:
+                raise RunError(str(e)) from None
+            if self.ablation and ablation:
+                raise RunError(f"method {self.method!r} names its ablation; drop ablation={self.ablation!r}")
+            self.model = model
+
     def record(self) -> dict:
         """What run.json keeps to re-load the data and split later."""
         return {
@@ -62,6 +77,7 @@ class RunSpec:
                 "dataset",
                 "data_dir",
                 "model",
+                "method",
                 "ablation",
                 "query_per_class",
                 "labels_per_class",
@@ -118,8 +134,10 @@ def validation_sets(data, split, max_database=5000, seed=0):
 
 
 def build_config(spec: RunSpec, data):
-    """The run's CoopHashConfig: data shapes and CLI values, then the config file, then overrides."""
+    """The run's CoopHashConfig: data shapes and CLI values, then the config file, then the method's
+    variant, then overrides (--set), then the ablation, so each names what it changes last."""
     from coophash_keras.config import CoopHashConfig
+    from coophash_keras.variants import parse_method
 
     values = dict(
         image_shape=data.image_shape,
@@ -141,12 +159,16 @@ def build_config(spec: RunSpec, data):
         for key in ("image_shape", "num_classes", "multi_label"):
             from_file.pop(key, None)
         values.update(from_file)
+    ablation = spec.ablation
+    if spec.method:
+        _, variant_changes, ablation = parse_method(spec.method)  # __post_init__ validated it
+        values.update(variant_changes)
     values.update(spec.overrides)
     config = CoopHashConfig.from_dict(values)
-    if spec.ablation:
+    if ablation:
         if spec.model != "coophash":
             raise RunError("--ablation applies to --model coophash only")
-        config = config.with_ablation(spec.ablation)
+        config = config.with_ablation(ablation)
     return config
 
 

@@ -129,11 +129,11 @@ def holdout_split(split, fraction=0.2, seed=0):
     return dataclasses.replace(split, query=val, train=rest, database=rest)
 
 
-def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None, validation_fraction=0.2, method=None):
+def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None, validation_fraction=0.2):
     """Random search for `spec.model` on the run's data; the objective is mAP on a held-out part
     of the labelled training images (holdout_split), never on the run's queries. Writes
-    RUN/tuning.json (every trial) and RUN/best_config.json (`coophash train --config`). `method`: the
-    named configuration the spec's overrides came from (`coophash tune --method`), recorded as given."""
+    RUN/tuning.json (every trial) and RUN/best_config.json (`coophash train --config`), which holds
+    the spec's whole config (its method's variant included) with the best values."""
     from coophash_keras.callbacks import RetrievalMetricsCallback
     from coophash_keras.runs import prepare_run, training_dataset, validation_sets
 
@@ -162,7 +162,7 @@ def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None, validat
     atomic_write_json(os.path.join(spec.run_dir, "best_config.json"), run.config.replace(**best_values).to_dict())
     summary = {
         "model": spec.model,
-        "method": method or spec.model,
+        "method": spec.method or spec.model,
         "seed": spec.seed,
         "tuned": names,
         "validation": f"{len(run.split.query)} held-out labelled images vs the other {len(run.split.train)}",

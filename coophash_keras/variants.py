@@ -78,14 +78,15 @@ def switch_of(method):
     return None
 
 
-def resolve_method(method, config):
-    """(registry model name, config changes) of a method name, the changes taken on top of
-    `config`; a clear error for unknown names."""
+def parse_method(method):
+    """(registry model, variant changes, ablation name or None) of a method name; a clear error for
+    unknown names. The ablation's changes depend on the config it switches off in, so they are left
+    to `config.with_ablation` on the final config (resolve_method, runs.build_config)."""
     model, _, variant = method.partition(":")
     if model not in MODELS:
         raise ValueError(f"unknown method {method!r}: the model must be one of {list(MODELS)}")
     if not variant:
-        return model, {}
+        return model, {}, None
     variants = VARIANTS.get(model, {})
     name, _, ablation = variant.partition("/")
     if model == "coophash" and name in ABLATIONS and not ablation:
@@ -95,7 +96,15 @@ def resolve_method(method, config):
         raise ValueError(f"unknown {model} variant {name!r}; choose from {known}")
     if ablation and model != "coophash":
         raise ValueError(f"unknown method {method!r}: only coophash has ablations")
-    changes = dict(variants[name]) if name else {}
+    if ablation and ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r} in {method!r}; choose from {sorted(ABLATIONS)}")
+    return model, dict(variants[name]) if name else {}, ablation or None
+
+
+def resolve_method(method, config):
+    """(registry model name, config changes) of a method name, the changes taken on top of
+    `config`; a clear error for unknown names."""
+    model, changes, ablation = parse_method(method)
     if ablation:
         changes.update(ABLATIONS[ablation](config.replace(**changes)))
     return model, changes

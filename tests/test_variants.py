@@ -89,17 +89,56 @@ def _train_spec(*argv):
     return spec_from_args(args)
 
 
+def _config(spec):
+    from types import SimpleNamespace
+
+    from coophash_keras.runs import build_config
+
+    return build_config(spec, SimpleNamespace(image_shape=(8, 8, 1), num_classes=10, multi_label=False))
+
+
 def test_the_cli_takes_a_method_name_and_set_wins_over_its_variant():
     from coophash_keras.cli.common import CLIError
 
     spec = _train_spec("--method", "coophash:fewlabels", "--set", "nll_weight=0.5", "--set", "langevin_step_size=2")
-    assert spec.model == "coophash" and spec.ablation is None
-    assert spec.overrides == {**VARIANTS["coophash"]["fewlabels"], "nll_weight": 0.5, "langevin_step_size": 2}
-    ablated = _train_spec("--method", "coophash:fewlabels/no_pseudo_labels").overrides
-    assert ablated["pseudo_label_weight"] == 0.0 and ablated["classifier_input"] == "codes"
+    assert spec.model == "coophash" and spec.ablation is None and spec.method == "coophash:fewlabels"
+    config = _config(spec)
+    assert (config.nll_weight, config.langevin_step_size) == (0.5, 2)
+    assert (config.classifier_input, config.langevin_steps) == (
+        "codes",
+        VARIANTS["coophash"]["fewlabels"]["langevin_steps"],
+    )
+    ablated = _config(_train_spec("--method", "coophash:fewlabels/no_pseudo_labels"))
+    assert ablated.pseudo_label_weight == 0.0 and ablated.classifier_input == "codes"
     assert _train_spec("--method", "code_classifier:fixmatch").model == "code_classifier"
     assert _train_spec().model == "coophash" and _train_spec("--model", "csq").model == "csq"
     with pytest.raises(CLIError, match="--method coophash:nope: unknown coophash variant 'nope'"):
         _train_spec("--method", "coophash:nope")
+    with pytest.raises(CLIError, match="unknown ablation 'nope'"):
+        _train_spec("--method", "coophash:fewlabels/nope")
     with pytest.raises(CLIError, match="drop --model / --ablation"):
         _train_spec("--method", "csq", "--model", "csq")
+
+
+def test_a_method_applies_after_the_config_file_and_its_ablation_last(tmp_path):
+    """A tuned best_config.json trained as an ablation of a named variant: the file's values stay
+    where the variant is silent, the variant wins where it speaks, --set wins over both, and the
+    ablation switches off its part of that final config."""
+    import json
+
+    from coophash_keras.runs import RunError, RunSpec
+
+    path = tmp_path / "best_config.json"
+    path.write_text(
+        json.dumps({"langevin_step_size": 0.18, "nll_weight": 1.0, "classifier_input": "features", "num_bits": 16})
+    )
+    spec = _train_spec("--config", str(path), "--method", "coophash:fewlabels/no_pseudo_labels", "--set", "num_bits=24")
+    config = _config(spec)
+    assert config.langevin_step_size == 0.18  # the file's, the variant is silent on it
+    assert (config.nll_weight, config.classifier_input) == (0.1, "codes")  # the variant's over the file's
+    assert config.num_bits == 24 and config.pseudo_label_weight == 0.0  # --set, then the ablation
+    assert spec.record()["method"] == "coophash:fewlabels/no_pseudo_labels"
+    with pytest.raises(RunError, match="names its ablation"):
+        RunSpec(run_dir="r", method="coophash:no_energy_head", ablation="no_energy_head")
+    with pytest.raises(RunError, match="unknown method 'nope'"):
+        RunSpec(run_dir="r", method="nope")

@@ -63,6 +63,7 @@ def spec_from_args(args):
         channels=args.channels,
         model=model,
         ablation=args.ablation,
+        method=getattr(args, "method", None),
         bits=args.bits,
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,

@@ -36,7 +36,6 @@ def run(args):
         trials=args.trials,
         tune=args.tune.split(",") if args.tune else None,
         overwrite=args.overwrite,
-        method=args.method,
         on_trial=lambda t: print(
             f"trial {t['trial_id']}: val_map {t['score']:.4f} {t['hyperparameters']}"
             if t["score"] is not None
