@@ -34,7 +34,7 @@ class RunSpec:
     data_dir: str | None = None
     image_size: tuple | None = None  # (H, W) for folder:/csv:/images: data (default: the first image's size)
     channels: int | None = None  # 1 or 3 for folder:/csv:/images: data (default: the majority)
-    model: str = "coophash"
+    model: str | None = None  # a registry name; None: the method's model, else "coophash"
     ablation: str | None = None
     # A named configuration, `MODEL[:VARIANT[/ABLATION]]` (variants.py). It names the model, and
     # build_config applies its changes after the config file and before `overrides`.
@@ -67,7 +67,11 @@ class RunSpec:
                 raise RunError(str(e)) from None
             if self.ablation and ablation:
                 raise RunError(f"method {self.method!r} names its ablation; drop ablation={self.ablation!r}")
+            if self.model not in (None, model):
+                raise RunError(f"method {self.method!r} trains {model!r}, not model={self.model!r}")
             self.model = model
+        elif self.model is None:
+            self.model = "coophash"
 
     def record(self) -> dict:
         """What run.json keeps to re-load the data and split later."""

@@ -93,7 +93,7 @@ def parse_method(method):
         name, ablation = None, name
     elif name not in variants:
         known = sorted(variants) + (sorted(ABLATIONS) if model == "coophash" else [])
-        raise ValueError(f"unknown {model} variant {name!r}; choose from {known}")
+        raise ValueError(f"unknown method {method!r}: no {model} variant {name!r}; choose from {known}")
     if ablation and model != "coophash":
         raise ValueError(f"unknown method {method!r}: only coophash has ablations")
     if ablation and ablation not in ABLATIONS:

@@ -5,6 +5,7 @@ import pytest
 
 from coophash_keras import CoopHashConfig
 from coophash_keras.config import ABLATIONS
+from coophash_keras.runs import RunError, RunSpec
 from coophash_keras.variants import VARIANTS, ablation_of, method_names, resolve_method, switch_of
 
 
@@ -46,8 +47,8 @@ def test_an_ablation_of_a_variant_switches_off_one_thing_and_keeps_the_rest():
     "name, message",
     [
         ("nope", "the model must be one of"),
-        ("coophash:nope", "unknown coophash variant 'nope'"),
-        ("csq:fewlabels", "unknown csq variant"),
+        ("coophash:nope", "no coophash variant 'nope'"),
+        ("csq:fewlabels", "no csq variant"),
         ("code_classifier:fixmatch/no_energy_head", "only coophash has ablations"),
     ],
 )
@@ -112,9 +113,9 @@ def test_the_cli_takes_a_method_name_and_set_wins_over_its_variant():
     assert ablated.pseudo_label_weight == 0.0 and ablated.classifier_input == "codes"
     assert _train_spec("--method", "code_classifier:fixmatch").model == "code_classifier"
     assert _train_spec().model == "coophash" and _train_spec("--model", "csq").model == "csq"
-    with pytest.raises(CLIError, match="--method coophash:nope: unknown coophash variant 'nope'"):
+    with pytest.raises(RunError, match="unknown method 'coophash:nope': no coophash variant 'nope'"):
         _train_spec("--method", "coophash:nope")
-    with pytest.raises(CLIError, match="unknown ablation 'nope'"):
+    with pytest.raises(RunError, match="unknown ablation 'nope'"):
         _train_spec("--method", "coophash:fewlabels/nope")
     with pytest.raises(CLIError, match="drop --model / --ablation"):
         _train_spec("--method", "csq", "--model", "csq")
@@ -125,8 +126,6 @@ def test_a_method_applies_after_the_config_file_and_its_ablation_last(tmp_path):
     where the variant is silent, the variant wins where it speaks, --set wins over both, and the
     ablation switches off its part of that final config."""
     import json
-
-    from coophash_keras.runs import RunError, RunSpec
 
     path = tmp_path / "best_config.json"
     path.write_text(
@@ -142,3 +141,6 @@ def test_a_method_applies_after_the_config_file_and_its_ablation_last(tmp_path):
         RunSpec(run_dir="r", method="coophash:no_energy_head", ablation="no_energy_head")
     with pytest.raises(RunError, match="unknown method 'nope'"):
         RunSpec(run_dir="r", method="nope")
+    with pytest.raises(RunError, match="trains 'coophash', not model='csq'"):
+        RunSpec(run_dir="r", model="csq", method="coophash:fewlabels")
+    assert RunSpec(run_dir="r", model="coophash", method="coophash:fewlabels").model == "coophash"

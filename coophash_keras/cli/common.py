@@ -120,21 +120,13 @@ def add_method_argument(p):
 
 
 def model_and_overrides(args):
-    """(registry model, CoopHashConfig overrides) of train and tune. A --method names the model
-    itself (RunSpec.method); its variant applies after --config and before --set and the backbone
-    flags (runs.build_config), so an explicit flag always wins over the named variant."""
-    method = getattr(args, "method", None)
-    if not method:
-        return args.model or "coophash", config_overrides(args)
-    if args.model or args.ablation:
+    """(registry model or None, CoopHashConfig overrides) of train and tune. A --method names the
+    model itself: RunSpec resolves it (a bad name is a RunError, printed as one line), and its variant
+    applies after --config and before --set and the backbone flags (runs.build_config), so an
+    explicit flag always wins over the named variant."""
+    if getattr(args, "method", None) and (args.model or args.ablation):
         raise CLIError("--method names the model and its variant; drop --model / --ablation")
-    from coophash_keras.variants import parse_method
-
-    try:
-        model, _, _ = parse_method(method)
-    except ValueError as e:
-        raise CLIError(f"--method {method}: {e}") from None
-    return model, config_overrides(args)
+    return args.model, config_overrides(args)
 
 
 def add_image_file_arguments(p):
