@@ -36,10 +36,16 @@ def curve_groups(runs):
     return out
 
 
+def _configuration(runs):
+    """True for a CoopHash configuration, False for an ablation or a switch of one: those have their
+    own tables against their configuration, and a plot of every one of them hides the comparison."""
+    return T.is_coophash(runs[0]["method"]) and not any(T.ablation_parent(r) or r.get("switch_of") for r in runs)
+
+
 def _compared(g, cell):
-    """The best baseline (if any) and the CoopHash methods of a cell."""
+    """The best baseline (if any) and the CoopHash configurations of a cell."""
     best = T.best_baseline(g, cell)
-    return ([best] if best else []) + [m for m in T.methods_in(g, cell) if T.is_coophash(m)]
+    return ([best] if best else []) + [m for m in T.methods_in(g, cell) if _configuration(g[(*cell, m)])]
 
 
 def _seeds(n, word="seed"):
@@ -91,7 +97,7 @@ def _labels(plt, g, cell, color):
     lpcs = sorted({c[1] for c in T.cells(g) if (c[0], c[2]) == cell})
     best = [(lpc, b) for lpc in lpcs if (b := T.best_baseline(g, (dataset, lpc, bits)))]
     lines = [("best baseline", "black", "--", "s", [(lpc, g[(dataset, lpc, bits, b)]) for lpc, b in best])]
-    for m in sorted({k[3] for k in g if T.is_coophash(k[3])}, key=T.method_key):
+    for m in sorted({k[3] for k in g if k[::2] == cell and _configuration(g[k])}, key=T.method_key):
         lines.append(
             (m, color[m], "-", "o", [(lpc, g[(dataset, lpc, bits, m)]) for lpc in lpcs if (dataset, lpc, bits, m) in g])
         )

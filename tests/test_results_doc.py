@@ -250,6 +250,34 @@ def test_plots_written_and_reproducible(tmp_path):
     assert {n: (out / n).read_bytes() for n in names} == first
 
 
+def test_plots_draw_configurations_not_their_ablations_or_switches(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import results_plots as P
+
+    few = "coophash:fewlabels"
+    runs = bar_runs() + [run("csq", s, 0.6, lpc=10) for s in range(3)] + [run(few, s, 0.65, lpc=10) for s in range(3)]
+    runs += [run(few, s, 0.74, ablation_of=None, switch_of=None) for s in range(3)]
+    runs += [run(few + "/no_energy_head", 0, 0.75, ablation_of=few), run(few + "+jem", 0, 0.76, switch_of=few)]
+    runs += [run("coophash:semi/no_pseudo_labels", 0, 0.70)]  # an old ablation JSON without `ablation_of`
+    runs, _ = T.load_runs([write(tmp_path / "r", runs)])
+    g, color = T.groups(runs), {m: "red" for m in {r["method"] for r in runs}}
+
+    def legend(fig):
+        texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        plt.close(fig)
+        return texts
+
+    # the ablation and the switches have their own tables; the plots compare configurations
+    assert legend(P._labels(plt, g, ("fashion_mnist", 32), color)) == [
+        "best baseline", "coophash", few, "coophash:one", "coophash:paper"
+    ]
+    assert [t.split(",")[0] for t in legend(P._pr(plt, g, ("fashion_mnist", 50, 32), color))] == [
+        "csq (best baseline)", "coophash", few, "coophash:one", "coophash:paper"
+    ]
+
+
 def test_plots_the_doc_no_longer_links_are_removed(tmp_path):
     results = write(tmp_path / "results", bar_runs())
     doc, out = tmp_path / "RESULTS.md", tmp_path / "png"
