@@ -60,6 +60,13 @@ for table in "$@"; do
         run --methods coophash:fewlabels orthohash code_classifier:fixmatch code_classifier --labels-per-class 50 \
           --bits 32 --seeds $seed --ood --set augmentation=flip,translate=0.125 --tag augment --out results/fashion
       done ;;
+    codebook)       # issue #13 item 1 with the best baseline's loss: CoopHash's classification through the codes by
+                    # OrthoHash's codebook and margin (coophash:fewlabels+codebook), against the same pseudo-labels
+                    # on OrthoHash (orthohash:fixmatch, a reference of the bar like code_classifier:fixmatch)
+      for seed in $SEEDS; do
+        run --methods orthohash:fixmatch coophash:fewlabels+codebook --labels-per-class 50 --bits 32 \
+          --seeds $seed --ood --out results/fashion
+      done ;;
     tune-langevin)  # issue #13: Langevin step size and noise of coophash:fewlabels by keras-tuner, on a held-out
                     # fifth of the labelled images (never the queries); then train the best at 1,000 steps
       "$PY" -m coophash_keras.cli tune --dataset fashion_mnist --labels-per-class 50 --bits 32 \

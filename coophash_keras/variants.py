@@ -35,9 +35,14 @@ VARIANTS = {
         "fewlabels+recovery": {**_FEWLABELS, "recovery_consistency_weight": 1.0},
         # Langevin chains that persist across steps (100 slots per class, JEM's 5% restarts).
         "fewlabels+persistent": {**_FEWLABELS, "persistent_chains": 100},
+        # Classification through the codes by OrthoHash's codebook read-out and margin instead of a
+        # Dense layer: the generative part on top of the best pointwise baseline's loss.
+        "fewlabels+codebook": {**_FEWLABELS, "classifier_input": "codebook"},
     },
-    # References, not baselines of the bar: what the pseudo-labels alone buy a supervised method.
+    # References, not baselines of the bar: what the pseudo-labels alone buy a supervised method
+    # (orthohash:fixmatch is the reference for coophash:fewlabels+codebook).
     "code_classifier": {"fixmatch": _FIXMATCH},
+    "orthohash": {"fixmatch": _FIXMATCH},
 }
 
 

@@ -271,10 +271,18 @@ def test_plots_draw_configurations_not_their_ablations_or_switches(tmp_path):
 
     # the ablation and the switches have their own tables; the plots compare configurations
     assert legend(P._labels(plt, g, ("fashion_mnist", 32), color)) == [
-        "best baseline", "coophash", few, "coophash:one", "coophash:paper"
+        "best baseline",
+        "coophash",
+        few,
+        "coophash:one",
+        "coophash:paper",
     ]
     assert [t.split(",")[0] for t in legend(P._pr(plt, g, ("fashion_mnist", 50, 32), color))] == [
-        "csq (best baseline)", "coophash", few, "coophash:one", "coophash:paper"
+        "csq (best baseline)",
+        "coophash",
+        few,
+        "coophash:one",
+        "coophash:paper",
     ]
 
 

@@ -65,6 +65,59 @@ def test_classifier_reading_the_codes(tiny_config, digits):
     assert net.classifier_head.logits.kernel.shape == (tiny_config.num_bits, tiny_config.num_classes)
 
 
+def test_codebook_read_out_is_orthohash_on_the_codes(tiny_config, digits, tmp_path):
+    import keras
+
+    from coophash_keras.baselines.codebooks import random_codebook
+    from coophash_keras.baselines.orthohash import orthohash_loss
+
+    cfg = tiny_config.replace(classifier_input="codebook", orthohash_scale=6.0, orthohash_margin=0.3, seed=4)
+    model = CoopHash(cfg)
+    model.compile()
+    net = model.hash_network
+    book = net.classifier_head.codebook.numpy()
+    np.testing.assert_array_equal(book, random_codebook(10, 16, 4, tries=1))  # OrthoHash's draw, from the seed
+    assert not net.classifier_head.trainable_weights and not any(
+        v is net.classifier_head.codebook for v in model.trainable_variables
+    )
+    x = normalize_images(digits.images[:8])
+    codes = net.hash_head(net.features(x)).numpy()
+    cosine = (codes / np.linalg.norm(codes, axis=1, keepdims=True)) @ (book / np.sqrt(16)).T
+    logits = net.serving_outputs(x)["class_logits"].numpy()
+    np.testing.assert_allclose(logits, 6.0 * cosine, rtol=1e-4, atol=1e-5)
+    # the labelled term is OrthoHash's loss (the margin off the true class's cosine), the same number
+    labels = tf.one_hot(digits.labels[:8], 10)
+    np.testing.assert_allclose(
+        model.labelled_classification_loss(logits, labels).numpy(),
+        orthohash_loss(cosine.astype(np.float32), labels, 6.0, 0.3, False)["total"].numpy(),
+        rtol=1e-4,
+    )
+    # the codebook travels with the weights: a reloaded model reads out the same logits
+    model.fit(digits.images[:64], digits.labels[:64], batch_size=32, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded.hash_network.classifier_head.codebook.numpy(), book)
+    np.testing.assert_allclose(
+        loaded.hash_network.serving_outputs(x)["class_logits"].numpy(),
+        model.hash_network.serving_outputs(x)["class_logits"].numpy(),
+        atol=1e-5,
+    )
+
+
+def test_the_margin_is_only_for_the_codebook_read_out(tiny_config):
+    from coophash_keras import losses
+
+    logits, labels = tf.constant([[2.0, 1.0, 0.0]]), tf.constant([[0.0, 1.0, 0.0]])
+    plain = CoopHash(tiny_config.replace(num_classes=3, classifier_input="codes"))
+    np.testing.assert_allclose(
+        plain.labelled_classification_loss(logits, labels), losses.classification_loss(logits, labels, False)
+    )
+    book = CoopHash(tiny_config.replace(num_classes=3, classifier_input="codebook", orthohash_margin=0.25))
+    # s * m = 8 * 0.25 = 2 off the true class: logits [2, -1, 0], cross-entropy of class 1
+    expected = -np.log(np.exp(-1.0) / np.exp([2.0, -1.0, 0.0]).sum())
+    np.testing.assert_allclose(book.labelled_classification_loss(logits, labels), [expected], rtol=1e-5)
+
+
 def _batch_and_pairs(model, digits, n=16):
     from coophash_keras.models.coophash import ContrastivePairs
 

@@ -122,8 +122,8 @@ class DSHGAN(HashingModel):
             adv_unlabeled = self.streams(d.synthetic_view(batch.unlabeled))[0]
             real_term = 0.5 * (real_term + tf.reduce_mean(_bce(adv_unlabeled, 1.0)))
         adversarial = real_term + _pair_mean(_bce(adv_syn, 0.0), n)
-        classification = losses.classification_loss(logits_real, labels, c.multi_label) + _pair_mean(
-            losses.classification_loss(logits_syn, tf.concat([labels, c_neg], 0), c.multi_label), n
+        classification = self.labelled_classification_loss(logits_real, labels) + _pair_mean(
+            self.labelled_classification_loss(logits_syn, tf.concat([labels, c_neg], 0)), n
         )
         terms = {
             "adversarial_loss": adversarial,
@@ -152,7 +152,7 @@ class DSHGAN(HashingModel):
         total = (
             c.adversarial_weight * _pair_mean(_bce(adv_syn, 1.0), n)
             + c.classification_weight
-            * _pair_mean(losses.classification_loss(logits_syn, tf.concat([batch.labels, c_neg], 0), c.multi_label), n)
+            * _pair_mean(self.labelled_classification_loss(logits_syn, tf.concat([batch.labels, c_neg], 0)), n)
             + c.triplet_weight * losses.triplet_loss(anchor, hash_syn[:n], hash_syn[n:], c.triplet_margin)
         )
         return {"total": total}

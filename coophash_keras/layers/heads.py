@@ -1,6 +1,8 @@
-"""The four light heads of the multipurpose descriptor, each reading f0(x)."""
+"""The four light heads of the multipurpose descriptor, each reading f0(x) (the classifier head,
+with classification through the codes, reads the relaxed codes: a Dense layer or a codebook)."""
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 
@@ -85,6 +87,48 @@ class ClassifierHead(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes)
+        return config
+
+
+def cosine_to_rows(vectors, rows):
+    """cos(v_i, o_c) for every vector of [B, K] and row of [C, K] -> [B, C]."""
+    v = vectors / (ops.norm(vectors, axis=-1, keepdims=True) + 1e-12)
+    o = rows / (ops.norm(rows, axis=-1, keepdims=True) + 1e-12)
+    return ops.matmul(v, ops.transpose(o))
+
+
+@keras.saving.register_keras_serializable(package="coophash")
+class CodebookClassifierHead(layers.Layer):
+    """p(c|x) logits read from the relaxed codes as scale * cos(codes, o_c) against fixed +-1 class
+    codewords O [C, K]: OrthoHash's read-out (the best pointwise baseline here) for CoopHash's
+    classification through the codes. O is a non-trainable weight, so it travels with the weights;
+    `codebook` None: its values come with loaded weights."""
+
+    def __init__(self, num_classes, num_bits, scale=8.0, codebook=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.num_bits, self.scale = int(num_classes), int(num_bits), float(scale)
+        if codebook is not None:
+            codebook = np.asarray(codebook, np.float32)
+            if codebook.shape != (self.num_classes, self.num_bits):
+                raise ValueError(f"codebook must be [{self.num_classes}, {self.num_bits}], got {codebook.shape}")
+        self._initial_codebook = codebook
+        self.codebook = None
+
+    def build(self, input_shape):
+        self.codebook = self.add_weight(
+            shape=(self.num_classes, self.num_bits),
+            initializer=keras.initializers.Constant(0.0 if self._initial_codebook is None else self._initial_codebook),
+            trainable=False,
+            name="codebook",
+        )
+        self.built = True
+
+    def call(self, relaxed_codes):
+        return self.scale * cosine_to_rows(relaxed_codes, self.codebook)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, num_bits=self.num_bits, scale=self.scale)
         return config
 
 

@@ -34,7 +34,7 @@ from coophash_keras.data.augment import Augmenter
 from coophash_keras.data.validation import validate_fit_data, validate_images
 from coophash_keras.io import atomic_path
 from coophash_keras.layers import restoring_base
-from coophash_keras.losses import pseudo_label_loss
+from coophash_keras.losses import classification_loss, pseudo_label_loss
 from coophash_keras.models.optimizers import FineTuneAdam, attach_backbone
 from coophash_keras.preprocessing import normalize_images, to_pixels
 
@@ -376,6 +376,15 @@ class HashingModel(keras.Model):
             self.labels_to_multi_hot(labels),
             None if unlabeled is None else normalize_images(unlabeled),
         )
+
+    def labelled_classification_loss(self, logits, labels_multi_hot):
+        """Per-example classification of images whose labels are given (real, or the labels a pair
+        was generated for). With the 'codebook' read-out (logits = s * cos), OrthoHash's margin:
+        s * m off the true classes' logits first, so a class must win by m in cosine."""
+        c = self.config
+        if c.classifier_input == "codebook":
+            logits = logits - c.orthohash_scale * c.orthohash_margin * labels_multi_hot
+        return classification_loss(logits, labels_multi_hot, c.multi_label)
 
     def pseudo_label_terms(self, unlabeled, class_logits):
         """FixMatch on normalised unlabeled images: `class_logits(x, training)` on a weak view gives

@@ -245,7 +245,7 @@ class CoopHash(HashingModel):
         energy_rev = 0.5 * (energy_rev[:n] + energy_rev[n:])
         terms = {
             "nll_loss": losses.maximum_likelihood_loss(energy_real, energy_rev),
-            "classification_loss": losses.classification_loss(real["logits"], labels, c.multi_label),
+            "classification_loss": self.labelled_classification_loss(real["logits"], labels),
             "triplet_loss": losses.triplet_loss(real["hash"], scored["hash"][:n], scored["hash"][n:], c.triplet_margin),
             "quantization_loss": losses.quantization_loss(real["hash"]),
         }
@@ -259,7 +259,7 @@ class CoopHash(HashingModel):
         if c.real_triplet_weight:
             total += c.real_triplet_weight * losses.in_batch_triplet_loss(real["hash"], labels, c.triplet_margin)
         if c.synthetic_classification_weight:
-            synthetic = losses.classification_loss(scored["logits"], revised.labels(), c.multi_label)
+            synthetic = self.labelled_classification_loss(scored["logits"], revised.labels())
             if c.synthetic_realness_weighting:
                 realness = tf.stop_gradient(
                     tf.sigmoid(EnergyHead.select(scored["class_energies"], revised.labels()) - tf.reduce_mean(energy_real))

@@ -15,8 +15,10 @@ the image size (the conv base's default) every one of these is the identity.
 import keras
 from keras import layers, ops
 
+from coophash_keras.baselines.codebooks import random_codebook
 from coophash_keras.layers import (
     ClassifierHead,
+    CodebookClassifierHead,
     EnergyHead,
     HashHead,
     InferenceHead,
@@ -25,6 +27,9 @@ from coophash_keras.layers import (
     make_base_network,
 )
 from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
+
+
+CLASSIFIER_INPUTS = ("features", "codes", "codebook")
 
 
 def resize(x, size, antialias=False):
@@ -42,12 +47,21 @@ class MultipurposeDescriptor(layers.Layer):
     the image shape)."""
 
     def __init__(
-        self, base_kwargs, num_classes, num_bits, latent_dim, classifier_input="features", synthesis_shape=None, **kwargs
+        self,
+        base_kwargs,
+        num_classes,
+        num_bits,
+        latent_dim,
+        classifier_input="features",
+        synthesis_shape=None,
+        codebook=None,
+        readout_scale=8.0,
+        **kwargs,
     ):
         super().__init__(**kwargs)
-        if classifier_input not in ("features", "codes"):
-            raise ValueError(f"classifier_input must be 'features' or 'codes', got {classifier_input!r}")
-        self.classifier_input = classifier_input
+        if classifier_input not in CLASSIFIER_INPUTS:
+            raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}")
+        self.classifier_input, self.readout_scale = classifier_input, float(readout_scale)
         self.base_kwargs = dict(base_kwargs)
         self.num_classes, self.num_bits, self.latent_dim = int(num_classes), int(num_bits), int(latent_dim)
         self.base = make_base_network(self.base_kwargs, name="base")
@@ -58,7 +72,12 @@ class MultipurposeDescriptor(layers.Layer):
         # in float16, while energies (and so Langevin's drift), codes and losses stay float32.
         self.energy_head = EnergyHead(self.num_classes, hidden_dim=self.feature_dim, name="energy_head", dtype="float32")
         self.inference_head = InferenceHead(self.latent_dim, name="inference_head", dtype="float32")
-        self.classifier_head = ClassifierHead(self.num_classes, name="classifier_head", dtype="float32")
+        if classifier_input == "codebook":  # `codebook` None: its values come with loaded weights
+            self.classifier_head = CodebookClassifierHead(
+                self.num_classes, self.num_bits, self.readout_scale, codebook, name="classifier_head", dtype="float32"
+            )
+        else:
+            self.classifier_head = ClassifierHead(self.num_classes, name="classifier_head", dtype="float32")
         self.hash_head = HashHead(self.num_bits, name="hash_head", dtype="float32")
 
     def build(self, input_shape=None):
@@ -110,7 +129,8 @@ class MultipurposeDescriptor(layers.Layer):
 
     def class_logits(self, features, relaxed_codes):
         """p(c|x) logits, read from f0's features (the paper's discriminative head) or, with
-        classifier_input='codes', from the relaxed codes (classification through the codes)."""
+        classifier_input 'codes' or 'codebook', from the relaxed codes (classification through the
+        codes)."""
         return self.classifier_head(features if self.classifier_input == "features" else relaxed_codes)
 
     def serving_outputs(self, x):
@@ -149,6 +169,7 @@ class MultipurposeDescriptor(layers.Layer):
             latent_dim=self.latent_dim,
             classifier_input=self.classifier_input,
             synthesis_shape=list(self.synthesis_shape),
+            readout_scale=self.readout_scale,
         )
         return config
 
@@ -164,6 +185,9 @@ def descriptor_and_generator(config):
         c.latent_dim,
         classifier_input=c.classifier_input,
         synthesis_shape=synthesis_shape(c),
+        # OrthoHash's codebook: one Bernoulli draw from the seed, as the official code does
+        codebook=random_codebook(c.num_classes, c.num_bits, c.seed, tries=1) if c.classifier_input == "codebook" else None,
+        readout_scale=c.orthohash_scale,
         name="descriptor",
     )
     generator = PairGenerator(

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from coophash_keras.layers import base_kwargs_of, make_base_network
+from coophash_keras.layers import CodebookClassifierHead, base_kwargs_of, cosine_to_rows, make_base_network
 
 HASH_LAYERS = ("tanh", "batchnorm", "linear")
 CLASS_READOUTS = ("codes", "codebook")
@@ -100,12 +100,10 @@ class HashNetwork(layers.Layer):
         self.hash_norm = layers.BatchNormalization(name="hash_norm", dtype="float32") if hash_layer == "batchnorm" else None
         if class_readout == "codes":
             self.classifier = layers.Dense(self.num_classes, name="classifier", dtype="float32")
-        elif codebook is not None:  # None: the values come with loaded weights
-            codebook = np.asarray(codebook, np.float32)
-            if codebook.shape != (self.num_classes, self.num_bits):
-                raise ValueError(f"codebook must be [{self.num_classes}, {self.num_bits}], got {codebook.shape}")
-        self._initial_codebook = codebook
-        self.codebook = None
+        else:  # `codebook` None: the values come with loaded weights
+            self.classifier = CodebookClassifierHead(
+                self.num_classes, self.num_bits, self.readout_scale, codebook, name="classifier", dtype="float32"
+            )
 
     def build(self, input_shape=None):
         self.base.build((None,) + tuple(self.base.image_shape))
@@ -113,17 +111,14 @@ class HashNetwork(layers.Layer):
         self.hash_projection.build(feature_shape)
         if self.hash_norm is not None:
             self.hash_norm.build((None, self.num_bits))
-        if self.class_readout == "codes":
-            self.classifier.build((None, self.num_bits))
-        else:
-            # A weight, not a constant, so export reads it from the .keras file like any other.
-            self.codebook = self.add_weight(
-                shape=(self.num_classes, self.num_bits),
-                initializer=keras.initializers.Constant(0.0 if self._initial_codebook is None else self._initial_codebook),
-                trainable=False,
-                name="codebook",
-            )
+        self.classifier.build((None, self.num_bits))
         self.built = True
+
+    @property
+    def codebook(self):
+        """The fixed class codewords [C, K] of a 'codebook' read-out (a weight, so export reads it
+        from the .keras file like any other), None for a Dense one."""
+        return self.classifier.codebook if self.class_readout == "codebook" else None
 
     def features(self, x, training=False):
         return self.base(x, training=training)
@@ -137,14 +132,10 @@ class HashNetwork(layers.Layer):
         return h
 
     def class_logits_from_codes(self, relaxed_codes):
-        if self.class_readout == "codes":
-            return self.classifier(relaxed_codes)
-        return self.readout_scale * self.cosine_to_codebook(relaxed_codes)
+        return self.classifier(relaxed_codes)
 
     def cosine_to_codebook(self, relaxed_codes):
-        v = relaxed_codes / (ops.norm(relaxed_codes, axis=-1, keepdims=True) + 1e-12)
-        o = self.codebook / (ops.norm(self.codebook, axis=-1, keepdims=True) + 1e-12)
-        return ops.matmul(v, ops.transpose(o))
+        return cosine_to_rows(relaxed_codes, self.codebook)
 
     def relaxed_codes(self, x, training=False):
         return self.codes_from_features(self.features(x, training=training), training=training)
