@@ -149,13 +149,16 @@ def steps_cell(runs):
 
 
 def best_baseline(g, cell):
-    """The baseline with the highest mean mAP@1000 in the cell (ties: the earlier in BASELINES), or None."""
+    """The baseline with the highest mean mAP@1000 in the cell (ties: the earlier in BASELINES), or None.
+    Where some baseline has MIN_SEEDS seeds, only those count: a screen on one seed whose mean is
+    above a 3-seed mean is not yet the reference (its seeds 1-2 say whether it is)."""
     scored = [
-        (stats(vs)[1], -i, m)
+        (len(vs) >= MIN_SEEDS, stats(vs)[1], -i, m)
         for i, m in enumerate(BASELINES)
         if (vs := values(g.get((*cell, m), []), "clean", "mAP@1000"))
     ]
-    return max(scored)[2] if scored else None
+    complete = [s for s in scored if s[0]] or scored
+    return max(complete)[3] if complete else None
 
 
 def welch(a, b):

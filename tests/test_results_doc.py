@@ -91,6 +91,12 @@ def test_mean_std_and_few_seeds(tmp_path):
 def test_best_baseline_is_among_the_five(tmp_path):
     runs, _ = T.load_runs([write(tmp_path / "r", bar_runs())])
     assert T.best_baseline(T.groups(runs), ("fashion_mnist", 50, 32)) == "csq"  # not triplet, not coophash
+    screened, _ = T.load_runs([write(tmp_path / "screen", bar_runs() + [run("orthohash:fixmatch", 0, 0.75)])])
+    # a one-seed screen above csq's 3-seed mean is not the reference while csq has 3 seeds...
+    assert T.best_baseline(T.groups(screened), ("fashion_mnist", 50, 32)) == "csq"
+    # ...and where no baseline has 3 seeds, the best mean of what there is
+    few, _ = T.load_runs([write(tmp_path / "few", [run("csq", 0, 0.7), run("orthohash:fixmatch", 0, 0.75)])])
+    assert T.best_baseline(T.groups(few), ("fashion_mnist", 50, 32)) == "orthohash:fixmatch"
     text = T.bar_table(runs, "fashion_mnist", [50, 500], 32)
     assert "**best baseline**" in row(text, "csq")
     assert "1.141×" in row(text, "coophash")  # 0.81 / 0.71
