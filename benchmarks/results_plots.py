@@ -97,7 +97,7 @@ def _labels(plt, g, cell, color):
     lpcs = sorted({c[1] for c in T.cells(g) if (c[0], c[2]) == cell})
     best = [(lpc, b) for lpc in lpcs if (b := T.best_baseline(g, (dataset, lpc, bits)))]
     lines = [("best baseline", "black", "--", "s", [(lpc, g[(dataset, lpc, bits, b)]) for lpc, b in best])]
-    for m in sorted({k[3] for k in g if k[::2] == cell and _configuration(g[k])}, key=T.method_key):
+    for m in sorted({k[3] for k in g if (k[0], k[2]) == cell and _configuration(g[k])}, key=T.method_key):
         lines.append(
             (m, color[m], "-", "o", [(lpc, g[(dataset, lpc, bits, m)]) for lpc in lpcs if (dataset, lpc, bits, m) in g])
         )

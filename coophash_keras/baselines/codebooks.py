@@ -23,6 +23,12 @@ def random_codebook(num_classes, num_bits, seed, tries=200):
     return best
 
 
+def orthohash_codebook(num_classes, num_bits, seed):
+    """OrthoHash's codebook (kamwoh/orthohash draws once): the one OrthoHash trains against and
+    CoopHash's 'codebook' read-out reads."""
+    return random_codebook(num_classes, num_bits, seed, tries=1)
+
+
 def hadamard_centres(num_classes, num_bits, seed):
     """CSQ's hash centres (Yuan et al., CVPR 2020; swuxyj/DeepHash-pytorch CSQ.py): the rows of
     [H_K; -H_K] for a K x K Hadamard matrix H_K, which exist when K is a power of two and there

@@ -8,7 +8,7 @@ normalised to sum to 1."""
 import keras
 from keras import ops
 
-from coophash_keras.baselines.codebooks import random_codebook
+from coophash_keras.baselines.codebooks import orthohash_codebook
 from coophash_keras.baselines.pointwise import PointwiseHashingModel
 
 
@@ -33,7 +33,7 @@ class OrthoHash(PointwiseHashingModel):
 
     def make_codebook(self):
         c = self.config
-        return random_codebook(c.num_classes, c.num_bits, c.seed, tries=1)  # the official draws once
+        return orthohash_codebook(c.num_classes, c.num_bits, c.seed)
 
     def readout_scale(self):
         return self.config.orthohash_scale

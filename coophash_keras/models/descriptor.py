@@ -15,7 +15,7 @@ the image size (the conv base's default) every one of these is the identity.
 import keras
 from keras import layers, ops
 
-from coophash_keras.baselines.codebooks import random_codebook
+from coophash_keras.baselines.codebooks import orthohash_codebook
 from coophash_keras.layers import (
     ClassifierHead,
     CodebookClassifierHead,
@@ -185,8 +185,7 @@ def descriptor_and_generator(config):
         c.latent_dim,
         classifier_input=c.classifier_input,
         synthesis_shape=synthesis_shape(c),
-        # OrthoHash's codebook: one Bernoulli draw from the seed, as the official code does
-        codebook=random_codebook(c.num_classes, c.num_bits, c.seed, tries=1) if c.classifier_input == "codebook" else None,
+        codebook=orthohash_codebook(c.num_classes, c.num_bits, c.seed) if c.classifier_input == "codebook" else None,
         readout_scale=c.orthohash_scale,
         name="descriptor",
     )
