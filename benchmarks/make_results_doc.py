@@ -37,8 +37,9 @@ def display(path):
 # ---------------------------------------------------------------- the document
 
 
-def document(runs, dataset, labels, bits, specs, image_dir):
-    """The generated markdown: tables, links to the plots, the run list."""
+def document(runs, dataset, labels, bits, specs, image_dir, other_bits=()):
+    """The generated markdown: tables, links to the plots, the run list. `other_bits`: the bar's
+    comparison at the fewest labels/class repeated at these code lengths."""
     links = "\n".join(f"![{name}]({image_dir}/{name})" for _, name, _ in specs) or "No plot: not enough runs yet."
     return "\n\n".join(
         [
@@ -47,6 +48,9 @@ def document(runs, dataset, labels, bits, specs, image_dir):
             T.retrieval_tables(runs),
             f"### The bar: {dataset} at {' and '.join(map(str, labels))} labels/class, {bits} bits",
             T.bar_table(runs, dataset, labels, bits),
+            f"### The bar at {' and '.join(map(str, other_bits))} bits: {dataset} at {min(labels)} labels/class",
+            "\n\n".join(T.bar_table(runs, dataset, [min(labels)], b) for b in other_bits)
+            or "No other code length asked.",
             f"### The bar's comparison after more steps (tag `{T.LONG}`, the mAP curves in the plots)",
             T.long_bar_table(runs, dataset, bits),
             "### Ablations: one part of a CoopHash configuration switched off",
@@ -109,6 +113,7 @@ def main(argv=None):
     p.add_argument("--bar-dataset", default="fashion_mnist")
     p.add_argument("--bar-labels", type=int, nargs="+", default=[50, 500])
     p.add_argument("--bar-bits", type=int, default=32)
+    p.add_argument("--bar-other-bits", type=int, nargs="*", default=[16, 64], help="the bar's other code lengths")
     a = p.parse_args(argv)
 
     candidates = list(a.dirs) + ([] if a.only else [os.path.join(REPO, d) for d in DEFAULT_DIRS])
@@ -127,7 +132,7 @@ def main(argv=None):
 
     specs = plot_specs(runs, a.bar_dataset, a.bar_labels, a.bar_bits)
     image_dir = os.path.relpath(a.out, os.path.dirname(os.path.abspath(a.doc))).replace(os.sep, "/")
-    text = document(runs, a.bar_dataset, a.bar_labels, a.bar_bits, specs, image_dir)
+    text = document(runs, a.bar_dataset, a.bar_labels, a.bar_bits, specs, image_dir, a.bar_other_bits)
     if not a.no_plots and specs:
         try:
             render(runs, specs, a.out)

@@ -93,10 +93,17 @@ print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
       done ;;
     baselines-32)   # the bar's cells, with the robustness evaluations
       run --methods $BASELINES --labels-per-class 50 500 --bits 32 --seeds $SEEDS --ood --corrupted --out results/fashion ;;
-    baselines-16-64) # 16 and 64 bits: every method of the bar, seed by seed
+    bar-bits)       # issue #13's "16 and 64 bits at 50 labels/class": every method of the bar, with OOD; the
+                    # candidate and the OrthoHash pair first, since they decide the bar at 32 bits
       for seed in $SEEDS; do
-        run --methods coophash:fewlabels code_classifier:fixmatch $BASELINES --labels-per-class 50 500 --bits 16 64 \
-          --seeds $seed --out results/fashion
+        run --methods coophash:fewlabels orthohash:fixmatch orthohash code_classifier:fixmatch code_classifier csq dpn \
+          dshgan --labels-per-class 50 --bits 16 64 --seeds $seed --ood --out results/fashion
+      done ;;
+    baselines-16-64) # 16 and 64 bits at 50 and 500 labels/class: every method of the bar, seed by seed (the
+                    # 50/class runs of bar-bits are skipped as existing)
+      for seed in $SEEDS; do
+        run --methods coophash:fewlabels orthohash:fixmatch code_classifier:fixmatch $BASELINES --labels-per-class 50 500 \
+          --bits 16 64 --seeds $seed --out results/fashion
       done ;;
     digits)         # the quick row: the same methods on scikit-learn's 8x8 digits
       run --dataset digits --methods coophash:fewlabels code_classifier:fixmatch $BASELINES --labels-per-class 20 100 \

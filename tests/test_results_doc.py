@@ -207,6 +207,21 @@ def test_timing_only_from_runs_alone(tmp_path):
     assert "| 1000 | 0.8000 (n=1†) | 1000 | 0.8500 (n=1†) |" in row(T.equal_time_table(runs), "dpn")
 
 
+def test_bar_at_the_other_code_lengths(tmp_path):
+    at16 = [run("csq", s, v, bits=16) for s, v in enumerate([0.60, 0.61, 0.62])]
+    at16 += [run("coophash", s, v, bits=16) for s, v in enumerate([0.50, 0.52, 0.54])]
+    results = write(tmp_path / "results", bar_runs() + at16 + [run("csq", 0, 0.9, lpc=500, bits=16)])
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(PROSE_BEFORE + PROSE_AFTER, encoding="utf-8")
+    make_results_doc.main([results, "--only", "--doc", str(doc), "--out", str(tmp_path / "png"), "--no-plots"])
+    text = doc.read_text(encoding="utf-8")
+    section = text.split("### The bar at 16 and 64 bits: fashion_mnist at 50 labels/class")[1].split("###")[0]
+    assert "fashion_mnist, 16 bits." in section and "fashion_mnist, 64 bits." in section
+    assert "**best baseline**" in row(section, "csq") and "0.852×" in row(section, "coophash")  # 0.52 / 0.61
+    assert "| yes" in row(section, "coophash") and "| 500 |" not in section  # only the fewest labels/class
+    assert section.rstrip().endswith("Not run yet: 50 labels/class.")  # nothing at 64 bits
+
+
 def test_markers_respected_and_idempotent(tmp_path, capsys):
     results = write(tmp_path / "results", bar_runs())
     doc = tmp_path / "RESULTS.md"
