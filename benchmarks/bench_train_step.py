@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from alone import AloneProbe  # noqa: E402
+from alone import AloneProbe, cpu_name  # noqa: E402
 
 from coophash_keras.config import CoopHashConfig  # noqa: E402
 from coophash_keras.io import atomic_write_json  # noqa: E402
@@ -97,6 +97,7 @@ def main():
         "image_shape": a.image_shape,
         **probe.result(),  # alone, other_cores, load_average
         "machine": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),  # protocol.py --equal-time-of uses these times only on the same CPU
         "cpus": os.cpu_count(),
         "tensorflow": tf.__version__,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from alone import AloneProbe  # noqa: E402
+from alone import AloneProbe, cpu_name  # noqa: E402
 from results_tables import load_step_times  # noqa: E402
 
 from coophash_keras.cli.common import parse_overrides  # noqa: E402
@@ -55,14 +55,8 @@ from coophash_keras.variants import ablation_of, method_names, resolve_method, s
 def machine():
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "gpu": bool(tf.config.list_physical_devices("GPU")),
         "tensorflow": tf.__version__,
@@ -184,11 +178,17 @@ def epoch_length(steps, log_every):
     return d
 
 
-def equal_time_steps(steps, of, method, step_times):
+def equal_time_steps(steps, of, method, step_times, cpu=None):
     """The optimizer steps `method` takes in the time `of` takes for `steps`, from the step times
-    that benchmarks/bench_train_step.py measured alone (`step_times`, its JSON), rounded to 100."""
+    that benchmarks/bench_train_step.py measured alone (`step_times`, its JSON), rounded to 100.
+    `cpu`: this machine's; the step times must come from the same CPU (the ratio moves with it)."""
     if not step_times.get("alone"):
         raise ValueError("the step times were not measured alone: run benchmarks/bench_train_step.py alone first")
+    if cpu is not None and step_times.get("cpu") != cpu:
+        raise ValueError(
+            f"the step times were measured on {step_times.get('cpu') or 'an unrecorded CPU'!r} and this machine is "
+            f"{cpu!r}: equal wall-clock needs both on one machine; run benchmarks/bench_train_step.py alone here first"
+        )
     times = step_times["methods"]
     for m in (of, method):
         if m not in times:
@@ -324,7 +324,7 @@ def main():
             step_times = load_step_times(a.step_times)
             if step_times is None:
                 raise ValueError(f"no step times at {a.step_times}: run benchmarks/bench_train_step.py alone first")
-            steps_of = {m: equal_time_steps(a.steps, a.equal_time_of, m, step_times) for m in a.methods}
+            steps_of = {m: equal_time_steps(a.steps, a.equal_time_of, m, step_times, cpu_name()) for m in a.methods}
             print("equal wall-clock with", a.equal_time_of, "at", a.steps, "steps:", steps_of, flush=True)
         for m in a.methods:
             epoch_length(steps_of[m], a.log_every)

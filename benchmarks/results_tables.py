@@ -402,9 +402,22 @@ def robustness_tables(runs):
     return "\n\n".join(with_few_note(parts))
 
 
+def cpu_of(run):
+    """The CPU a run was timed on: timings compare only between runs on one CPU."""
+    return (run.get("machine") or {}).get("cpu") or "unrecorded CPU"
+
+
+def _by_cpu(rs, show):
+    """`show(runs)` of the uncontended runs, one entry per CPU (named where there are several)."""
+    alone = [r for r in rs if r.get("alone")]
+    cpus = sorted({cpu_of(r) for r in alone})
+    if len(cpus) == 1:
+        return show(alone)
+    return "; ".join(f"{show([r for r in alone if cpu_of(r) == c])} ({c})" for c in cpus) or NOT_ALONE
+
+
 def _train_s(rs):
-    alone = values([r for r in rs if r.get("alone")], "train_s")
-    return fmt(alone, 0, show_n=True) if alone else NOT_ALONE
+    return _by_cpu(rs, lambda alone: fmt(values(alone, "train_s"), 0, show_n=True))
 
 
 def equal_time_table(runs):
@@ -435,8 +448,8 @@ def equal_time_table(runs):
 
 
 def cost_table(runs):
-    """ms/step from runs with "alone": true only: per cell the best baseline's and each CoopHash
-    method's, with the ratio CoopHash / best baseline."""
+    """ms/step from runs with "alone": true only: per cell and CPU the best baseline's and each
+    CoopHash method's, with the ratio CoopHash / best baseline (both timed on that CPU)."""
     g = groups(runs)
     if not any(r.get("alone") and r.get("ms_per_step") for rs in g.values() for r in rs):
         return (
@@ -444,29 +457,35 @@ def cost_table(runs):
             "so no timing is reported."
         )
 
-    def ms(cell, m):
-        return values([r for r in g.get((*cell, m), []) if r.get("alone")], "ms_per_step")
+    def ms(cell, m, cpu):
+        return values([r for r in g.get((*cell, m), []) if r.get("alone") and cpu_of(r) == cpu], "ms_per_step")
 
     coop = sorted({k[3] for k in g if is_coophash(k[3])}, key=method_key)
     rows = []
     for cell in cells(g):
         best = best_baseline(g, cell)
-        ref = ms(cell, best) if best else []
-        row = [*cell, f"`{best}`" if best else "—", fmt(ref, 0, show_n=True) if ref else NOT_ALONE]
-        for m in coop:
-            own = ms(cell, m)
-            if (*cell, m) not in g:
-                row.append("—")
-            elif not own:
-                row.append(NOT_ALONE)
-            else:
-                row.append(fmt(own, 0, show_n=True) + (f", **{stats(own)[1] / stats(ref)[1]:.2f}×**" if ref else ""))
-        rows.append(row)
-    header = ["dataset", "labels/class", "bits", "best baseline", "its ms/step", *[f"`{m}`" for m in coop]]
+        cpus = sorted({cpu_of(r) for k, rs in g.items() if k[:3] == cell for r in rs if r.get("alone")})
+        for cpu in cpus or ["—"]:
+            ref = ms(cell, best, cpu) if best else []
+            row = [*cell, cpu, f"`{best}`" if best else "—", fmt(ref, 0, show_n=True) if ref else NOT_ALONE]
+            for m in coop:
+                row.append(_cost_cell(g, cell, m, ms(cell, m, cpu), ref))
+            rows.append(row)
+    header = ["dataset", "labels/class", "bits", "CPU", "best baseline", "its ms/step", *[f"`{m}`" for m in coop]]
     return (
-        "ms/step (median over the epochs after the first) from uncontended runs only; in bold the ratio "
-        "CoopHash / best baseline (best by mean mAP@1000 in the same cell).\n\n" + table(header, rows)
+        "ms/step (median over the epochs after the first) from uncontended runs only, per CPU (the same step "
+        "takes different times on different machines); in bold the ratio CoopHash / best baseline (best by mean "
+        "mAP@1000 in the same cell), both timed on that CPU.\n\n" + table(header, rows)
     )
+
+
+def _cost_cell(g, cell, m, own, ref):
+    """One CoopHash method's ms/step on one CPU: "—" where it has no run (on that CPU)."""
+    if not any(r.get("alone") for r in g.get((*cell, m), [])):
+        return NOT_ALONE if (*cell, m) in g else "—"
+    if not own:
+        return "—"
+    return fmt(own, 0, show_n=True) + (f", **{stats(own)[1] / stats(ref)[1]:.2f}×**" if ref else "")
 
 
 def load_step_times(path):
@@ -497,7 +516,7 @@ def step_time_table(path):
         rows.append([f"`{m}`", f"{1e3 * r['train_step_s']:.0f}", f"{r['train_step_s'] / fastest:.1f}×", parts or ""])
     head = (
         f"`benchmarks/bench_train_step.py`, alone (other processes took {res.get('other_cores')} cores), "
-        f"{res.get('cpus')} CPU cores, batch {res['batch']} of {'×'.join(map(str, res['image_shape']))} images "
+        f"{res.get('cpus')} cores of {res.get('cpu') or 'an unrecorded CPU'}, batch {res['batch']} of {'×'.join(map(str, res['image_shape']))} images "
         "(+ an unlabelled batch for the methods that use one), median of the timed steps after two warm-ups."
     )
     return head + "\n\n" + table(["method", "ms/step", "÷ fastest", "parts (ms)"], rows)

@@ -27,7 +27,13 @@ for table in "$@"; do
       done ;;
     equal-time)     # the baselines given coophash:fewlabels's training time: steps = 1,000 x the ratio of
                     # the step times measured alone (results/bench_train_step.json); --curve records
-                    # mAP@1000 every 500 steps, so the same runs give mAP vs steps and vs wall-clock
+                    # mAP@1000 every 500 steps, so the same runs give mAP vs steps and vs wall-clock. The ratio
+                    # moves with the CPU, so step times from another machine are measured again here first
+      if ! "$PY" -c "import json, sys; sys.path.insert(0, 'benchmarks'); from alone import cpu_name; \
+sys.exit(json.load(open('results/bench_train_step.json')).get('cpu') != cpu_name())" 2>/dev/null; then
+        "$PY" benchmarks/bench_train_step.py --methods $BASELINES code_classifier:fixmatch coophash coophash:fewlabels \
+          --json results/bench_train_step.json
+      fi
       for seed in $SEEDS; do
         "$PY" benchmarks/protocol.py --steps "$STEPS" --equal-time-of coophash:fewlabels --skip-existing \
           --methods orthohash code_classifier:fixmatch code_classifier --labels-per-class 50 --bits 32 \

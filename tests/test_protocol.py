@@ -37,6 +37,15 @@ def test_equal_time_steps_come_from_the_step_times_measured_alone():
         equal_time_steps(1000, "coophash", "orthohash", {**STEP_TIMES, "alone": False})
 
 
+def test_equal_time_steps_refuse_step_times_from_another_cpu():
+    here = {**STEP_TIMES, "cpu": "Intel(R) Xeon(R) Processor"}
+    assert equal_time_steps(1000, "coophash", "orthohash", here, cpu="Intel(R) Xeon(R) Processor") == 12900
+    with pytest.raises(ValueError, match="measured on 'AMD EPYC' and this machine is 'Intel.*alone here first"):
+        equal_time_steps(1000, "coophash", "orthohash", {**here, "cpu": "AMD EPYC"}, cpu="Intel(R) Xeon(R) Processor")
+    with pytest.raises(ValueError, match="an unrecorded CPU"):
+        equal_time_steps(1000, "coophash", "orthohash", STEP_TIMES, cpu="AMD EPYC")
+
+
 def test_step_times_file_missing_is_none_and_unreadable_is_a_named_error(tmp_path):
     from results_tables import load_step_times
 

@@ -195,6 +195,19 @@ def test_timing_only_from_runs_alone(tmp_path):
     text = T.cost_table(runs)
     assert "100 (n=1†)" in text and "300 (n=1†), **3.00×**" in text
     assert "999" not in text and "5555" not in text
+    # another CPU's timings get their own row: a ratio never mixes machines
+    other = {"cpu": "other", "cores": 2}
+    elsewhere = [run("coophash", 4, 0.8, alone=True, ms=120.0, machine=other)]
+    runs, _ = T.load_runs([write(tmp_path / "cpus", contended + alone + elsewhere)])
+    text = T.cost_table(runs)
+    assert "| test | `csq` | 100 (n=1†) | 300 (n=1†), **3.00×** |" in text
+    assert "| other | `csq` | not measured alone | 120 (n=1†) |" in text
+    both = [run("csq", 4, 0.7, alone=True, ms=40.0, machine=other)]
+    runs, _ = T.load_runs([write(tmp_path / "cpus2", contended + alone + elsewhere + both)])
+    assert "| other | `csq` | 40 (n=1†) | 120 (n=1†), **3.00×** |" in T.cost_table(runs)
+    et = [run("csq", s, 0.75, tag=T.EQUAL_TIME, alone=True, steps=3000, machine=m) for s, m in [(0, other), (1, {})]]
+    runs, _ = T.load_runs([write(tmp_path / "et_cpus", et)])
+    assert "300 (n=1†) (other); 300 (n=1†) (unrecorded CPU)" in T.equal_time_table(runs)
     # the equal-time table reports training seconds of uncontended runs only, too
     et = [run("csq", s, 0.75, tag=T.EQUAL_TIME, ms=999.0, steps=3000) for s in range(3)]
     runs, _ = T.load_runs([write(tmp_path / "c", contended + et)])
@@ -353,4 +366,7 @@ def test_step_time_table_reports_only_a_run_that_was_alone(tmp_path):
     path.write_text(json.dumps(dict(res, alone=True, other_cores=0.02)))
     text = T.step_time_table(str(path))
     assert "| `coophash` | 1200 | 12.0× | langevin 900 |" in text and "| `csq` | 100 | 1.0× |" in text
+    assert "2 cores of an unrecorded CPU" in text
+    path.write_text(json.dumps(dict(res, alone=True, other_cores=0.02, cpu="AMD EPYC")))
+    assert "2 cores of AMD EPYC" in T.step_time_table(str(path))
     assert "No `missing.json` yet" in T.step_time_table(str(tmp_path / "missing.json"))
