@@ -162,7 +162,7 @@ class CoopHashConfig:
     classifier_input: str = _f(
         "features",
         "ours",
-        "what CoopHash's (and DSH-GAN's) classifier head reads: f0's 'features' (the paper's discriminative head beside the hash head), the relaxed 'codes' through a Dense layer (classification through the codes, so the class signal reaches the hash head), or the codes through OrthoHash's 'codebook' read-out: orthohash_scale * cosine to fixed +-1 class codewords (drawn from seed), with CoopHash's labelled classification terms taking orthohash_margin off the true class's cosine as OrthoHash's loss does",
+        "what CoopHash's (and DSH-GAN's) classifier head reads: f0's 'features' (the paper's discriminative head beside the hash head), the relaxed 'codes' through a Dense layer (classification through the codes, so the class signal reaches the hash head), or the codes through OrthoHash's 'codebook' read-out: orthohash_scale * cosine to fixed +-1 class codewords (drawn from seed), with CoopHash's labelled classification terms taking OrthoHash's loss: orthohash_margin off the true classes' cosines, cross-entropy against the label set normalised to sum to 1",
         choices=("features", "codes", "codebook"),
     )
     synthetic_realness_weighting: bool = _f(

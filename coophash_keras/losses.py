@@ -18,6 +18,17 @@ def classification_loss(logits, labels_multi_hot, multi_label):
     return ops.categorical_crossentropy(labels_multi_hot, logits, from_logits=True)
 
 
+def orthohash_loss(cosine, labels_multi_hot, scale, margin, multi_label):
+    """OrthoHash's loss (kamwoh/orthohash), per example: cross-entropy of s * (cos - m * y) against
+    y normalised to sum to 1 (one-hot, or the official multi-label 'label_smoothing' form). Used by
+    OrthoHash and by every model whose class read-out is the codebook (config.classifier_input)."""
+    logits = scale * (cosine - margin * labels_multi_hot)
+    log_p = ops.log_softmax(logits, axis=-1)
+    target = labels_multi_hot / ops.maximum(ops.sum(labels_multi_hot, axis=-1, keepdims=True), 1.0)
+    ce = -ops.sum(target * log_p, axis=-1)
+    return {"classification_loss": ce, "total": ce}
+
+
 def triplet_loss(anchor, positive, negative, margin):
     """max(0, m + d(a, p) - d(a, n)) with d = mean squared distance of relaxed codes
     (the L2 relaxation of the Hamming triplet, as in DSH-GAN)."""

@@ -104,6 +104,20 @@ def test_codebook_read_out_is_orthohash_on_the_codes(tiny_config, digits, tmp_pa
     )
 
 
+def test_codebook_read_out_takes_orthohash_multi_label_form(tiny_config):
+    """A multi-hot label under the codebook read-out: cross-entropy of s * (cos - m * y) against the
+    label set normalised to sum to 1 (OrthoHash's form), not the sigmoid loss of the Dense read-out."""
+    model = CoopHash(tiny_config.replace(classifier_input="codebook", multi_label=True, orthohash_scale=4.0))
+    cosine = np.array([[0.5, -0.25, 0.0, 0.75] + [0.0] * 6], np.float32)
+    labels = np.array([[1.0, 0.0, 0.0, 1.0] + [0.0] * 6], np.float32)
+    m = tiny_config.orthohash_margin
+    shifted = 4.0 * (cosine[0] - m * labels[0])
+    log_p = shifted - np.log(np.exp(shifted).sum())
+    by_hand = -(0.5 * log_p[0] + 0.5 * log_p[3])
+    got = model.labelled_classification_loss(tf.constant(4.0 * cosine), tf.constant(labels)).numpy()
+    np.testing.assert_allclose(got, [by_hand], rtol=1e-5)
+
+
 def test_the_margin_is_only_for_the_codebook_read_out(tiny_config):
     from coophash_keras import losses
 

@@ -6,19 +6,10 @@ multi-label data the official default 'label_smoothing' form: cross-entropy agai
 normalised to sum to 1."""
 
 import keras
-from keras import ops
 
 from coophash_keras.baselines.codebooks import orthohash_codebook
 from coophash_keras.baselines.pointwise import PointwiseHashingModel
-
-
-def orthohash_loss(cosine, labels_multi_hot, scale, margin, multi_label):
-    """Per example: cross-entropy of s * (cos - m * y) (y one-hot or multi-hot)."""
-    logits = scale * (cosine - margin * labels_multi_hot)
-    log_p = ops.log_softmax(logits, axis=-1)
-    target = labels_multi_hot / ops.maximum(ops.sum(labels_multi_hot, axis=-1, keepdims=True), 1.0)
-    ce = -ops.sum(target * log_p, axis=-1)
-    return {"classification_loss": ce, "total": ce}
+from coophash_keras.losses import orthohash_loss
 
 
 @keras.saving.register_keras_serializable(package="coophash")

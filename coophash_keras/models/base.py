@@ -34,7 +34,7 @@ from coophash_keras.data.augment import Augmenter
 from coophash_keras.data.validation import validate_fit_data, validate_images
 from coophash_keras.io import atomic_path
 from coophash_keras.layers import restoring_base
-from coophash_keras.losses import classification_loss, pseudo_label_loss
+from coophash_keras.losses import classification_loss, orthohash_loss, pseudo_label_loss
 from coophash_keras.models.optimizers import FineTuneAdam, attach_backbone
 from coophash_keras.preprocessing import normalize_images, to_pixels
 
@@ -379,11 +379,12 @@ class HashingModel(keras.Model):
 
     def labelled_classification_loss(self, logits, labels_multi_hot):
         """Per-example classification of images whose labels are given (real, or the labels a pair
-        was generated for). With the 'codebook' read-out (logits = s * cos), OrthoHash's margin:
-        s * m off the true classes' logits first, so a class must win by m in cosine."""
+        was generated for). With the 'codebook' read-out (logits = s * cos), OrthoHash's own loss,
+        margin and multi-label form included, so the read-out means the same in every model."""
         c = self.config
         if c.classifier_input == "codebook":
-            logits = logits - c.orthohash_scale * c.orthohash_margin * labels_multi_hot
+            cosine = logits / c.orthohash_scale
+            return orthohash_loss(cosine, labels_multi_hot, c.orthohash_scale, c.orthohash_margin, c.multi_label)["total"]
         return classification_loss(logits, labels_multi_hot, c.multi_label)
 
     def pseudo_label_terms(self, unlabeled, class_logits):
