@@ -467,7 +467,9 @@ def cost_table(runs):
         cpus = sorted({cpu_of(r) for k, rs in g.items() if k[:3] == cell for r in rs if r.get("alone")})
         for cpu in cpus or ["—"]:
             ref = ms(cell, best, cpu) if best else []
-            row = [*cell, cpu, f"`{best}`" if best else "—", fmt(ref, 0, show_n=True) if ref else NOT_ALONE]
+            timed_elsewhere = best and any(r.get("alone") for r in g.get((*cell, best), []))
+            ref_cell = fmt(ref, 0, show_n=True) if ref else ("no run on this CPU" if timed_elsewhere else NOT_ALONE)
+            row = [*cell, cpu, f"`{best}`" if best else "—", ref_cell]
             for m in coop:
                 row.append(_cost_cell(g, cell, m, ms(cell, m, cpu), ref))
             rows.append(row)

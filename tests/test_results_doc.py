@@ -201,7 +201,7 @@ def test_timing_only_from_runs_alone(tmp_path):
     runs, _ = T.load_runs([write(tmp_path / "cpus", contended + alone + elsewhere)])
     text = T.cost_table(runs)
     assert "| test | `csq` | 100 (n=1†) | 300 (n=1†), **3.00×** |" in text
-    assert "| other | `csq` | not measured alone | 120 (n=1†) |" in text
+    assert "| other | `csq` | no run on this CPU | 120 (n=1†) |" in text
     both = [run("csq", 4, 0.7, alone=True, ms=40.0, machine=other)]
     runs, _ = T.load_runs([write(tmp_path / "cpus2", contended + alone + elsewhere + both)])
     assert "| other | `csq` | 40 (n=1†) | 120 (n=1†), **3.00×** |" in T.cost_table(runs)
