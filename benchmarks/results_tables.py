@@ -549,7 +549,8 @@ def summary_table(runs, dataset, labels, bits, step_times_path):
         )
     if not rows:
         return f"No method of {dataset}, {labels} labels/class, {bits} bits has {MIN_SEEDS} seeds yet."
-    return table(["method", "seeds", "mAP@1000", "mAP@all", "OOD mAP@1000", "ms/step (alone)"], rows)
+    timed = f"ms/step (alone, {res.get('cpu') or 'unrecorded CPU'})" if step_s else "ms/step (alone)"
+    return table(["method", "seeds", "mAP@1000", "mAP@all", "OOD mAP@1000", timed], rows)
 
 
 def runs_summary(runs, display=lambda d: d):

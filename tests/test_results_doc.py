@@ -369,4 +369,10 @@ def test_step_time_table_reports_only_a_run_that_was_alone(tmp_path):
     assert "2 cores of an unrecorded CPU" in text
     path.write_text(json.dumps(dict(res, alone=True, other_cores=0.02, cpu="AMD EPYC")))
     assert "2 cores of AMD EPYC" in T.step_time_table(str(path))
+    runs, _ = T.load_runs([write(tmp_path / "r", bar_runs())])
+    summary = T.summary_table(runs, "fashion_mnist", 50, 32, str(path))
+    assert (
+        "| ms/step (alone, AMD EPYC) |" in summary
+        and "| `csq` | 0,1,2 | 0.710 ± 0.010 | 0.660 ± 0.010 | — | 100 |" in summary
+    )
     assert "No `missing.json` yet" in T.step_time_table(str(tmp_path / "missing.json"))
