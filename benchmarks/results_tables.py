@@ -525,8 +525,8 @@ def step_time_table(path):
 
 
 def summary_table(runs, dataset, labels, bits, step_times_path):
-    """The README's short table of one cell: every method with MIN_SEEDS seeds (screens and partial
-    rows stay in docs/RESULTS.md), its seeds, mAP@1000, mAP@all and OOD mAP@1000 (3 decimals), and
+    """The README's short table of one cell: every method with MIN_SEEDS seeds (screens, partial
+    rows and ablations stay in docs/RESULTS.md), its seeds, mAP@1000, mAP@all and OOD mAP@1000 (3 decimals), and
     its ms/step from benchmarks/bench_train_step.py when that ran alone."""
     g = groups(runs)
     cell = (dataset, labels, bits)
@@ -535,7 +535,7 @@ def summary_table(runs, dataset, labels, bits, step_times_path):
     rows = []
     for m in methods_in(g, cell):
         rs = g[(*cell, m)]
-        if len(rs) < MIN_SEEDS:
+        if len(rs) < MIN_SEEDS or any(ablation_parent(r) for r in rs):
             continue
         rows.append(
             [

@@ -334,6 +334,7 @@ def test_plots_the_doc_no_longer_links_are_removed(tmp_path):
 
 def test_readme_short_table_between_its_markers(tmp_path):
     runs = bar_runs() + [run("csq", s, 0.7, ood_mixed={"mAP@1000": 0.5 + s / 100}) for s in (7, 8)]
+    runs += [run("coophash/no_energy_head", s, 0.8, ablation_of="coophash") for s in range(3)]
     results = write(tmp_path / "results", runs)
     doc, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
     doc.write_text(PROSE_BEFORE + PROSE_AFTER, encoding="utf-8")
@@ -346,6 +347,7 @@ def test_readme_short_table_between_its_markers(tmp_path):
     # csq: seeds 0-2 at 0.70/0.71/0.72 and 7-8 at 0.70 -> mean 0.706; OOD only on seeds 7-8 -> 0.575
     assert row(text, "csq").split(" | ")[1:5] == ["0,1,2,7,8", "0.706 ± 0.009", "0.656 ± 0.009", "0.575 ± 0.007"]
     assert "coophash:one" not in text  # one seed: the row stays in RESULTS.md, not in the README
+    assert "no_energy_head" not in text and "`coophash`" in text  # so do ablations
     make_results_doc.main(argv)
     assert readme.read_text(encoding="utf-8") == text
 
