@@ -31,6 +31,10 @@ for table in "$@"; do
                     # moves with the CPU, so step times from another machine are measured again here first
       if ! "$PY" -c "import json, sys; sys.path.insert(0, 'benchmarks'); from alone import cpu_name; \
 sys.exit(json.load(open('results/bench_train_step.json')).get('cpu') != cpu_name())" 2>/dev/null; then
+        # the other CPU's step times stay beside it, named after that CPU (docs/RESULTS.md quotes them)
+        old=$("$PY" -c "import json, re; print(re.sub(r'[^A-Za-z0-9]+', '_', \
+json.load(open('results/bench_train_step.json')).get('cpu') or 'unrecorded_cpu').strip('_'))" 2>/dev/null) \
+          && cp results/bench_train_step.json "results/bench_train_step_$old.json"
         "$PY" benchmarks/bench_train_step.py --methods $BASELINES code_classifier:fixmatch coophash coophash:fewlabels \
           --json results/bench_train_step.json
       fi
