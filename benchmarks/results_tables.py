@@ -465,9 +465,9 @@ def cost_table(runs):
     for cell in cells(g):
         best = best_baseline(g, cell)
         cpus = sorted({cpu_of(r) for k, rs in g.items() if k[:3] == cell for r in rs if r.get("alone")})
+        timed_elsewhere = best and any(r.get("alone") for r in g.get((*cell, best), []))
         for cpu in cpus or ["—"]:
             ref = ms(cell, best, cpu) if best else []
-            timed_elsewhere = best and any(r.get("alone") for r in g.get((*cell, best), []))
             ref_cell = fmt(ref, 0, show_n=True) if ref else ("no run on this CPU" if timed_elsewhere else NOT_ALONE)
             row = [*cell, cpu, f"`{best}`" if best else "—", ref_cell]
             for m in coop:
