@@ -12,8 +12,11 @@ the same way; step / sum of parts near 1 means the step adds little beyond its p
 """
 
 import argparse
+import json
 import os
 import platform
+import re
+import shutil
 import sys
 import time
 
@@ -59,6 +62,26 @@ def coophash_parts(model, batch, repeats):
     return {name: timeit(fn, repeats) for name, fn in parts.items()}
 
 
+def set_aside_other_cpu(path, cpu):
+    """Before step times are measured into `path` on `cpu`: None when `path` already holds this
+    CPU's times, measured alone (nothing to measure); else `path`, after another CPU's times were
+    copied beside it as `<name>_<that CPU>.json` (RESULTS.md quotes both)."""
+    if not os.path.exists(path):
+        return path
+    try:
+        with open(path) as fh:
+            record = json.load(fh)
+        previous = record.get("cpu")
+    except (OSError, ValueError, AttributeError) as err:
+        raise SystemExit(f"{path}: not a step-time file this script wrote ({err}); move it aside first") from None
+    if previous == cpu:
+        return None if record.get("alone") else path  # shared times are measured again, not kept
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", previous or "unrecorded_cpu").strip("_")
+    stem, ext = os.path.splitext(path)
+    shutil.copyfile(path, f"{stem}_{slug}{ext}")
+    return path
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--methods", nargs="+", default=["code_classifier", "csq", "orthohash", "dpn", "dshgan", "coophash"])
@@ -66,7 +89,18 @@ def main():
     p.add_argument("--image-shape", type=int, nargs=3, default=[28, 28, 1])
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--unless-same-cpu",
+        action="store_true",
+        help="measure only when --json is missing or holds another CPU's times; those are kept beside it, named after their CPU",
+    )
     a = p.parse_args()
+    if a.unless_same_cpu:
+        if not a.json:
+            p.error("--unless-same-cpu needs --json")
+        if set_aside_other_cpu(a.json, cpu_name()) is None:
+            print(f"{a.json} already holds step times measured on {cpu_name()}: nothing to measure")
+            return
     rng = np.random.default_rng(0)
     probe = AloneProbe()
     results = {}

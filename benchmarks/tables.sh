@@ -28,16 +28,9 @@ for table in "$@"; do
     equal-time)     # the baselines given coophash:fewlabels's training time: steps = 1,000 x the ratio of
                     # the step times measured alone (results/bench_train_step.json); --curve records
                     # mAP@1000 every 500 steps, so the same runs give mAP vs steps and vs wall-clock. The ratio
-                    # moves with the CPU, so step times from another machine are measured again here first
-      if ! "$PY" -c "import json, sys; sys.path.insert(0, 'benchmarks'); from alone import cpu_name; \
-sys.exit(json.load(open('results/bench_train_step.json')).get('cpu') != cpu_name())" 2>/dev/null; then
-        # the other CPU's step times stay beside it, named after that CPU (docs/RESULTS.md quotes them)
-        old=$("$PY" -c "import json, re; print(re.sub(r'[^A-Za-z0-9]+', '_', \
-json.load(open('results/bench_train_step.json')).get('cpu') or 'unrecorded_cpu').strip('_'))" 2>/dev/null) \
-          && cp results/bench_train_step.json "results/bench_train_step_$old.json"
-        "$PY" benchmarks/bench_train_step.py --methods $BASELINES code_classifier:fixmatch coophash coophash:fewlabels \
-          --json results/bench_train_step.json
-      fi
+                    # moves with the CPU: step times from another CPU are kept aside and measured again here first
+      "$PY" benchmarks/bench_train_step.py --methods $BASELINES code_classifier:fixmatch coophash coophash:fewlabels \
+        --json results/bench_train_step.json --unless-same-cpu
       for seed in $SEEDS; do
         "$PY" benchmarks/protocol.py --steps "$STEPS" --equal-time-of coophash:fewlabels --skip-existing \
           --methods orthohash code_classifier:fixmatch code_classifier --labels-per-class 50 --bits 32 \
