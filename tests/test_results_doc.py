@@ -127,7 +127,8 @@ def test_ablations_sit_beside_their_full_configuration(tmp_path):
     text = T.ablation_table(runs)
     semi = row(text, "no_energy_head").split(" | ")
     assert semi[3:9] == ["`coophash:semi`", "`no_energy_head`", "3", "0.7500 ± 0.0100", "0.7700 ± 0.0100", "-0.0200"]
-    assert semi[9].startswith("yes: -0.0200 vs 2 SE 0.0163") and semi[10] == "— |"  # no OOD for the ablation
+    assert semi[9].startswith("yes: -0.0200 vs 2 SE 0.0163") and semi[11] == "— |"  # no OOD for the ablation
+    assert semi[10] == "-0.020 / -0.020 / -0.020 → yes: -0.0200 vs 2 SE 0.0000"  # paired: the same change per seed
     one = row(text, "no_pseudo_labels").split(" | ")  # against seed 2 of the full configuration only
     assert one[5:9] == [f"1 {T.FEW}", "0.7000", "0.7800", "-0.0800"]
     default = row(text, "no_inference_head").split(" | ")
@@ -157,7 +158,8 @@ def test_switches_sit_beside_the_configuration_they_are_added_to(tmp_path):
     jem_row = row(text, "+jem").split(" | ")
     assert jem_row[3:6] == [f"`{few}`", "`+jem`", "unlabeled_nll_weight: 0 → 0.1"]  # the seed is no change
     assert jem_row[7:11] == [f"1 {T.FEW}", "0.8000", "0.7700", "+0.0300"]  # against seed 1 only
-    assert jem_row[11] == "n/a (under 2 seeds)" and jem_row[12] == "— |"  # the reference has no OOD run
+    assert jem_row[11] == "n/a (under 2 seeds)" and jem_row[13] == "— |"  # the reference has no OOD run
+    assert jem_row[12] == "+0.030"  # one shared seed: its change, no test
     augment = next(line for line in text.splitlines() if "`orthohash`" in line).split(" | ")
     assert augment[4:6] == ["tag `augment`", "augmentation: '' → 'flip'"] and augment[10] == "+0.0200"
     for lonely in ("`dpn` | tag `augment`", "`coophash:semi`"):
@@ -181,6 +183,26 @@ def test_two_standard_errors(tmp_path):
     assert "yes: +0.1000" in row(text, "coophash")
     assert "no: +0.0000" in row(text, "coophash:paper")  # level: mean 0.71, std 0.02
     assert "n/a (under 2 seeds)" in row(text, "coophash:one")
+    # paired by seed: coophash is 0.10 above csq on every seed; coophash:paper -0.01, +0.02, -0.01
+    assert "| +0.100 / +0.100 / +0.100 → yes: +0.1000 vs 2 SE 0.0000 | — |" in row(text, "coophash")
+    assert "| -0.010 / +0.020 / -0.010 → no: +0.0000 vs 2 SE 0.0200 |" in row(text, "coophash:paper")
+    assert row(text, "coophash:one").endswith("| +0.050 | — |") and T.PAIRED_NOTE in text
+
+
+def test_pairing_by_seed_sees_a_small_steady_gain_that_the_seed_spread_hides(tmp_path):
+    ood = lambda v: {"ood_mixed": {"mAP@1000": v}}  # noqa: E731
+    runs = [run("csq", s, v, **ood(v - 0.1)) for s, v in enumerate([0.60, 0.70, 0.80])]
+    runs += [run("coophash", s, v, **ood(v - 0.1)) for s, v in enumerate([0.61, 0.71, 0.815])]
+    runs += [run("coophash:half", 2, 0.9)]  # shares one seed with csq and has no OOD evaluation
+    runs, _ = T.load_runs([write(tmp_path / "r", runs)])
+    text = T.bar_table(runs, "fashion_mnist", [50], 32)
+    cells = row(text, "coophash").split(" | ")
+    assert cells[6].startswith("no: +0.0117")  # Welch: far inside the between-seed spread of 0.1
+    mean, sd = 0.035 / 3, math.sqrt(((0.01 - 0.035 / 3) ** 2 * 2 + (0.015 - 0.035 / 3) ** 2) / 2)
+    paired = f"+0.010 / +0.010 / +0.015 → yes: +{mean:.4f} vs 2 SE {2 * sd / math.sqrt(3):.4f}"
+    assert cells[7] == paired and cells[8] == paired + " |"  # OOD moves with the clean mAP here
+    assert row(text, "coophash:half").endswith("| +0.100 | — |")
+    assert T.paired([], runs, "clean", "mAP@1000") == "—"
 
 
 def test_timing_only_from_runs_alone(tmp_path):
