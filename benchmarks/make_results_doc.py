@@ -63,7 +63,7 @@ def document(runs, dataset, labels, bits, specs, image_dir, other_bits=()):
             T.equal_time_table(runs),
             "### Cost per optimizer step",
             T.cost_table(runs),
-            T.step_time_table(os.path.join(REPO, "results", "bench_train_step.json")),
+            T.step_time_tables(os.path.join(REPO, "results", "bench_train_step.json")),
             "### Plots",
             links,
             "### Runs",

@@ -550,6 +550,17 @@ def step_time_table(path):
     return head + "\n\n" + table(["method", "ms/step", "÷ fastest", "parts (ms)"], rows)
 
 
+def step_time_tables(path):
+    """The step times of `path`, then those kept beside it from other CPUs (`<name>_<CPU>.json`, which
+    bench_train_step.py --unless-same-cpu leaves when it measures again on a new one)."""
+    stem, ext = os.path.splitext(path)
+    kept = sorted(glob.glob(f"{glob.escape(stem)}_*{ext}"))
+    parts = [step_time_table(path)]
+    for other in kept:
+        parts += [f"Measured earlier on another CPU (`{os.path.basename(other)}`):", step_time_table(other)]
+    return "\n\n".join(parts)
+
+
 def summary_table(runs, dataset, labels, bits, step_times_path):
     """The README's short table of one cell: every method with MIN_SEEDS seeds (screens, partial
     rows and ablations stay in docs/RESULTS.md), its seeds, mAP@1000, mAP@all and OOD mAP@1000 (3 decimals), and

@@ -400,3 +400,12 @@ def test_step_time_table_reports_only_a_run_that_was_alone(tmp_path):
         and "| `csq` | 0,1,2 | 0.710 ± 0.010 | 0.660 ± 0.010 | — | 100 |" in summary
     )
     assert "No `missing.json` yet" in T.step_time_table(str(tmp_path / "missing.json"))
+    # another CPU's times, kept beside the file by bench_train_step.py --unless-same-cpu, follow it
+    assert T.step_time_tables(str(path)) == T.step_time_table(str(path))
+    (tmp_path / "steps_Intel_Xeon.json").write_text(json.dumps(dict(res, alone=True, cpu="Intel Xeon")))
+    both = T.step_time_tables(str(path))
+    assert (
+        both.index("2 cores of AMD EPYC")
+        < both.index("another CPU (`steps_Intel_Xeon.json`)")
+        < both.index("2 cores of Intel Xeon")
+    )
