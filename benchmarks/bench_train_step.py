@@ -62,10 +62,10 @@ def coophash_parts(model, batch, repeats):
     return {name: timeit(fn, repeats) for name, fn in parts.items()}
 
 
-def set_aside_other_cpu(path, cpu):
-    """Before step times are measured into `path` on `cpu`: None when `path` already holds this
-    CPU's times, measured alone (nothing to measure); else `path`, after another CPU's times were
-    copied beside it as `<name>_<that CPU>.json` (RESULTS.md quotes both)."""
+def set_aside_other_cpu(path, cpu, methods=()):
+    """Before step times of `methods` are measured into `path` on `cpu`: None when `path` already
+    holds this CPU's times of all of them, measured alone (nothing to measure); else `path`, after
+    another CPU's times were copied beside it as `<name>_<that CPU>.json` (RESULTS.md quotes both)."""
     if not os.path.exists(path):
         return path
     try:
@@ -74,8 +74,8 @@ def set_aside_other_cpu(path, cpu):
         previous = record.get("cpu")
     except (OSError, ValueError, AttributeError) as err:
         raise SystemExit(f"{path}: not a step-time file this script wrote ({err}); move it aside first") from None
-    if previous == cpu:
-        return None if record.get("alone") else path  # shared times are measured again, not kept
+    if previous == cpu:  # shared times, or too few methods, are measured again, not kept
+        return None if record.get("alone") and set(methods) <= set(record.get("methods") or {}) else path
     slug = re.sub(r"[^A-Za-z0-9]+", "_", previous or "unrecorded_cpu").strip("_")
     stem, ext = os.path.splitext(path)
     shutil.copyfile(path, f"{stem}_{slug}{ext}")
@@ -92,14 +92,17 @@ def main():
     p.add_argument(
         "--unless-same-cpu",
         action="store_true",
-        help="measure only when --json is missing or holds another CPU's times; those are kept beside it, named after their CPU",
+        help="measure only when --json lacks this CPU's times of --methods, measured alone; another CPU's "
+        "times are kept beside it, named after their CPU",
     )
     a = p.parse_args()
     if a.unless_same_cpu:
         if not a.json:
             p.error("--unless-same-cpu needs --json")
-        if set_aside_other_cpu(a.json, cpu_name()) is None:
-            print(f"{a.json} already holds step times measured on {cpu_name()}: nothing to measure")
+        if set_aside_other_cpu(a.json, cpu_name(), a.methods) is None:
+            print(
+                f"{a.json} already holds these methods' step times, measured alone on {cpu_name()}: nothing to measure"
+            )
             return
     rng = np.random.default_rng(0)
     probe = AloneProbe()

@@ -29,8 +29,8 @@ for table in "$@"; do
                     # the step times measured alone (results/bench_train_step.json); --curve records
                     # mAP@1000 every 500 steps, so the same runs give mAP vs steps and vs wall-clock. The ratio
                     # moves with the CPU: step times from another CPU are kept aside and measured again here first
-      "$PY" benchmarks/bench_train_step.py --methods $BASELINES code_classifier:fixmatch coophash coophash:fewlabels \
-        --json results/bench_train_step.json --unless-same-cpu
+      "$PY" benchmarks/bench_train_step.py --methods $BASELINES code_classifier:fixmatch orthohash:fixmatch \
+        coophash coophash:fewlabels --json results/bench_train_step.json --unless-same-cpu
       for seed in $SEEDS; do
         "$PY" benchmarks/protocol.py --steps "$STEPS" --equal-time-of coophash:fewlabels --skip-existing \
           --methods orthohash code_classifier:fixmatch code_classifier --labels-per-class 50 --bits 32 \

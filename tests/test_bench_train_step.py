@@ -26,6 +26,13 @@ def test_no_file_yet_is_measured(tmp_path):
 def test_this_cpus_times_measured_alone_are_kept_as_they_are(tmp_path):
     path = write(tmp_path / "steps.json", cpu="Intel Xeon", alone=True)
     assert set_aside_other_cpu(path, "Intel Xeon") is None
+    assert set_aside_other_cpu(path, "Intel Xeon", ["orthohash"]) is None
+    assert os.listdir(tmp_path) == ["steps.json"]
+
+
+def test_a_method_missing_from_this_cpus_times_has_them_measured_again(tmp_path):
+    path = write(tmp_path / "steps.json", cpu="Intel Xeon", alone=True)
+    assert set_aside_other_cpu(path, "Intel Xeon", ["orthohash", "orthohash:fixmatch"]) == path
     assert os.listdir(tmp_path) == ["steps.json"]
 
 
