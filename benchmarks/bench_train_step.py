@@ -99,10 +99,9 @@ def main():
     if a.unless_same_cpu:
         if not a.json:
             p.error("--unless-same-cpu needs --json")
-        if set_aside_other_cpu(a.json, cpu_name(), a.methods) is None:
-            print(
-                f"{a.json} already holds these methods' step times, measured alone on {cpu_name()}: nothing to measure"
-            )
+        cpu = cpu_name()
+        if set_aside_other_cpu(a.json, cpu, a.methods) is None:
+            print(f"{a.json} already holds these methods' step times, measured alone on {cpu}: nothing to measure")
             return
     rng = np.random.default_rng(0)
     probe = AloneProbe()

@@ -249,10 +249,11 @@ def bar_table(runs, dataset, labels, bits, tag=""):
         if not methods_in(g, cell):
             missing.append(str(lpc))
             continue
-        ref = values(g[(*cell, best)], "clean", "mAP@1000") if best else []
+        ref_rs = g.get((*cell, best), [])
+        ref = values(ref_rs, "clean", "mAP@1000")
         for m in methods_in(g, cell):
-            vs = values(g[(*cell, m)], "clean", "mAP@1000")
-            rs, ref_rs = g[(*cell, m)], g.get((*cell, best), [])
+            rs = g[(*cell, m)]
+            vs = values(rs, "clean", "mAP@1000")
             if m == best:
                 ratio, sig, pairs = "**best baseline**", "", ["", ""]
             elif best:
