@@ -206,6 +206,18 @@ def table(header, rows):
 # ---------------------------------------------------------------- tables
 
 
+def relevant_share(runs):
+    """The mean share of the database relevant to a query, which is about what a random ranking scores:
+    the precision at the largest Hamming radius (every item retrieved), averaged over the runs; None
+    without a PR curve."""
+    shares = [
+        r["clean"]["pr_curve"]["precision"][-1]
+        for r in runs
+        if (r.get("clean") or {}).get("pr_curve") and r["clean"]["pr_curve"]["radius"][-1] == r["bits"]
+    ]
+    return float(np.mean(shares)) if shares else None
+
+
 def retrieval_tables(runs):
     """Per dataset: labels/class x bits x method, mAP@1000 and mAP@all; the best mean per cell in
     bold, among the methods with MIN_SEEDS seeds where there are any (a one-seed screen is no best)."""
@@ -231,9 +243,17 @@ def retrieval_tables(runs):
                         fmt(values(rs, "clean", "mAP@all")),
                     ]
                 )
-        lpc = "labelled images" if multi_label([r for r in runs if r["dataset"] == dataset]) else "labels/class"
+        in_dataset = [r for r in runs if r["dataset"] == dataset]
+        lpc = "labelled images" if multi_label(in_dataset) else "labels/class"
         header = [lpc, "bits", "method", "steps", "seeds", "mAP@1000", "mAP@all"]
-        out.append(f"#### {dataset}\n\n{table(header, rows)}")
+        chance = relevant_share(in_dataset)
+        note = (
+            ""
+            if chance is None
+            else f"\n\nA random ranking scores about {chance:.3f} here: {chance:.1%} of the database is relevant "
+            "to a query on average (the precision with every item retrieved, the last point of the runs' PR curves)."
+        )
+        out.append(f"#### {dataset}\n\n{table(header, rows)}{note}")
     return "\n\n".join(with_few_note(out)) if out else "No untagged runs."
 
 

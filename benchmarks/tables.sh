@@ -116,6 +116,12 @@ print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
         run --dataset fashion_mosaics --methods coophash:fewlabels code_classifier:fixmatch $BASELINES --bits 32 \
           --seeds $seed --out results/mosaics
       done ;;
+    mosaics-ablations) # why CoopHash trails on the mosaics: the parts that use the generator's pairs (the
+                    # triplets and their labels), and the energy head, switched off on the multi-label data
+      for seed in $SEEDS; do
+        run --dataset fashion_mosaics --methods coophash:fewlabels/{no_generator_pairs,no_synthetic_labels,no_energy_head} \
+          --bits 32 --seeds $seed --out results/mosaics
+      done ;;
     *) echo "unknown table $table" >&2; exit 2 ;;
   esac
 done

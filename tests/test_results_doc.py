@@ -6,6 +6,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
@@ -409,3 +410,25 @@ def test_step_time_table_reports_only_a_run_that_was_alone(tmp_path):
         < both.index("another CPU (`steps_Intel_Xeon.json`)")
         < both.index("2 cores of Intel Xeon")
     )
+
+
+def test_relevant_share_is_the_brute_force_share_of_relevant_items(tmp_path):
+    """The chance line under each retrieval table: the PR curve's last precision (every item retrieved)
+    equals the mean share of the database that shares a label with a query, counted by hand."""
+    from coophash_keras.metrics import retrieval_metrics
+
+    rng = np.random.default_rng(0)
+    q_labels = (rng.random((30, 5)) < 0.4).astype(np.float32)
+    db_labels = (rng.random((200, 5)) < 0.4).astype(np.float32)
+    q_labels[:, 0] = 1.0  # every query has a label
+    codes = lambda n: np.where(rng.random((n, 8)) < 0.5, -1.0, 1.0)  # noqa: E731
+    metrics = retrieval_metrics(codes(30), q_labels, codes(200), db_labels)
+    by_hand = np.mean([[float(np.any(q * d)) for d in db_labels] for q in q_labels])
+    r = run("csq", 0, 0.9, bits=8)
+    r["clean"]["pr_curve"] = metrics["pr_curve"]
+    assert T.relevant_share([r]) == pytest.approx(by_hand)
+    assert T.relevant_share([run("csq", 0, 0.9, clean={"mAP@1000": 0.9})]) is None  # no PR curve: no line
+    runs, _ = T.load_runs([write(tmp_path / "r", [r, run("dpn", 0, 0.8, bits=8)])])
+    text = T.retrieval_tables(runs)
+    share = np.mean([by_hand, 0.8 - 0.5 * 8 / 9])  # the second run's synthetic curve ends at 0.8 - 0.5 k/(k+1)
+    assert f"A random ranking scores about {share:.3f} here" in text
