@@ -122,6 +122,13 @@ print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
         run --dataset fashion_mosaics --methods coophash:fewlabels/{no_generator_pairs,no_synthetic_labels,no_energy_head} \
           --bits 32 --seeds $seed --out results/mosaics
       done ;;
+    mosaics-switches) # a multi-label fix to try on the mosaics: c- as a label set of |c+| absent classes (the
+                    # default draws one absent class, so every x- is asked to be a single-class mosaic, which
+                    # no real mosaic is)
+      for seed in $SEEDS; do
+        run --dataset fashion_mosaics --methods coophash:fewlabels+label_sets --bits 32 --seeds $seed \
+          --out results/mosaics
+      done ;;
     *) echo "unknown table $table" >&2; exit 2 ;;
   esac
 done

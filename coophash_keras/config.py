@@ -136,6 +136,15 @@ class CoopHashConfig:
         high=1.0,
     )
 
+    negative_labels: str = _f(
+        "one_absent_class",
+        "ours",
+        "c- of CoopHash's and DSH-GAN's synthesised pairs: 'one_absent_class' (one class absent from c+; the paper "
+        "says only 'a different label') or 'absent_set' (as many absent classes as c+ has, so on multi-label data "
+        "x- = g(z, c-) carries a label set like a real image's; identical to 'one_absent_class' on single-label data)",
+        choices=("one_absent_class", "absent_set"),
+    )
+
     # --- CoopHash descriptor losses -------------------------------------------------------------
     nll_weight: float = _f(1.0, "paper", "weight of the maximum-likelihood term mean f_E(x_rev) - mean f_E(x)", low=0.0)
     classification_weight: float = _f(1.0, "ours", "weight of the classification loss on real images", low=0.0)

@@ -38,6 +38,9 @@ VARIANTS = {
         # Classification through the codes by OrthoHash's codebook read-out and margin instead of a
         # Dense layer: the generative part on top of the best pointwise baseline's loss.
         "fewlabels+codebook": {**_FEWLABELS, "classifier_input": "codebook"},
+        # On multi-label data c- as a label set of |c+| absent classes instead of one absent class, so
+        # the negative image is asked to look like a real multi-label image (no change on single labels).
+        "fewlabels+label_sets": {**_FEWLABELS, "negative_labels": "absent_set"},
     },
     # References, not baselines of the bar: what the pseudo-labels alone buy a supervised method
     # (orthohash:fixmatch is the reference for coophash:fewlabels+codebook).

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from coophash_keras import CoopHash, TrainingDivergedError
 from coophash_keras.io import load_model, save_model
-from coophash_keras.models.base import Batch, ScaledSchedule, scale_learning_rate
+from coophash_keras.models.base import Batch, ScaledSchedule, sample_negative_labels, scale_learning_rate
 from coophash_keras.models.coophash import ContrastivePairs
 from coophash_keras.preprocessing import normalize_images
 
@@ -113,6 +113,45 @@ def test_contrastive_pairs_share_z_and_negatives_differ(tiny_config, digits):
     np.testing.assert_allclose(pairs.latent.numpy(), z.numpy())
     np.testing.assert_allclose(pairs.positive.numpy(), model.generator(z, c).numpy(), atol=1e-6)
     np.testing.assert_allclose(pairs.negative.numpy(), model.generator(z, pairs.negative_labels).numpy(), atol=1e-6)
+
+
+def test_negative_label_sets_are_disjoint_and_as_large_as_the_anchors():
+    # label sets of every size 0..6 over 6 classes, 50 draws each
+    rng = np.random.default_rng(0)
+    sizes = np.repeat(np.arange(7), 50)
+    c = np.zeros((len(sizes), 6), np.float32)
+    for row, k in enumerate(sizes):
+        c[row, rng.choice(6, k, replace=False)] = 1.0
+    seed = tf.constant([3, 4])
+    neg = sample_negative_labels(tf.constant(c), seed, 6, same_size=True).numpy()
+    absent = 6 - sizes
+    expected_size = np.where(absent == 0, 1, np.maximum(np.minimum(sizes, absent), 1))
+    np.testing.assert_array_equal(neg.sum(1), expected_size)  # |c-| = min(|c+|, #absent), at least 1
+    shared = (neg * c).sum(1)
+    np.testing.assert_array_equal(shared[absent > 0], 0)  # disjoint whenever a class is absent
+    # a 1-class anchor (single-label data) gets the same c- as the one-absent-class default
+    one = np.eye(6, dtype=np.float32)[rng.integers(0, 6, 200)]
+    np.testing.assert_array_equal(
+        sample_negative_labels(tf.constant(one), seed, 6, same_size=True).numpy(),
+        sample_negative_labels(tf.constant(one), seed, 6).numpy(),
+    )
+    # the default on a multi-label anchor: one absent class
+    default = sample_negative_labels(tf.constant(c), seed, 6).numpy()
+    np.testing.assert_array_equal(default.sum(1), 1)
+    # the set is drawn uniformly: for 2-class anchors over 6 classes each absent class is drawn ~half the time
+    two = np.zeros((4000, 6), np.float32)
+    two[:, :2] = 1.0
+    drawn = sample_negative_labels(tf.constant(two), seed, 6, same_size=True).numpy()[:, 2:].mean(0)
+    np.testing.assert_allclose(drawn, 0.5, atol=0.04)
+
+
+def test_absent_set_negatives_reach_the_generator_on_multi_label_data(tiny_config):
+    config = tiny_config.replace(multi_label=True, negative_labels="absent_set")
+    model = make_model(config)
+    c = tf.constant([[1, 1, 1, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 1, 1]], tf.float32)
+    pairs = model.generate_contrastive_pairs(c, tf.constant([1, 2]))
+    np.testing.assert_array_equal(pairs.negative_labels.numpy().sum(1), [3, 2])
+    assert float(tf.reduce_max(tf.reduce_sum(c * pairs.negative_labels, -1))) == 0.0
 
 
 def test_save_load_round_trip_gives_identical_codes(tmp_path, tiny_config, digits):

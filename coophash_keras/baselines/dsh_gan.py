@@ -103,7 +103,12 @@ class DSHGAN(HashingModel):
         fold = tf.random.experimental.stateless_fold_in
         z_pos = tf.random.stateless_normal([n, self.config.latent_dim], fold(seed, _POSITIVE))
         z_neg = tf.random.stateless_normal([n, self.config.latent_dim], fold(seed, _NEGATIVE))
-        c_neg = sample_negative_labels(labels_multi_hot, fold(seed, _NEGATIVE_LABELS), self.config.num_classes)
+        c_neg = sample_negative_labels(
+            labels_multi_hot,
+            fold(seed, _NEGATIVE_LABELS),
+            self.config.num_classes,
+            same_size=self.config.negative_labels == "absent_set",
+        )
         return self.generator(z_pos, labels_multi_hot), self.generator(z_neg, c_neg), c_neg
 
     def discriminator_losses(self, batch, x_pos, x_neg, c_neg):

@@ -169,7 +169,10 @@ class CoopHash(HashingModel):
     def sample_negative_labels(self, labels_multi_hot, seed):
         """c- sharing no class with c+ (see models.base.sample_negative_labels)."""
         return sample_negative_labels(
-            labels_multi_hot, tf.random.experimental.stateless_fold_in(seed, _NEGATIVES), self.config.num_classes
+            labels_multi_hot,
+            tf.random.experimental.stateless_fold_in(seed, _NEGATIVES),
+            self.config.num_classes,
+            same_size=self.config.negative_labels == "absent_set",
         )
 
     def generate_contrastive_pairs(self, labels_multi_hot, seed) -> ContrastivePairs:
