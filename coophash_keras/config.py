@@ -224,7 +224,42 @@ class CoopHashConfig:
         1.0, "reference", "KL(q(z|x_rev) || N(0,I)) weight (CoopVAEBM: 2 with pixel-sum recon)", low=0.0
     )
     reconstruction_reduction: str = _f(
-        "mean", "ours", "'mean' over pixels or 'sum' (CoopVAEBM uses sum)", choices=("mean", "sum")
+        "mean",
+        "ours",
+        "the generator loss's form: 'gaussian' = the negative ELBO of the paper's x = g(c, z) + eps, "
+        "eps ~ N(0, generator_sigma^2): mean squared error per pixel + kl_weight * 2 sigma^2 / D * KL (D pixels), "
+        "so the KL keeps one weight against the reconstruction at any image size; 'mean' = mean squared error + "
+        "kl_weight * KL and 'sum' = summed squared error + kl_weight * KL (CoopVAEBM: 'sum' with kl_weight 2)",
+        choices=("gaussian", "mean", "sum"),
+    )
+    generator_sigma: float = _f(
+        0.3,
+        "reference",
+        "sigma of the generator's noise eps in x = g(c, z) + eps, with reconstruction_reduction 'gaussian' "
+        "(CoopNets' gen_refsig: 0.3)",
+        above=0.0,
+    )
+    inference_input: str = _f(
+        "features",
+        "paper",
+        "what CoopHash's inference head reads: 'features' = q(z|x) from f0(x) (the paper's head); "
+        "'features_and_label' = q(z|x, c), f0(x) and the label (a conditional VAE's encoder)",
+        choices=("features", "features_and_label"),
+    )
+    pair_latent: str = _f(
+        "own",
+        "paper",
+        "which z~ reconstructs each revised image of a pair: 'own' = its own, z~ ~ q(z|x~) (Eq. 2 as written); "
+        "'swapped' = its partner's (x~+ from the z~ of x~- and back: the two came from one z, Eq. 1, so z~ must "
+        "carry what the pair shares, not the class)",
+        choices=("own", "swapped"),
+    )
+    inference_sleep_weight: float = _f(
+        0.0,
+        "ours",
+        "wake-sleep's sleep term (Hinton et al. 1995) beside the ELBO: the inference head also learns -log q(z|x~) "
+        "of the z that made each revised pair, in nats on the KL's scale; 0 = the ELBO alone",
+        low=0.0,
     )
     vae_updates_base: bool = _f(False, "ours", "whether the VAE loss also trains the shared base f0")
     generator_latent: str = _f(
@@ -290,7 +325,15 @@ class CoopHashConfig:
         5, "ours", "with divergence_policy 'shrink': halvings allowed in all before training stops", low=1, high=100
     )
     batch_size: int = _f(64, "ours", "global batch size", low=1)
-    seed: int = _f(1337, "ours", "seed of z, negative labels, Langevin noise and the baselines' class codebooks")
+    seed: int = _f(
+        1337, "ours", "seed of the initial weights, z, negative labels, Langevin noise and the baselines' codebooks"
+    )
+    deterministic: bool = _f(
+        False,
+        "ours",
+        "TensorFlow's op determinism (tf.config.experimental.enable_op_determinism) on top of the seeds, so the "
+        "same run gives the same codes on one machine; slower on many cores",
+    )
 
     def __post_init__(self):
         if isinstance(self.image_shape, (list, tuple)):

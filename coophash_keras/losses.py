@@ -62,8 +62,14 @@ def kl_divergence(z_mean, z_log_var):
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
 
 
+def gaussian_nll(z, z_mean, z_log_var):
+    """-log N(z; mean, exp(log_var)) summed over dimensions, without the constant (D/2) log(2 pi)."""
+    return 0.5 * ops.sum(ops.square(z - z_mean) * ops.exp(-z_log_var) + z_log_var, axis=-1)
+
+
 def reconstruction_loss(target, reconstruction, reduction="mean"):
-    """||x_rev - g(c, z~)||^2 per example (Eq. 2), summed or averaged over pixels."""
+    """||x_rev - g(c, z~)||^2 per example (Eq. 2), summed over pixels ('sum') or averaged
+    ('mean', and 'gaussian', whose KL scale the model applies)."""
     sq = ops.reshape(ops.square(target - reconstruction), (ops.shape(target)[0], -1))
     return ops.sum(sq, axis=-1) if reduction == "sum" else ops.mean(sq, axis=-1)
 

@@ -46,6 +46,7 @@ class RunSpec:
     query_per_class: int = 20
     labels_per_class: int | None = None
     seed: int = 0
+    deterministic: bool = False  # config.deterministic: op determinism, so one spec gives one model
     overrides: dict = dataclasses.field(default_factory=dict)
     config_file: str | None = None  # a config.json / best_config.json to start from
     val_every: int = 0
@@ -119,6 +120,18 @@ def make_strategy(workers=None, task_index=None, mirrored=False):
     return None
 
 
+def seed_everything(seed, deterministic=False):
+    """Seed Python, NumPy and TensorFlow (so a run's initial weights follow its seed); with
+    `deterministic`, also TensorFlow's op determinism, so that one spec trains one model bit for
+    bit on one machine. Op determinism stays on for the rest of the process."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 def is_chief(strategy) -> bool:
     if strategy is None or not os.environ.get("TF_CONFIG"):
         return True
@@ -168,6 +181,8 @@ def build_config(spec: RunSpec, data):
         _, variant_changes, ablation = parse_method(spec.method)  # __post_init__ validated it
         values.update(variant_changes)
     values.update(spec.overrides)
+    if spec.deterministic:
+        values["deterministic"] = True
     config = CoopHashConfig.from_dict(values)
     if ablation:
         if spec.model != "coophash":
@@ -205,6 +220,12 @@ def _callbacks(spec, model, data, split, best_val_map=None):
             )
         )
         callbacks.append(keras.callbacks.TensorBoard(spec.tensorboard, histogram_freq=0))
+        from coophash_keras.diagnostics import GeneratorDiagnosticsCallback, has_generator
+
+        if has_generator(model) and not data.multi_label:  # five points over the run: the samples cost seconds
+            callbacks.append(
+                GeneratorDiagnosticsCallback(spec.tensorboard, data, every_n_epochs=max(1, spec.epochs // 5))
+            )
     return callbacks
 
 
@@ -255,6 +276,7 @@ def prepare_run(spec: RunSpec, data=None, split=None) -> PreparedRun:
     if split is None:
         split = retrieval_split(data.labels, spec.query_per_class, spec.labels_per_class, seed=spec.seed)
     config = build_config(spec, data)
+    seed_everything(config.seed, config.deterministic)
     if len(split.train) < config.batch_size:
         raise RunError(f"only {len(split.train)} labeled training images, fewer than one batch of {config.batch_size}")
     return PreparedRun(strategy, data, split, config, cls)

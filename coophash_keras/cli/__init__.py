@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-COMMANDS = ("train", "tune", "evaluate", "encode", "index", "search", "export", "serve", "query", "demo")
+COMMANDS = ("train", "tune", "evaluate", "diagnose", "encode", "index", "search", "export", "serve", "query", "demo")
 
 
 def _quiet(verbose):

@@ -76,6 +76,11 @@ def add_data_arguments(p, bits=True):
         help="labeled training images per class (default: all non-query images)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="TensorFlow's op determinism and every seed set: the same command gives the same codes (slower)",
+    )
     p.add_argument("--config", default=None, metavar="FILE", help="start from this config.json / best_config.json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a CoopHashConfig field")
     add_backbone_arguments(p)

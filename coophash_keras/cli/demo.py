@@ -10,6 +10,8 @@ def add_parser(sub):
     d = sub.add_parser("demo", help="train on digits, evaluate, export, serve and query; print mAP")
     d.add_argument("--run-dir", default="runs/demo")
     d.add_argument("--epochs", type=positive_int, default=20)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--deterministic", action="store_true", help="op determinism: the same command gives the same codes")
     d.set_defaults(func=run)
 
 
@@ -17,7 +19,16 @@ def run(args):
     from coophash_keras.runs import RunSpec, evaluate_run, train_run
 
     start = time.time()
-    train_run(RunSpec(run_dir=args.run_dir, dataset="digits", bits=32, epochs=args.epochs, verbose=2))
+    spec = RunSpec(
+        run_dir=args.run_dir,
+        dataset="digits",
+        bits=32,
+        epochs=args.epochs,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        verbose=2,
+    )
+    train_run(spec)
     metrics = evaluate_run(args.run_dir, topk=(100,))
     print(f"\n{export_serve_and_query(args.run_dir)}")
     print(

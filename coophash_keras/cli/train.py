@@ -71,6 +71,7 @@ def spec_from_args(args):
         query_per_class=args.query_per_class,
         labels_per_class=args.labels_per_class,
         seed=args.seed,
+        deterministic=args.deterministic,
         overrides=overrides,
         config_file=args.config,
         val_every=args.val_every,

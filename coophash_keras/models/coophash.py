@@ -316,7 +316,6 @@ class CoopHash(HashingModel):
         c the classifier's prediction unless given. A constant (no gradient)."""
         d = self.hash_network
         features = d.features(x)
-        z_mean, _ = d.inference_head(features)
         if labels is None:
             logits = d.class_logits(features, d.hash_head(features))
             labels = (
@@ -324,6 +323,7 @@ class CoopHash(HashingModel):
                 if self.config.multi_label
                 else tf.one_hot(tf.argmax(logits, -1), self.config.num_classes)
             )
+        z_mean, _ = d.infer_latent(x, labels, features=features)
         revised, _ = self.langevin_revise(self.generator(z_mean, labels), labels, seed, steps=steps)
         return tf.stop_gradient(revised)
 
@@ -339,11 +339,29 @@ class CoopHash(HashingModel):
         features = self.hash_network.features(images)
         if not c.vae_updates_base:
             features = tf.stop_gradient(features)
-        z_mean, z_log_var = self.hash_network.inference_head(features)
+        z_mean, z_log_var = self.hash_network.infer_latent(images, labels, features=features)
         z = z_mean + tf.exp(0.5 * z_log_var) * self.sample_reparameterization_noise(tf.shape(z_mean), seed)
+        if c.pair_latent == "swapped":  # Eq. 1's shared z: x~+ from the z~ of x~-, and x~- from that of x~+
+            z = tf.concat(tf.split(z, 2, axis=0)[::-1], 0)
         recon = losses.reconstruction_loss(images, self.generator(z, labels), c.reconstruction_reduction)
         kl = losses.kl_divergence(z_mean, z_log_var)
-        return {"reconstruction_loss": recon, "kl_loss": kl, "total": recon + c.kl_weight * kl}
+        nats = c.kl_weight * kl
+        terms = {"reconstruction_loss": recon, "kl_loss": kl}
+        if c.inference_sleep_weight:
+            # Wake-sleep's sleep phase: q(z|x~) also learns the z that made the pair (both images).
+            made_by = tf.concat([revised.latent, revised.latent], 0)
+            terms["latent_nll"] = losses.gaussian_nll(made_by, z_mean, z_log_var)
+            nats += c.inference_sleep_weight * terms["latent_nll"]
+        return dict(terms, total=recon + self.nats_scale * nats)
+
+    @property
+    def nats_scale(self):
+        """The weight of one nat (of the KL) against the reconstruction term: 2 sigma^2 / D for the
+        Gaussian ELBO per pixel, else 1 (see config.reconstruction_reduction)."""
+        c = self.config
+        if c.reconstruction_reduction != "gaussian":
+            return 1.0
+        return 2.0 * c.generator_sigma**2 / int(np.prod(synthesis_shape(c)))
 
     @staticmethod
     def revision_distance(pairs, revised):

@@ -56,12 +56,14 @@ class MultipurposeDescriptor(layers.Layer):
         synthesis_shape=None,
         codebook=None,
         readout_scale=8.0,
+        inference_reads_label=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if classifier_input not in CLASSIFIER_INPUTS:
             raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}")
         self.classifier_input, self.readout_scale = classifier_input, float(readout_scale)
+        self.inference_reads_label = bool(inference_reads_label)
         self.base_kwargs = dict(base_kwargs)
         self.num_classes, self.num_bits, self.latent_dim = int(num_classes), int(num_bits), int(latent_dim)
         self.base = make_base_network(self.base_kwargs, name="base")
@@ -71,7 +73,12 @@ class MultipurposeDescriptor(layers.Layer):
         # Heads compute in float32 whatever the global policy: under mixed_float16 only the base runs
         # in float16, while energies (and so Langevin's drift), codes and losses stay float32.
         self.energy_head = EnergyHead(self.num_classes, hidden_dim=self.feature_dim, name="energy_head", dtype="float32")
-        self.inference_head = InferenceHead(self.latent_dim, name="inference_head", dtype="float32")
+        self.inference_head = InferenceHead(
+            self.latent_dim,
+            self.num_classes if self.inference_reads_label else 0,
+            name="inference_head",
+            dtype="float32",
+        )
         if classifier_input == "codebook":  # `codebook` None: its values come with loaded weights
             self.classifier_head = CodebookClassifierHead(
                 self.num_classes, self.num_bits, self.readout_scale, codebook, name="classifier_head", dtype="float32"
@@ -146,16 +153,19 @@ class MultipurposeDescriptor(layers.Layer):
             "energy": ops.logsumexp(self.energy_head(f_energy), axis=-1),
         }
 
+    def infer_latent(self, x, labels_multi_hot=None, training=False, features=None):
+        """q(z|x) (or q(z|x, c)): (mean, log-variance) of the generator's latent for images x."""
+        f = self.features(x, training=training) if features is None else features
+        return self.inference_head(f, labels_multi_hot) if self.inference_reads_label else self.inference_head(f)
+
     def call(self, x, training=False):
-        """All heads at once: dict of features, class_energies, z_mean, z_log_var, logits, hash."""
+        """The heads every step reads at once: dict of features, class_energies, logits, hash
+        (the inference head is read by `infer_latent`)."""
         f = self.features(x, training=training)
-        z_mean, z_log_var = self.inference_head(f)
         codes = self.hash_head(f)
         return {
             "features": f,
             "class_energies": self.energy_head(f),
-            "z_mean": z_mean,
-            "z_log_var": z_log_var,
             "logits": self.class_logits(f, codes),
             "hash": codes,
         }
@@ -170,6 +180,7 @@ class MultipurposeDescriptor(layers.Layer):
             classifier_input=self.classifier_input,
             synthesis_shape=list(self.synthesis_shape),
             readout_scale=self.readout_scale,
+            inference_reads_label=self.inference_reads_label,
         )
         return config
 
@@ -187,6 +198,7 @@ def descriptor_and_generator(config):
         synthesis_shape=synthesis_shape(c),
         codebook=orthohash_codebook(c.num_classes, c.num_bits, c.seed) if c.classifier_input == "codebook" else None,
         readout_scale=c.orthohash_scale,
+        inference_reads_label=c.inference_input == "features_and_label",
         name="descriptor",
     )
     generator = PairGenerator(

@@ -1,0 +1,178 @@
+"""Generator diagnostics: the instruments checked against known answers, and the command."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli_in_process
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    # The reference classifier is cached per data set: one per test session, never the user's.
+    monkeypatch.setenv("COOPHASH_CACHE", str(tmp_path_factory.getbasetemp() / "reference-cache"))
+
+
+def test_frechet_distance_matches_the_closed_form_of_two_gaussians():
+    from coophash_keras.diagnostics import frechet_distance
+
+    rng = np.random.default_rng(0)
+    mu_a, mu_b = np.array([0.0, 1.0, -1.0]), np.array([1.0, 1.0, 0.5])
+    sd_a, sd_b = np.array([1.0, 2.0, 0.5]), np.array([2.0, 1.0, 0.5])
+    a = mu_a + sd_a * rng.standard_normal((200_000, 3))
+    b = mu_b + sd_b * rng.standard_normal((200_000, 3))
+    # Diagonal covariances: ||mu_a - mu_b||^2 + sum (sd_a - sd_b)^2 = 3.25 + 2 = 5.25
+    assert frechet_distance(a, b) == pytest.approx(5.25, abs=0.05)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_distance_of_a_singular_set_is_finite():
+    from coophash_keras.diagnostics import frechet_distance
+
+    rng = np.random.default_rng(1)
+    collapsed = np.repeat(rng.standard_normal((1, 4)), 50, axis=0)  # one point: zero covariance
+    d = frechet_distance(collapsed, rng.standard_normal((50, 4)))
+    assert np.isfinite(d) and d > 1.0
+
+
+def test_reference_split_holds_out_half_of_every_class_and_fashion_uses_its_test_file(digits):
+    from coophash_keras.data import ImageSet
+    from coophash_keras.diagnostics import reference_split
+
+    split = reference_split(digits)
+    assert not set(split.train) & set(split.held_out)
+    assert len(split.train) + len(split.held_out) == len(digits)
+    for c in range(10):
+        n = np.sum(digits.labels == c)
+        assert abs(np.sum(digits.labels[split.train] == c) - n / 2) <= 0.5
+    fake = ImageSet(
+        digits.images[:40], np.arange(40) % 10, 10, name="fashion_mnist", extras={"source_split": np.arange(40) % 2}
+    )
+    s = reference_split(fake)
+    assert np.all(fake.extras["source_split"][s.train] == 0) and np.all(fake.extras["source_split"][s.held_out] == 1)
+    with pytest.raises(ValueError, match="single-label"):
+        reference_split(ImageSet(digits.images[:4], np.eye(4, 10, dtype=np.float32), 10, multi_label=True))
+
+
+def test_reference_classifier_recognises_held_out_digits_and_is_cached(digits):
+    from coophash_keras.diagnostics import ReferenceClassifier, reference_split
+
+    ref = ReferenceClassifier.for_data(digits)
+    assert ref.accuracy > 0.9  # measured on the held-out half it never saw
+    held = reference_split(digits).held_out
+    logits, features = ref.predict(digits.images[held[:20]])
+    assert logits.shape == (20, 10) and features.shape[0] == 20
+    again = ReferenceClassifier.for_data(digits)  # from the cache: the same instrument
+    np.testing.assert_allclose(again.predict(digits.images[:5])[0], ref.predict(digits.images[:5])[0], atol=1e-5)
+    assert again.accuracy == ref.accuracy
+
+
+class _ConstantGenerator:
+    """A generator that ignores z: every sample of class c is the same image."""
+
+    def __init__(self, images_per_class):
+        self.images = images_per_class
+
+    def __call__(self, z, labels):
+        import tensorflow as tf
+
+        return tf.gather(self.images, tf.argmax(labels, -1))
+
+
+class _StubModel:
+    def __init__(self, generator, num_classes, latent_dim=4):
+        from types import SimpleNamespace
+
+        import tensorflow as tf
+
+        self.generator = generator
+        self.config = SimpleNamespace(latent_dim=latent_dim, num_classes=num_classes)
+        self.hash_network = SimpleNamespace(to_image_size=lambda x: tf.convert_to_tensor(x))
+
+
+def test_a_generator_that_ignores_z_has_no_spread_and_one_that_copies_real_images_matches_them(digits):
+    from coophash_keras.diagnostics import generator_diagnostics, reference_split
+    from coophash_keras.preprocessing import normalize_images
+
+    held = reference_split(digits).held_out
+    means = np.stack([digits.images[held][digits.labels[held] == c].mean(0) for c in range(10)])
+    collapsed = generator_diagnostics(_StubModel(_ConstantGenerator(normalize_images(means)), 10), digits)
+    assert collapsed["spread_ratio"]["mean"] < 1e-6
+    assert collapsed["frechet"]["generated"] > 5 * collapsed["frechet"]["real"]
+
+    class Copier:  # g(z, c): a real held-out image of class c chosen by z
+        def __call__(self, z, labels):
+            classes = np.asarray(labels).argmax(-1)
+            pick = (np.abs(np.asarray(z)[:, 0]) * 1e6).astype(int)
+            out = [
+                digits.images[held][digits.labels[held] == c][p % np.sum(digits.labels[held] == c)]
+                for c, p in zip(classes, pick)
+            ]
+            return normalize_images(np.stack(out))
+
+    copied = generator_diagnostics(_StubModel(Copier(), 10), digits)
+    assert 0.8 < copied["spread_ratio"]["mean"] < 1.2
+    assert copied["class_consistency"]["generated"] > 0.9
+    assert copied["frechet"]["generated"] < collapsed["frechet"]["generated"] / 3
+
+
+def test_diagnose_command_reports_coophash_and_dshgan_and_refuses_a_model_without_generator(tmp_path):
+    for model in ("coophash", "dshgan"):
+        run = tmp_path / model
+        args = ["train", "--run-dir", run, "--model", model, "--epochs", "1", "--steps-per-epoch", "3"]
+        assert run_cli_in_process(args + ["--set", "feature_dim=32", "--set", "latent_dim=8"]).returncode == 0
+        out = run_cli_in_process(["diagnose", "--run-dir", run])
+        assert out.returncode == 0, out.stderr
+        assert "spread" in out.stdout and "Frechet" in out.stdout
+        report = json.loads((run / "diagnostics.json").read_text())
+        assert report["samples_per_class"] == report["frechet"]["samples_per_class"] == 40
+        assert len(report["spread_ratio"]["per_class"]) == 10
+        assert os.path.getsize(run / "samples.png") > 1000
+        if model == "coophash":
+            assert {"latent_real", "latent_revised", "energy", "spread_ratio_revised"} <= set(report)
+            assert len(report["latent_real"]["kl_per_dim"]) == 8
+        else:
+            assert "energy" not in report and "revised" not in report["class_consistency"]
+    run = tmp_path / "csq"
+    run_cli_in_process(["train", "--run-dir", run, "--model", "csq", "--epochs", "1", "--steps-per-epoch", "2"])
+    out = run_cli_in_process(["diagnose", "--run-dir", run])
+    assert out.returncode == 2 and "no generator" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_tensorboard_gets_the_generator_diagnostics_and_the_logs_keep_them(tmp_path, tiny_config, digits):
+    import tensorflow as tf
+
+    from coophash_keras import CoopHash
+    from coophash_keras.diagnostics import GeneratorDiagnosticsCallback
+    from tests.test_training_tools import read_events
+
+    model = CoopHash(tiny_config)
+    model.compile()
+    log_dir = str(tmp_path / "tb")
+    history = model.fit(
+        digits.subset(np.arange(256)).as_dataset(32, drop_remainder=True),
+        epochs=2,
+        verbose=0,
+        callbacks=[GeneratorDiagnosticsCallback(log_dir, digits, every_n_epochs=1)],
+    )
+    events = read_events(os.path.join(log_dir, "generator"))
+    for tag in (
+        "generator/spread_ratio",
+        "generator/spread_ratio_revised",
+        "generator/class_consistency",
+        "generator/frechet_generated",
+        "generator/frechet_revised",
+        "generator/frechet_real",
+        "latent/active_units",
+        "latent/kl_total",
+        "energy/real",
+        "energy/generated",
+        "energy/revised",
+    ):
+        values = [float(tf.make_ndarray(t)) for t in events[tag]]
+        assert len(values) == 2 and np.all(np.isfinite(values)), tag
+    grid = tf.io.decode_png(tf.make_ndarray(events["generator/samples"][-1])[2]).numpy()
+    assert grid.shape[-1] == 3 and grid.shape[0] > 10 * 8
+    assert len(history.history["gen_spread_ratio"]) == 2
