@@ -120,6 +120,12 @@ class CoopHashConfig:
     langevin_clip_update: float | None = _f(
         0.1, "ours", "clip each Langevin update to +-value (CoopFlow-style); None = off", above=0.0
     )
+    energy_dropout: bool = _f(
+        True,
+        "ours",
+        "whether the likelihood term reads f_E through f0's training dropout; Langevin always follows f_E without "
+        "dropout, so False trains the very function the sampler follows",
+    )
     langevin_clip_images: bool = _f(True, "ours", "keep revised images inside the data range [-1, 1]")
 
     persistent_chains: int = _f(
@@ -254,6 +260,14 @@ class CoopHashConfig:
         "carry what the pair shares, not the class)",
         choices=("own", "swapped"),
     )
+    real_reconstruction_weight: float = _f(
+        0.0,
+        "ours",
+        "the inference head and the generator also learn the ELBO on the real labelled images of the batch "
+        "(x, c), beside the revised pairs (the divergence triangle of Han et al. 2019 trains its inference and "
+        "generator models on data as well as on the EBM's samples); 0 = revised pairs only",
+        low=0.0,
+    )
     inference_sleep_weight: float = _f(
         0.0,
         "ours",
@@ -265,8 +279,8 @@ class CoopHashConfig:
     generator_latent: str = _f(
         "inferred",
         "paper",
-        "z the generator learns from: 'inferred' = z~ ~ q(z|x~) from the inference head (variational MCMC teaching, Eq. 2); 'prior' = the z that made the pair (original cooperative learning; the no-inference-head ablation)",
-        choices=("inferred", "prior"),
+        "z the generator learns from: 'inferred' = z~ ~ q(z|x~) from the inference head (variational MCMC teaching, Eq. 2); 'prior' = the z that made the pair (original cooperative learning; the no-inference-head ablation); 'both' = the sum of the two reconstructions",
+        choices=("inferred", "prior", "both"),
     )
 
     # --- DSH-GAN baseline ---------------------------------------------------------------------

@@ -73,14 +73,19 @@ def _in_batches(fn, *arrays, batch_size=500):
     return np.concatenate([np.asarray(o) for o in outs])
 
 
+def latents(model, count, seed=0):
+    """The z ~ N(0, I) that `class_samples` draws for `count` samples."""
+    return tf.random.stateless_normal([count, model.config.latent_dim], [seed, 17]).numpy()
+
+
 def class_samples(model, num_classes, per_class, seed=0):
     """(generated, revised or None, class ids): `per_class` samples g(z, c) of every class, with
-    z ~ N(0, I) drawn from `seed`, as normalised images at the synthesis size; `revised` is their
-    Langevin revision for CoopHash (None for a model without one)."""
+    z ~ N(0, I) drawn from `seed` (`latents`), as normalised images at the synthesis size; `revised`
+    is their Langevin revision for CoopHash (None for a model without one)."""
     classes = np.repeat(np.arange(num_classes), per_class)
     one_hot = tf.one_hot(classes, num_classes)
-    z = tf.random.stateless_normal([len(classes), model.config.latent_dim], [seed, 17])
-    generated = _in_batches(lambda zz, cc: model.generator(zz, cc), z.numpy(), one_hot.numpy())
+    z = latents(model, len(classes), seed)
+    generated = _in_batches(lambda zz, cc: model.generator(zz, cc), z, one_hot.numpy())
     revised = None
     if hasattr(model, "langevin_revise"):
         revised = _in_batches(
@@ -96,11 +101,20 @@ def _to_pixels_at_image_size(model, images):
     return np.asarray(to_pixels(model.hash_network.to_image_size(tf.convert_to_tensor(images))))
 
 
-def _latent_statistics(model, normalized_images, classes):
-    """KL per dimension (mean over images) and active units of q(z|x) on the given images."""
+def _latent_statistics(model, normalized_images, classes, made_by=None):
+    """KL per dimension (mean over images) and active units of q(z|x) on the given images; with
+    `made_by` (the z that made each image), how much of it E_q[z|x] recovers: the mean over
+    dimensions of the squared correlation (R^2 of a linear fit per dimension)."""
     d = model.hash_network
     one_hot = np.eye(model.config.num_classes, dtype=np.float32)[classes]
     z_mean, z_log_var = _in_batches(lambda x, c: d.infer_latent(x, c), normalized_images, one_hot)
+    recovery = {}
+    if made_by is not None:
+        r = [
+            np.corrcoef(made_by[:, k], z_mean[:, k])[0, 1] if z_mean[:, k].std() > 0 else 0.0
+            for k in range(z_mean.shape[1])
+        ]
+        recovery = {"z_recovery_r2": float(np.mean(np.square(np.nan_to_num(r))))}
     kl = 0.5 * (np.square(z_mean) + np.exp(z_log_var) - 1.0 - z_log_var)
     activity = z_mean.var(axis=0)
     return {
@@ -109,6 +123,7 @@ def _latent_statistics(model, normalized_images, classes):
         "activity_per_dim": [round(float(v), 5) for v in activity],
         "active_units": int(np.sum(activity > ACTIVE_UNIT_THRESHOLD)),
         "latent_dim": int(z_mean.shape[1]),
+        **recovery,
     }
 
 
@@ -165,7 +180,7 @@ def generator_diagnostics(model, data, reference: ReferenceClassifier | None = N
     if hasattr(model, "langevin_revise"):
         normalized_real = np.asarray(normalize_images(held_images))
         report["latent_real"] = _latent_statistics(model, normalized_real, held_labels)
-        report["latent_revised"] = _latent_statistics(model, revised, classes)
+        report["latent_revised"] = _latent_statistics(model, revised, classes, latents(model, len(classes), seed))
         report["energy"] = _energies(model, normalized_real, held_labels, generated, revised, classes, C)
     return report
 
@@ -207,4 +222,5 @@ def summary_line(report) -> str:
     if "latent_real" in report:
         lat = report["latent_real"]
         parts.append(f"active units {lat['active_units']}/{lat['latent_dim']} (KL {lat['kl_total']:.2f})")
+        parts.append(f"z recovered from revised R2 {report['latent_revised'].get('z_recovery_r2', 0):.2f}")
     return ", ".join(parts)

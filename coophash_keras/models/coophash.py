@@ -80,6 +80,7 @@ class CoopHash(HashingModel):
         "generator_loss",
         "reconstruction_loss",
         "kl_loss",
+        "real_reconstruction_loss",
         "energy_real",
         "energy_revised",
         "langevin_grad_norm",
@@ -124,6 +125,8 @@ class CoopHash(HashingModel):
             off |= {"pseudo_label_loss", "pseudo_label_rate"}
         if not c.recovery_consistency_weight:
             off.add("recovery_consistency_loss")
+        if not c.real_reconstruction_weight or c.generator_latent == "prior":
+            off.add("real_reconstruction_loss")
         return tuple(n for n in self.all_tracker_names if n not in off)
 
     def __init__(self, config=None, **kwargs):
@@ -327,29 +330,44 @@ class CoopHash(HashingModel):
         revised, _ = self.langevin_revise(self.generator(z_mean, labels), labels, seed, steps=steps)
         return tf.stop_gradient(revised)
 
-    def generator_losses(self, revised: ContrastivePairs, seed):
+    def generator_losses(self, revised: ContrastivePairs, seed, real=None):
         """Eq. 2 + KL: reconstruct revised images from z~ = mu(x~) + sigma(x~) * eps. With
-        generator_latent='prior' (ablation) from the z that made them, and no KL."""
+        generator_latent='prior' (ablation) from the z that made them, and no KL. With
+        real_reconstruction_weight and `real` (a Batch), the same ELBO on the real labelled images."""
         c = self.config
         images, labels = revised.images(), revised.labels()
         if c.generator_latent == "prior":
             latent = tf.concat([revised.latent, revised.latent], 0)
             recon = losses.reconstruction_loss(images, self.generator(latent, labels), c.reconstruction_reduction)
             return {"reconstruction_loss": recon, "kl_loss": tf.zeros_like(recon), "total": recon}
+        made_by = tf.concat([revised.latent, revised.latent], 0)
+        terms = self._elbo(images, labels, seed, c.pair_latent, made_by=made_by)
+        if c.generator_latent == "both":  # and the z that made each pair, as in cooperative learning
+            terms["total"] += losses.reconstruction_loss(images, self.generator(made_by, labels), c.reconstruction_reduction)
+        if c.real_reconstruction_weight and real is not None:
+            real_terms = self._elbo(real.images, real.labels, tf.random.experimental.stateless_fold_in(seed, 5))
+            terms["real_reconstruction_loss"] = real_terms["reconstruction_loss"]
+            terms["total"] += c.real_reconstruction_weight * tf.tile(real_terms["total"], [2])  # one per pair image
+        return terms
+
+    def _elbo(self, images, labels, seed, pair_latent=None, made_by=None):
+        """Per image: the reconstruction of `images` from z~ ~ q(z|x) (or, with pair_latent
+        'swapped', from the partner image's z~), the KL, and with inference_sleep_weight and the z
+        that `made_by` each image, the sleep term; `total` in reconstruction units."""
+        c = self.config
         features = self.hash_network.features(images)
         if not c.vae_updates_base:
             features = tf.stop_gradient(features)
         z_mean, z_log_var = self.hash_network.infer_latent(images, labels, features=features)
         z = z_mean + tf.exp(0.5 * z_log_var) * self.sample_reparameterization_noise(tf.shape(z_mean), seed)
-        if c.pair_latent == "swapped":  # Eq. 1's shared z: x~+ from the z~ of x~-, and x~- from that of x~+
+        if pair_latent == "swapped":  # Eq. 1's shared z: x~+ from the z~ of x~-, and x~- from that of x~+
             z = tf.concat(tf.split(z, 2, axis=0)[::-1], 0)
         recon = losses.reconstruction_loss(images, self.generator(z, labels), c.reconstruction_reduction)
         kl = losses.kl_divergence(z_mean, z_log_var)
         nats = c.kl_weight * kl
         terms = {"reconstruction_loss": recon, "kl_loss": kl}
-        if c.inference_sleep_weight:
+        if c.inference_sleep_weight and made_by is not None:
             # Wake-sleep's sleep phase: q(z|x~) also learns the z that made the pair (both images).
-            made_by = tf.concat([revised.latent, revised.latent], 0)
             terms["latent_nll"] = losses.gaussian_nll(made_by, z_mean, z_log_var)
             nats += c.inference_sleep_weight * terms["latent_nll"]
         return dict(terms, total=recon + self.nats_scale * nats)
@@ -379,6 +397,7 @@ class CoopHash(HashingModel):
                 "generator_loss": g_terms["total"],
                 "reconstruction_loss": g_terms["reconstruction_loss"],
                 "kl_loss": g_terms["kl_loss"],
+                "real_reconstruction_loss": g_terms.get("real_reconstruction_loss"),
                 "pseudo_label_rate": d_terms.get("pseudo_label_rate"),
                 "langevin_grad_norm": grad_norm,
                 "revision_distance": distance,
@@ -402,7 +421,7 @@ class CoopHash(HashingModel):
         # 3. descriptor: maximum likelihood + classification + triplet (+ quantization).
         d_terms, finite = self.guarded_update("descriptor", lambda: self.descriptor_losses(batch, revised), finite)
         # 4. generator + inference head: reconstruct the revised images from inferred z.
-        g_terms, finite = self.guarded_update("generator", lambda: self.generator_losses(revised, seed), finite)
+        g_terms, finite = self.guarded_update("generator", lambda: self.generator_losses(revised, seed, batch), finite)
         return self._logs(d_terms, g_terms, grad_norm, self.revision_distance(pairs, revised), batch.labels, finite)
 
     def test_step(self, data):
@@ -411,7 +430,7 @@ class CoopHash(HashingModel):
         pairs = self.generate_contrastive_pairs(batch.labels, seed)
         revised, grad_norm = self.revise_pairs(pairs, seed)
         d_terms = self.descriptor_losses(batch, revised)
-        g_terms = self.generator_losses(revised, seed)
+        g_terms = self.generator_losses(revised, seed, batch)
         finite = tf.reduce_all(tf.math.is_finite(revised.images()))
         return self._logs(d_terms, g_terms, grad_norm, self.revision_distance(pairs, revised), batch.labels, finite)
 

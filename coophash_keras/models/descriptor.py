@@ -57,6 +57,7 @@ class MultipurposeDescriptor(layers.Layer):
         codebook=None,
         readout_scale=8.0,
         inference_reads_label=False,
+        energy_reads_dropout=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -64,6 +65,7 @@ class MultipurposeDescriptor(layers.Layer):
             raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}")
         self.classifier_input, self.readout_scale = classifier_input, float(readout_scale)
         self.inference_reads_label = bool(inference_reads_label)
+        self.energy_reads_dropout = bool(energy_reads_dropout)
         self.base_kwargs = dict(base_kwargs)
         self.num_classes, self.num_bits, self.latent_dim = int(num_classes), int(num_bits), int(latent_dim)
         self.base = make_base_network(self.base_kwargs, name="base")
@@ -123,8 +125,16 @@ class MultipurposeDescriptor(layers.Layer):
     def features(self, x, training=False):
         return self.base(self.to_image_size(x), training=training)
 
+    def _features_and_dropped(self, x, training):
+        """f0(x) without dropout, and with it when training (the base applies dropout last)."""
+        f = self.base(self.to_image_size(x), training=False)
+        dropout = getattr(self.base, "dropout", None)
+        return f, (dropout(f, training=True) if training and dropout is not None else f)
+
     def class_energies(self, x, training=False):
-        return self.energy_head(self.features(x, training=training))
+        """e(x) [B, C]; read without dropout unless energy_reads_dropout, so that the likelihood
+        term trains the very function Langevin follows."""
+        return self.energy_head(self.features(x, training=training and self.energy_reads_dropout))
 
     def energy(self, x, labels_multi_hot):
         """f_E(x, c): higher means more likely under p(x | c) (Eq. 3). No dropout: Langevin
@@ -161,11 +171,11 @@ class MultipurposeDescriptor(layers.Layer):
     def call(self, x, training=False):
         """The heads every step reads at once: dict of features, class_energies, logits, hash
         (the inference head is read by `infer_latent`)."""
-        f = self.features(x, training=training)
+        clean, f = self._features_and_dropped(x, training)
         codes = self.hash_head(f)
         return {
             "features": f,
-            "class_energies": self.energy_head(f),
+            "class_energies": self.energy_head(f if self.energy_reads_dropout else clean),
             "logits": self.class_logits(f, codes),
             "hash": codes,
         }
@@ -181,6 +191,7 @@ class MultipurposeDescriptor(layers.Layer):
             synthesis_shape=list(self.synthesis_shape),
             readout_scale=self.readout_scale,
             inference_reads_label=self.inference_reads_label,
+            energy_reads_dropout=self.energy_reads_dropout,
         )
         return config
 
@@ -199,6 +210,7 @@ def descriptor_and_generator(config):
         codebook=orthohash_codebook(c.num_classes, c.num_bits, c.seed) if c.classifier_input == "codebook" else None,
         readout_scale=c.orthohash_scale,
         inference_reads_label=c.inference_input == "features_and_label",
+        energy_reads_dropout=c.energy_dropout,
         name="descriptor",
     )
     generator = PairGenerator(
