@@ -90,6 +90,13 @@ class CoopHashConfig:
     generator_filters: int = _f(
         64, "ours", "channels of the generator's first feature map, halved per upsampling", low=1
     )
+    generator_initializer: str = _f(
+        "glorot_uniform",
+        "ours",
+        "initial weights of the generator's dense and transposed-conv layers: 'glorot_uniform' (Keras' default) or "
+        "'he_normal' (variance-preserving through leaky ReLUs, so g(z, c) varies with z from the first step)",
+        choices=("glorot_uniform", "he_normal"),
+    )
     synthesis_size: int | None = _f(
         None,
         "ours",
@@ -252,6 +259,13 @@ class CoopHashConfig:
         "'features_and_label' = q(z|x, c), f0(x) and the label (a conditional VAE's encoder)",
         choices=("features", "features_and_label"),
     )
+    inference_features: str = _f(
+        "pooled",
+        "ours",
+        "what of f0 the inference head reads: 'pooled' = f0(x), the feature vector every head reads; 'map' = f0's "
+        "last convolutional map before its dense feature layer (a pretrained backbone: its pooled output)",
+        choices=("pooled", "map"),
+    )
     pair_latent: str = _f(
         "own",
         "paper",
@@ -280,7 +294,7 @@ class CoopHashConfig:
         "inferred",
         "paper",
         "z the generator learns from: 'inferred' = z~ ~ q(z|x~) from the inference head (variational MCMC teaching, Eq. 2); 'prior' = the z that made the pair (original cooperative learning; the no-inference-head ablation); 'both' = the sum of the two reconstructions",
-        choices=("inferred", "prior", "both"),
+        choices=("inferred", "prior", "both", "anchor"),
     )
 
     # --- DSH-GAN baseline ---------------------------------------------------------------------

@@ -146,10 +146,17 @@ class BackboneBaseNetwork(layers.Layer):
         module = importlib.import_module(getattr(keras.applications, self.backbone_name).__module__)
         return module.preprocess_input(pixels)
 
-    def call(self, x, training=False):
+    @property
+    def map_dim(self):
+        return self.backbone_dim
+
+    def feature_map(self, x):
+        """The backbone's pooled output: f0 before its dense feature layer."""
         h = self.backbone(self.preprocess(x), training=False)
-        h = ops.mean(h, axis=tuple(range(1, len(h.shape) - 1)))  # feature map or tokens -> [B, C]
-        h = ops.leaky_relu(self.features(h), 0.2)
+        return ops.mean(h, axis=tuple(range(1, len(h.shape) - 1)))  # feature map or tokens -> [B, C]
+
+    def call(self, x, training=False):
+        h = ops.leaky_relu(self.features(self.feature_map(x)), 0.2)
         if self.dropout is not None:
             h = self.dropout(h, training=training)
         return h

@@ -83,14 +83,26 @@ class ConvBaseNetwork(layers.Layer):
         self.features.build(self.flatten.compute_output_shape(shape))
         self.built = True
 
-    def call(self, x, training=False):
+    @property
+    def map_dim(self):
+        """Width of `feature_map`: the last block's map, flattened."""
+        side_h, side_w = self.image_shape[:2]
+        for _ in range(self.num_downsamplings):
+            side_h, side_w = -(-side_h // 2), -(-side_w // 2)
+        return side_h * side_w * min(self.base_filters * 2**self.num_downsamplings, 256)
+
+    def feature_map(self, x):
+        """The last block's activations, flattened: f0 before its dense feature layer."""
         x = keras.ops.leaky_relu(self.stem(x), 0.2)
         for block in self.block_layers:
             for layer in block:
                 x = layer(x)
                 if isinstance(layer, layers.Conv2D):
                     x = keras.ops.leaky_relu(x, 0.2)
-        x = keras.ops.leaky_relu(self.features(self.flatten(x)), 0.2)
+        return self.flatten(x)
+
+    def call(self, x, training=False):
+        x = keras.ops.leaky_relu(self.features(self.feature_map(x)), 0.2)
         if self.dropout is not None:
             x = self.dropout(x, training=training)
         return x

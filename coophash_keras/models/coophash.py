@@ -125,7 +125,7 @@ class CoopHash(HashingModel):
             off |= {"pseudo_label_loss", "pseudo_label_rate"}
         if not c.recovery_consistency_weight:
             off.add("recovery_consistency_loss")
-        if not c.real_reconstruction_weight or c.generator_latent == "prior":
+        if not c.real_reconstruction_weight or c.generator_latent == "prior":  # noqa: SIM102
             off.add("real_reconstruction_loss")
         return tuple(n for n in self.all_tracker_names if n not in off)
 
@@ -178,9 +178,16 @@ class CoopHash(HashingModel):
             same_size=self.config.negative_labels == "absent_set",
         )
 
-    def generate_contrastive_pairs(self, labels_multi_hot, seed) -> ContrastivePairs:
-        """Eq. 1: one z, two labels -> x+ = g(z, c+), x- = g(z, c-)."""
-        z = self.sample_latent(tf.shape(labels_multi_hot)[0], seed)
+    def generate_contrastive_pairs(self, labels_multi_hot, seed, anchors=None) -> ContrastivePairs:
+        """Eq. 1: one z, two labels -> x+ = g(z, c+), x- = g(z, c-). z ~ N(0, I), or with
+        generator_latent 'anchor' and the anchors' (normalised) images given, z~ ~ q(z|x) of each
+        anchor (a constant here)."""
+        if anchors is not None and self.config.generator_latent == "anchor":
+            z_mean, z_log_var = self.hash_network.infer_latent(anchors, labels_multi_hot)
+            noise = self.sample_reparameterization_noise(tf.shape(z_mean), tf.random.experimental.stateless_fold_in(seed, 9))
+            z = tf.stop_gradient(z_mean + tf.exp(0.5 * z_log_var) * noise)
+        else:
+            z = self.sample_latent(tf.shape(labels_multi_hot)[0], seed)
         negative_labels = self.sample_negative_labels(labels_multi_hot, seed)
         return ContrastivePairs(
             self.generator(z, labels_multi_hot), self.generator(z, negative_labels), labels_multi_hot, negative_labels, z
@@ -326,7 +333,7 @@ class CoopHash(HashingModel):
                 if self.config.multi_label
                 else tf.one_hot(tf.argmax(logits, -1), self.config.num_classes)
             )
-        z_mean, _ = d.infer_latent(x, labels, features=features)
+        z_mean, _ = d.infer_latent(x, labels)
         revised, _ = self.langevin_revise(self.generator(z_mean, labels), labels, seed, steps=steps)
         return tf.stop_gradient(revised)
 
@@ -336,10 +343,15 @@ class CoopHash(HashingModel):
         real_reconstruction_weight and `real` (a Batch), the same ELBO on the real labelled images."""
         c = self.config
         images, labels = revised.images(), revised.labels()
-        if c.generator_latent == "prior":
+        if c.generator_latent in ("prior", "anchor"):
             latent = tf.concat([revised.latent, revised.latent], 0)
             recon = losses.reconstruction_loss(images, self.generator(latent, labels), c.reconstruction_reduction)
-            return {"reconstruction_loss": recon, "kl_loss": tf.zeros_like(recon), "total": recon}
+            terms = {"reconstruction_loss": recon, "kl_loss": tf.zeros_like(recon), "total": recon}
+            if c.generator_latent == "anchor" and real is not None:  # the inference head learns on the anchors
+                real_terms = self._elbo(real.images, real.labels, tf.random.experimental.stateless_fold_in(seed, 5))
+                terms.update(real_reconstruction_loss=real_terms["reconstruction_loss"], kl_loss=tf.tile(real_terms["kl_loss"], [2]))
+                terms["total"] += c.real_reconstruction_weight * tf.tile(real_terms["total"], [2])
+            return terms
         made_by = tf.concat([revised.latent, revised.latent], 0)
         terms = self._elbo(images, labels, seed, c.pair_latent, made_by=made_by)
         if c.generator_latent == "both":  # and the z that made each pair, as in cooperative learning
@@ -355,7 +367,7 @@ class CoopHash(HashingModel):
         'swapped', from the partner image's z~), the KL, and with inference_sleep_weight and the z
         that `made_by` each image, the sleep term; `total` in reconstruction units."""
         c = self.config
-        features = self.hash_network.features(images)
+        features = self.hash_network.inference_features(images)
         if not c.vae_updates_base:
             features = tf.stop_gradient(features)
         z_mean, z_log_var = self.hash_network.infer_latent(images, labels, features=features)
@@ -415,7 +427,7 @@ class CoopHash(HashingModel):
             batch = batch._replace(unlabeled=None)
         seed = self.step_seed()
         # 1. a contrastive pair from one z; 2. revised by Langevin on f_E (constants below).
-        pairs = self.generate_contrastive_pairs(batch.labels, seed)
+        pairs = self.generate_contrastive_pairs(batch.labels, seed, batch.images)
         revised, grad_norm = self.revise_pairs(pairs, seed)
         finite = tf.reduce_all(tf.math.is_finite(revised.images()))
         # 3. descriptor: maximum likelihood + classification + triplet (+ quantization).
@@ -427,7 +439,7 @@ class CoopHash(HashingModel):
     def test_step(self, data):
         batch = self.unpack(data)._replace(unlabeled=None)
         seed = self.step_seed()
-        pairs = self.generate_contrastive_pairs(batch.labels, seed)
+        pairs = self.generate_contrastive_pairs(batch.labels, seed, batch.images)
         revised, grad_norm = self.revise_pairs(pairs, seed)
         d_terms = self.descriptor_losses(batch, revised)
         g_terms = self.generator_losses(revised, seed, batch)

@@ -58,6 +58,7 @@ class MultipurposeDescriptor(layers.Layer):
         readout_scale=8.0,
         inference_reads_label=False,
         energy_reads_dropout=True,
+        inference_reads_map=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -66,6 +67,7 @@ class MultipurposeDescriptor(layers.Layer):
         self.classifier_input, self.readout_scale = classifier_input, float(readout_scale)
         self.inference_reads_label = bool(inference_reads_label)
         self.energy_reads_dropout = bool(energy_reads_dropout)
+        self.inference_reads_map = bool(inference_reads_map)
         self.base_kwargs = dict(base_kwargs)
         self.num_classes, self.num_bits, self.latent_dim = int(num_classes), int(num_bits), int(latent_dim)
         self.base = make_base_network(self.base_kwargs, name="base")
@@ -92,8 +94,9 @@ class MultipurposeDescriptor(layers.Layer):
     def build(self, input_shape=None):
         self.base.build((None,) + self.image_shape)
         feature_shape = (None, self.feature_dim)
-        for head in (self.energy_head, self.inference_head, self.hash_head):
+        for head in (self.energy_head, self.hash_head):
             head.build(feature_shape)
+        self.inference_head.build((None, self.base.map_dim) if self.inference_reads_map else feature_shape)
         self.classifier_head.build(feature_shape if self.classifier_input == "features" else (None, self.num_bits))
         self.built = True
 
@@ -163,9 +166,17 @@ class MultipurposeDescriptor(layers.Layer):
             "energy": ops.logsumexp(self.energy_head(f_energy), axis=-1),
         }
 
-    def infer_latent(self, x, labels_multi_hot=None, training=False, features=None):
-        """q(z|x) (or q(z|x, c)): (mean, log-variance) of the generator's latent for images x."""
-        f = self.features(x, training=training) if features is None else features
+    def inference_features(self, x):
+        """What the inference head reads: f0(x), or with inference_reads_map f0's last map before its
+        dense feature layer (which keeps more of what varies within a class)."""
+        if self.inference_reads_map:
+            return self.base.feature_map(self.to_image_size(x))
+        return self.features(x)
+
+    def infer_latent(self, x, labels_multi_hot=None, features=None):
+        """q(z|x) (or q(z|x, c)): (mean, log-variance) of the generator's latent for images x;
+        `features`: their `inference_features`, if already computed."""
+        f = self.inference_features(x) if features is None else features
         return self.inference_head(f, labels_multi_hot) if self.inference_reads_label else self.inference_head(f)
 
     def call(self, x, training=False):
@@ -192,6 +203,7 @@ class MultipurposeDescriptor(layers.Layer):
             readout_scale=self.readout_scale,
             inference_reads_label=self.inference_reads_label,
             energy_reads_dropout=self.energy_reads_dropout,
+            inference_reads_map=self.inference_reads_map,
         )
         return config
 
@@ -211,9 +223,15 @@ def descriptor_and_generator(config):
         readout_scale=c.orthohash_scale,
         inference_reads_label=c.inference_input == "features_and_label",
         energy_reads_dropout=c.energy_dropout,
+        inference_reads_map=c.inference_features == "map",
         name="descriptor",
     )
     generator = PairGenerator(
-        synthesis_shape(c), c.latent_dim, c.num_classes, c.generator_filters, name="generator"
+        synthesis_shape(c),
+        c.latent_dim,
+        c.num_classes,
+        c.generator_filters,
+        kernel_initializer=c.generator_initializer,
+        name="generator",
     )
     return descriptor, generator
