@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "CoopHashConfig": "coophash_keras.config",
     "CoopHash": "coophash_keras.models.coophash",
-    "TrainingDivergedError": "coophash_keras.models.base",
+    "TrainingDivergedError": "coophash_keras.models.divergence",
     "revise_with_langevin": "coophash_keras.models.langevin",
 }
 __all__ = list(_LAZY) + ["__version__"]

@@ -139,6 +139,17 @@ class Servable:
             sigmap.signature_def[k].CopyFrom(v)
         return sigmap
 
+    def index_mismatch(self, index):
+        """Why `index` cannot answer for this version (its codes come from another model), or None.
+        Indexes and exports both carry coophash_keras.io.model_fingerprint of their model."""
+        fingerprint = self.info.get("model_fingerprint")
+        if fingerprint and index.model_version and fingerprint != index.model_version:
+            return (
+                f"the index was built by model {index.model_version}, but {self.name} "
+                f"version {self.version} is model {fingerprint}: rebuild the index"
+            )
+        return None
+
     def signature(self, name):
         if name not in self.signatures:
             raise invalid(f'Serving signature name: "{name}" not found in signature def')

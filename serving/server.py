@@ -73,13 +73,9 @@ class ModelServer:
         from coophash_keras.index import open_index
 
         index = open_index(path)
-        servable = self.registry.get(name)
-        fingerprint = servable.info.get("model_fingerprint")
-        if fingerprint and index.model_version and fingerprint != index.model_version:
-            raise ValueError(
-                f"index {path} was built by model {index.model_version}, but {name} "
-                f"version {servable.version} is model {fingerprint}: rebuild the index"
-            )
+        problem = self.registry.get(name).index_mismatch(index)
+        if problem:
+            raise ValueError(f"index {path}: {problem}")
         return index
 
     @property
