@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from serving.errors import invalid
+from coophash_keras.serving.errors import invalid
 
 
 def _show(value):

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from serving.errors import ServingError, invalid, not_found
+from coophash_keras.serving.errors import ServingError, invalid, not_found
 
 log = logging.getLogger("coophash.serving")
 

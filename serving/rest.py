@@ -7,14 +7,14 @@ from urllib.parse import unquote
 
 from google.protobuf import json_format
 
-from serving.errors import ServingError, invalid
-from serving.json_tensor import (
+from coophash_keras.serving.errors import ServingError, invalid
+from coophash_keras.serving.json_tensor import (
     format_predict_response,
     load_json,
     parse_predict_object,
     parse_predict_request,
 )
-from serving.status import model_status_response
+from coophash_keras.serving.status import model_status_response
 
 log = logging.getLogger("coophash.serving")
 

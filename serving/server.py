@@ -8,10 +8,10 @@ unchanged against either. See README "Deploy on TF-Serving" for the real server.
 
 import logging
 
-from serving.frontend import RestFrontend, listen
-from serving.grpc_service import make_grpc_server
-from serving.registry import ModelRegistry
-from serving.rest import RestApi
+from coophash_keras.serving.frontend import RestFrontend, listen
+from coophash_keras.serving.grpc_service import make_grpc_server
+from coophash_keras.serving.registry import ModelRegistry
+from coophash_keras.serving.rest import RestApi
 
 log = logging.getLogger("coophash.serving")
 
@@ -23,7 +23,7 @@ class ModelServer:
     load (TF-Serving's flags of those names; see ModelRegistry). `rest_api_num_threads`: threads
     that answer complete REST requests (default: CPU cores, at least 2);
     `read_timeout` (seconds) and `max_connections` bound slow clients (see serving/frontend.py).
-    A port that cannot be bound raises serving.errors.ListenError, one line naming it."""
+    A port that cannot be bound raises coophash_keras.serving.errors.ListenError, one line naming it."""
 
     def __init__(
         self,

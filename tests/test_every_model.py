@@ -47,11 +47,11 @@ def _spec(run_dir, name, **changes):
 @pytest.mark.parametrize("name", model_names())
 def test_every_model_trains_saves_resumes_exports_serves_indexes_and_tunes(name, tmp_path, digits, capsys):
     from coophash_keras.cli import main as coophash
+    from coophash_keras.export import export_saved_model
     from coophash_keras.runs import train_run
+    from coophash_keras.serving.client import RestClient
+    from coophash_keras.serving.server import ModelServer
     from coophash_keras.tuning import tune_run
-    from export import export_saved_model
-    from serving.client import RestClient
-    from serving.server import ModelServer
 
     # train, then a reload in this process gives identical codes
     run = tmp_path / "run"

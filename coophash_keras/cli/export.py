@@ -23,7 +23,7 @@ def run(args):
     import numpy as np
 
     from coophash_keras.evaluation import model_path
-    from export import export_saved_model
+    from coophash_keras.export import export_saved_model
 
     database_images = database_ids = None
     if args.database:
