@@ -4,7 +4,7 @@
 
 The real `tensorflow_model_server` cannot be installed on our test machines; this server speaks
 the same API (same URLs, JSON forms, status codes, protos), so clients written for TF-Serving work
-unchanged against either. See README "Deploy on TF-Serving" for the real server."""
+unchanged against either. See docs/SERVING.md, "Deploy on TF-Serving", for the real server."""
 
 import logging
 
