@@ -20,8 +20,8 @@ def ensure_model_base(model_base=None):
             return cand
     from coophash_keras import CoopHash, CoopHashConfig
     from coophash_keras.data import load_digits
+    from coophash_keras.export import export_saved_model
     from coophash_keras.io import save_model
-    from export import export_saved_model
 
     data = load_digits()
     model = CoopHash(CoopHashConfig())

@@ -3,7 +3,7 @@ the machine's popcount-scan limit. Queries/s and bytes per code.
 
     python benchmarks/bench_index.py --out results/bench_index.jsonl                 # 1M, 10M x 32/64/128, 100M x 64
     python benchmarks/bench_index.py --sizes 100000 --bits 64 --big 0 --out /tmp/b.jsonl   # a quick check
-    python benchmarks/bench_index.py --table results/bench_index.jsonl               # the README table
+    python benchmarks/bench_index.py --table results/bench_index.jsonl               # the table of docs/SEARCH.md
 
 Each (size, bits) row is appended to --out (JSON lines) as soon as it is measured, and rows already
 there are skipped: a long run that stops can be started again with the same command.
@@ -164,7 +164,7 @@ def read_rows(path):
 
 
 def table(path):
-    """The README table from a results file."""
+    """The table of docs/SEARCH.md from a results file."""
     rows = read_rows(path)
     cols = "| codes | bits | ours q/s | FAISS flat q/s | usearch exact q/s | milvus-lite q/s | scan limit q/s | ours ÷ limit | ours ÷ FAISS | bytes/code ours / FAISS / milvus-lite |"
     print(cols)
@@ -198,7 +198,7 @@ def main():
     p.add_argument("--hnsw-max", type=int, default=100_000, help="largest size for usearch's HNSW build")
     p.add_argument("--workdir", default=None, help="where index files go (default: a temporary directory)")
     p.add_argument("--out", default="results/bench_index.jsonl", help="JSON lines; rows already there are skipped")
-    p.add_argument("--table", metavar="JSONL", help="print the README table from a results file and exit")
+    p.add_argument("--table", metavar="JSONL", help="print the table of docs/SEARCH.md from a results file and exit")
     a = p.parse_args()
     if a.table:
         return table(a.table)

@@ -14,7 +14,7 @@ run() { "$PY" benchmarks/protocol.py --steps "$STEPS" --skip-existing "$@"; }
 
 for table in "$@"; do
   case "$table" in
-    bar)            # issue #13's bar at 50 labels/class: the CoopHash candidate, the same pseudo-labels on
+    bar)            # the bar at 50 labels/class (docs/RESULTS.md): the CoopHash candidate, the same pseudo-labels on
                     # the best pointwise loss, and every baseline, seed by seed so a partial table is balanced
       for seed in $SEEDS; do
         run --methods coophash:fewlabels code_classifier:fixmatch $BASELINES --labels-per-class 50 --bits 32 \
@@ -36,7 +36,7 @@ for table in "$@"; do
           --methods orthohash code_classifier:fixmatch code_classifier --labels-per-class 50 --bits 32 \
           --seeds $seed --ood --curve --log-every 500 --out results/fashion
       done ;;
-    ablations)      # issue #13: each head and each switch of coophash:fewlabels switched off (config.ABLATIONS),
+    ablations)      # each head and each switch of coophash:fewlabels switched off (config.ABLATIONS),
                     # 50 labels/class, at the bar's 1,000 steps: 3,000 steps improve CoopHash on every seed but
                     # did not make it lead the best baseline on all three (tables.sh coophash-long), and
                     # would triple the ablations' ~6 h
@@ -44,7 +44,7 @@ for table in "$@"; do
         run --methods coophash:fewlabels/{no_energy_head,no_inference_head,no_classifier_head,no_generator_pairs,no_synthetic_labels,no_pseudo_labels,classifier_beside_codes} \
           --labels-per-class 50 --bits 32 --seeds $seed --ood --out results/fashion
       done ;;
-    switches)       # issue #13's untried switches on top of coophash:fewlabels, and augmentation of the labelled
+    switches)       # the untried switches on top of coophash:fewlabels, and augmentation of the labelled
                     # batch for every method alike: a seed-0 screen first (the switch table compares each with its
                     # configuration on the same seed); what moves by more than the seed spread gets seeds 1-2
       run --methods coophash:fewlabels+jem coophash:fewlabels+recovery coophash:fewlabels+persistent \
@@ -63,14 +63,14 @@ for table in "$@"; do
         run --methods coophash:fewlabels orthohash code_classifier:fixmatch code_classifier --labels-per-class 50 \
           --bits 32 --seeds $seed --ood --set augmentation=flip,translate=0.125 --tag augment --out results/fashion
       done ;;
-    codebook)       # issue #13 item 1 with the best baseline's loss: CoopHash's classification through the codes by
+    codebook)       # classification through the codes with the best baseline's loss: CoopHash's classification through the codes by
                     # OrthoHash's codebook and margin (coophash:fewlabels+codebook), against the same pseudo-labels
                     # on OrthoHash (orthohash:fixmatch, a reference of the bar like code_classifier:fixmatch)
       for seed in $SEEDS; do
         run --methods orthohash:fixmatch coophash:fewlabels+codebook --labels-per-class 50 --bits 32 \
           --seeds $seed --ood --out results/fashion
       done ;;
-    tune-langevin)  # issue #13: Langevin step size and noise of coophash:fewlabels by keras-tuner, on a held-out
+    tune-langevin)  # Langevin step size and noise of coophash:fewlabels by keras-tuner, on a held-out
                     # fifth of the labelled images (never the queries); then train the best at 1,000 steps
       "$PY" -m coophash_keras.cli tune --dataset fashion_mnist --labels-per-class 50 --bits 32 \
         --method coophash:fewlabels --tune langevin_step_size,langevin_noise_scale \
@@ -80,7 +80,7 @@ for table in "$@"; do
 print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
       run --methods coophash:fewlabels $best --tag langevin_tuned --labels-per-class 50 --bits 32 --seeds 0 --ood \
         --out results/fashion ;;
-    coophash-long)  # issue #13 item 6: does CoopHash win late? 3x the steps for it and the two best baselines,
+    coophash-long)  # does CoopHash win late? 3x the steps for it and the two best baselines,
                     # mAP@1000 every 500 steps (the curve plot), seed by seed
       for seed in $SEEDS; do
         "$PY" benchmarks/protocol.py --steps 3000 --skip-existing --methods orthohash code_classifier:fixmatch \
@@ -96,7 +96,7 @@ print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
       done ;;
     baselines-32)   # the bar's cells, with the robustness evaluations
       run --methods $BASELINES --labels-per-class 50 500 --bits 32 --seeds $SEEDS --ood --corrupted --out results/fashion ;;
-    bar-bits)       # issue #13's "16 and 64 bits at 50 labels/class": every method of the bar, with OOD; the
+    bar-bits)       # the bar at 16 and 64 bits, 50 labels/class: every method of the bar, with OOD; the
                     # candidate and the OrthoHash pair first, since they decide the bar at 32 bits
       for seed in $SEEDS; do
         run --methods coophash:fewlabels orthohash:fixmatch orthohash code_classifier:fixmatch code_classifier csq dpn \

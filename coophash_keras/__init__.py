@@ -1,7 +1,8 @@
 """coophash-keras: CoopHash (cooperative learning of a multipurpose descriptor and a contrastive
 pair generator via variational MCMC teaching) as a Keras 3 / TensorFlow package.
 
-Top-level names are imported lazily, so inference-only code (export/, serving/) can import
+Top-level names are imported lazily, so inference-only code (coophash_keras.export and
+coophash_keras.serving, which live in the repository's export/ and serving/ folders) can import
 `coophash_keras.models.descriptor` without pulling in the training code. Importing the package
 registers every model of `coophash_keras.registry` with Keras (lazily), so
 `keras.models.load_model("model.keras")` works after a plain `import coophash_keras`."""
@@ -23,7 +24,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "CoopHashConfig": "coophash_keras.config",
     "CoopHash": "coophash_keras.models.coophash",
-    "TrainingDivergedError": "coophash_keras.models.base",
+    "TrainingDivergedError": "coophash_keras.models.divergence",
     "revise_with_langevin": "coophash_keras.models.langevin",
 }
 __all__ = list(_LAZY) + ["__version__"]

@@ -62,7 +62,7 @@ def read_state(checkpoint_dir):
 
 def _remove_tree(path):
     """Delete a directory so that a kill midway leaves nothing that looks complete: it is first
-    renamed to a hidden temporary name (cleared by `remove_temporaries`), then deleted."""
+    renamed to a hidden temporary name (cleared by `remove_hidden_leftovers`), then deleted."""
     parent, name = os.path.split(path)
     hidden = os.path.join(parent, f".{name}.removing")
     shutil.rmtree(hidden, ignore_errors=True)
@@ -70,7 +70,7 @@ def _remove_tree(path):
     return hidden
 
 
-def remove_temporaries(backup_dir):
+def remove_hidden_leftovers(backup_dir):
     """Delete what processes killed inside `RunBackup.save` left: its hidden temporaries and
     half-deleted old checkpoints (every hidden entry of a backup dir is ours)."""
     if not os.path.isdir(backup_dir):
@@ -123,7 +123,7 @@ class RunBackup(keras.callbacks.Callback):
         problems = []
         self._restored = True
         if self.write:
-            remove_temporaries(self.backup_dir)
+            remove_hidden_leftovers(self.backup_dir)
         for path in checkpoints(self.backup_dir):
             try:
                 state = read_state(path)

@@ -224,6 +224,17 @@ def read_progress(path):
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def history_from_progress(path):
+    """{metric: one value per epoch} from progress.jsonl (the log that spans a resumed run), with
+    None where an epoch has no value (validation every N epochs), so every list is as long as
+    the number of epochs."""
+    # ProgressLog rewrites the file whole (temporary + rename), so no line is ever torn.
+    entries = {e["epoch"]: e["logs"] for e in read_progress(path)}  # a re-run epoch replaces the lost one
+    epochs = sorted(entries)
+    keys = sorted({k for logs in entries.values() for k in logs})
+    return {k: [entries[e].get(k) for e in epochs] for k in keys}
+
+
 def _write_progress(path, entries):
     from coophash_keras.io import atomic_path
 

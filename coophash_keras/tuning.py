@@ -1,11 +1,16 @@
 """keras-tuner search over a registered model's hyper-parameters, validation mAP as the objective."""
 
+import dataclasses
 import os
 
 import keras
 import keras_tuner as kt
+import numpy as np
 
+from coophash_keras.callbacks import RetrievalMetricsCallback
+from coophash_keras.evaluation import validation_sets
 from coophash_keras.io import atomic_write_json
+from coophash_keras.runs import prepare_run, training_dataset
 
 # field -> how keras-tuner samples it (all are CoopHashConfig fields); each model class lists the
 # fields that matter to it in `tunable_fields`.
@@ -119,10 +124,6 @@ def holdout_split(split, fraction=0.2, seed=0):
     """Tuning never looks at the queries: a `fraction` of the labelled training images becomes the
     validation queries, the rest of the labelled images both the training set and the validation
     database; the unlabeled pool stays the pool."""
-    import dataclasses
-
-    import numpy as np
-
     train = np.random.default_rng(seed).permutation(split.train)
     n_val = max(1, int(round(fraction * len(train))))
     val, rest = np.sort(train[:n_val]), np.sort(train[n_val:])
@@ -134,9 +135,6 @@ def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None, validat
     of the labelled training images (holdout_split), never on the run's queries. Writes
     RUN/tuning.json (every trial) and RUN/best_config.json (`coophash train --config`), which holds
     the spec's whole config (its method's variant included) with the best values."""
-    from coophash_keras.callbacks import RetrievalMetricsCallback
-    from coophash_keras.runs import prepare_run, training_dataset, validation_sets
-
     run = prepare_run(spec)
     run.split = holdout_split(run.split, validation_fraction, spec.seed)
     tuner = make_tuner(

@@ -28,7 +28,7 @@ VARIANTS = {
         # Picked from single-seed 500-step runs (docs/RESULTS.md, "Exploration"): nll_weight=1 let the
         # energy gap grow to ~6 and cost 0.03 mAP; T=5 halves the step time.
         "fewlabels": _FEWLABELS,
-        # #13's untried switches, each on top of the candidate (single-seed screen first, docs/RESULTS.md):
+        # The untried switches, each on top of the candidate (single-seed screen first, docs/RESULTS.md):
         # the marginal-energy likelihood on the pool at the candidate's NLL weight,
         "fewlabels+jem": {**_FEWLABELS, "unlabeled_nll_weight": 0.1},
         # a pool image's code pulled towards its recovery's code,
@@ -89,7 +89,7 @@ def switch_of(method):
 def parse_method(method):
     """(registry model, variant changes, ablation name or None) of a method name; a clear error for
     unknown names. The ablation's changes depend on the config it switches off in, so they are left
-    to `config.with_ablation` on the final config (resolve_method, runs.build_config)."""
+    to `config.with_ablation` on the final config (resolve_method, run_spec.build_config)."""
     model, _, variant = method.partition(":")
     if model not in MODELS:
         raise ValueError(f"unknown method {method!r}: the model must be one of {list(MODELS)}")

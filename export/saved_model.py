@@ -15,8 +15,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from export.module import HashingExportModule
-from export.weights import load_hashing_network
+from coophash_keras.export.module import HashingExportModule
+from coophash_keras.export.weights import load_hashing_network
 
 
 def next_version(base, name):

@@ -1,5 +1,5 @@
-"""Write Fashion-MNIST as PNG files in class folders, for trying `--dataset folder:PATH` (README,
-"Your own images"):
+"""Write Fashion-MNIST as PNG files in class folders, for trying `--dataset folder:PATH`
+(docs/YOUR_OWN_IMAGES.md):
 
     python scripts/make_fashion_folder.py --out data/fashion_png --per-class 200 --split train \\
         [--unlabeled data/fashion_unlabeled --unlabeled-count 500]

@@ -20,8 +20,8 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from serving.errors import ListenError
-from serving.http11 import MAX_LINE, FramingError, read_request, response_bytes
+from coophash_keras.serving.errors import ListenError
+from coophash_keras.serving.http11 import MAX_LINE, FramingError, read_request, response_bytes
 
 log = logging.getLogger("coophash.serving")
 

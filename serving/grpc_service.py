@@ -12,8 +12,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.errors import ListenError, ServingError, invalid
-from serving.status import model_status_response
+from coophash_keras.serving.errors import ListenError, ServingError, invalid
+from coophash_keras.serving.status import model_status_response
 
 
 def _spec(model_spec):

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from serving.errors import invalid
+from coophash_keras.serving.errors import invalid
 
 
 def _show(value):
@@ -96,7 +96,11 @@ def parse_predict_request(body, signature_of):
     the Signature (raising for an unknown one)."""
     if not body:
         raise invalid("JSON Parse error: The document is empty")
-    request = load_json(body)
+    return parse_predict_object(load_json(body), signature_of)
+
+
+def parse_predict_object(request, signature_of):
+    """parse_predict_request on a request already parsed from JSON (e.g. the :search route's)."""
     if not isinstance(request, dict):
         raise invalid("JSON Parse error: the request body Is not object")
     name = request.get("signature_name", "serving_default")

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from serving.errors import ServingError, invalid, not_found
+from coophash_keras.serving.errors import ServingError, invalid, not_found
 
 log = logging.getLogger("coophash.serving")
 
@@ -138,6 +138,17 @@ class Servable:
         for k, v in self.signature_defs.items():
             sigmap.signature_def[k].CopyFrom(v)
         return sigmap
+
+    def index_mismatch(self, index):
+        """Why `index` cannot answer for this version (its codes come from another model), or None.
+        Indexes and exports both carry coophash_keras.io.model_fingerprint of their model."""
+        fingerprint = self.info.get("model_fingerprint")
+        if fingerprint and index.model_version and fingerprint != index.model_version:
+            return (
+                f"the index was built by model {index.model_version}, but {self.name} "
+                f"version {self.version} is model {fingerprint}: rebuild the index"
+            )
+        return None
 
     def signature(self, name):
         if name not in self.signatures:

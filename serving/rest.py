@@ -7,9 +7,14 @@ from urllib.parse import unquote
 
 from google.protobuf import json_format
 
-from serving.errors import ServingError, invalid
-from serving.json_tensor import format_predict_response, load_json, parse_predict_request
-from serving.status import model_status_response
+from coophash_keras.serving.errors import ServingError, invalid
+from coophash_keras.serving.json_tensor import (
+    format_predict_response,
+    load_json,
+    parse_predict_object,
+    parse_predict_request,
+)
+from coophash_keras.serving.status import model_status_response
 
 log = logging.getLogger("coophash.serving")
 
@@ -127,13 +132,9 @@ class RestApi:
             raise ServingError(
                 "NOT_FOUND", f"no index is configured for model {name} (coophash serve --index {name}=PATH)"
             )
-        fingerprint = servable.info.get("model_fingerprint")
-        if index.model_version and fingerprint and index.model_version != fingerprint:
-            raise ServingError(
-                "FAILED_PRECONDITION",
-                f"the index was built by model {index.model_version} but "
-                f"{name} version {servable.version} is model {fingerprint}: rebuild the index",
-            )
+        problem = servable.index_mismatch(index)
+        if problem:
+            raise ServingError("FAILED_PRECONDITION", problem)
         request = load_json(body) if body else None
         if not isinstance(request, dict) or "instances" not in request:
             raise invalid('a :search request is {"instances": [...], "k": 10}')
@@ -143,8 +144,9 @@ class RestApi:
         instances = request["instances"]
         encoded = isinstance(instances, list) and instances and isinstance(instances[0], dict)
         signature = "hash_image_bytes" if encoded else "serving_default"
-        forwarded = json.dumps({"signature_name": signature, "instances": instances}).encode()
-        sig_name, inputs, _ = parse_predict_request(forwarded, servable.signature)
+        sig_name, inputs, _ = parse_predict_object(
+            {"signature_name": signature, "instances": instances}, servable.signature
+        )
         packed = servable.signature(sig_name).run(inputs, ["packed", "codes"])
         try:
             ids, distances = index.search(packed["packed"], k)

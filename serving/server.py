@@ -4,14 +4,14 @@
 
 The real `tensorflow_model_server` cannot be installed on our test machines; this server speaks
 the same API (same URLs, JSON forms, status codes, protos), so clients written for TF-Serving work
-unchanged against either. See README "Deploy on TF-Serving" for the real server."""
+unchanged against either. See docs/SERVING.md, "Deploy on TF-Serving", for the real server."""
 
 import logging
 
-from serving.frontend import RestFrontend, listen
-from serving.grpc_service import make_grpc_server
-from serving.registry import ModelRegistry
-from serving.rest import RestApi
+from coophash_keras.serving.frontend import RestFrontend, listen
+from coophash_keras.serving.grpc_service import make_grpc_server
+from coophash_keras.serving.registry import ModelRegistry
+from coophash_keras.serving.rest import RestApi
 
 log = logging.getLogger("coophash.serving")
 
@@ -23,7 +23,7 @@ class ModelServer:
     load (TF-Serving's flags of those names; see ModelRegistry). `rest_api_num_threads`: threads
     that answer complete REST requests (default: CPU cores, at least 2);
     `read_timeout` (seconds) and `max_connections` bound slow clients (see serving/frontend.py).
-    A port that cannot be bound raises serving.errors.ListenError, one line naming it."""
+    A port that cannot be bound raises coophash_keras.serving.errors.ListenError, one line naming it."""
 
     def __init__(
         self,
@@ -73,13 +73,9 @@ class ModelServer:
         from coophash_keras.index import open_index
 
         index = open_index(path)
-        servable = self.registry.get(name)
-        fingerprint = servable.info.get("model_fingerprint")
-        if fingerprint and index.model_version and fingerprint != index.model_version:
-            raise ValueError(
-                f"index {path} was built by model {index.model_version}, but {name} "
-                f"version {servable.version} is model {fingerprint}: rebuild the index"
-            )
+        problem = self.registry.get(name).index_mismatch(index)
+        if problem:
+            raise ValueError(f"index {path}: {problem}")
         return index
 
     @property

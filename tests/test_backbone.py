@@ -115,7 +115,7 @@ def test_weights_file_is_read_when_training_starts_and_then_travels_with_the_mod
     from keras.src.utils import file_utils
 
     from coophash_keras.baselines.code_classifier import CodeClassifier
-    from export.weights import load_hashing_network
+    from coophash_keras.export.weights import load_hashing_network
 
     source = _application(seed=7)
     path = tmp_path / "weights_mobilenet_v3_small_notop.h5"
@@ -240,10 +240,10 @@ class _FrozenThenFineTuned(keras.callbacks.Callback):
 # pointwise model goes through them on a backbone.
 @pytest.mark.parametrize("name, serve", [("csq", True), ("coophash", False), ("dshgan", False)])
 def test_model_on_a_backbone_trains_saves_exports_and_serves(name, serve, tmp_path, digits32, no_download):
+    from coophash_keras.export import export_saved_model
     from coophash_keras.runs import RunSpec, train_run
-    from export import export_saved_model
-    from serving.client import RestClient
-    from serving.server import ModelServer
+    from coophash_keras.serving.client import RestClient
+    from coophash_keras.serving.server import ModelServer
 
     watch = _FrozenThenFineTuned()
     spec = RunSpec(
@@ -310,7 +310,7 @@ def test_keras_hub_preset_folder_as_backbone(tmp_path, digits32):
     import tensorflow as tf
 
     from coophash_keras.baselines.code_classifier import CodeClassifier
-    from export import export_saved_model
+    from coophash_keras.export import export_saved_model
 
     preset = tmp_path / "tiny_resnet"
     keras_hub.models.ResNetBackbone(

@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 from coophash_keras.baselines.code_classifier import code_classification_loss
-from coophash_keras.baselines.codebooks import hadamard_centres, label_set_centre, random_codebook, sign_of_gaussian
 from coophash_keras.baselines.csq import csq_loss
 from coophash_keras.baselines.dpn import dpn_loss
 from coophash_keras.baselines.orthohash import orthohash_loss
+from coophash_keras.layers.codebooks import hadamard_centres, label_set_centre, random_codebook, sign_of_gaussian
 from coophash_keras.registry import model_class
 
 POINTWISE = ["code_classifier", "csq", "orthohash", "dpn", "triplet"]

@@ -117,3 +117,16 @@ def test_a_run_stopped_by_divergence_resumes_from_its_backup_with_the_other_poli
     check_backup_dir(str(tmp_path), CoopHash(tiny_config.replace(divergence_policy="shrink")))  # no error
     with pytest.raises(ValueError, match=r"different configuration \(fields \['langevin_steps'\]\)"):
         check_backup_dir(str(tmp_path), CoopHash(tiny_config.replace(langevin_steps=7)))
+
+
+def test_a_model_holding_non_finite_weights_refuses_to_train_or_be_called(tiny_config, digits):
+    """`keras.saving.save_model` reads nothing of the model but `built` before it truncates the file,
+    so `built` refuses outside traced code (models/saving.py), and so do fit and eager calls."""
+    model = CoopHash(tiny_config)
+    model.compile()
+    model(digits.images[:2])  # a healthy model answers
+    poison(model)
+    with pytest.raises(ValueError, match="non-finite"):
+        model(digits.images[:2])
+    with pytest.raises(ValueError, match="non-finite"):
+        model.fit(digits.images[:32], digits.labels[:32], batch_size=32, epochs=1, verbose=0)

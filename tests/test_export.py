@@ -20,7 +20,7 @@ def trained(trained_tiny):
 
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory, digits):
-    from export import export_saved_model
+    from coophash_keras.export import export_saved_model
 
     base = tmp_path_factory.mktemp("models")
     path = export_saved_model(
@@ -85,7 +85,7 @@ def test_search_signature_matches_brute_force_ranking(trained, exported, digits)
 
 
 def test_versions_and_bad_exports(trained, exported, tmp_path):
-    from export import export_saved_model, next_version
+    from coophash_keras.export import export_saved_model, next_version
 
     base, _ = exported
     assert next_version(base, "coophash") == 2
@@ -103,7 +103,7 @@ def test_versions_and_bad_exports(trained, exported, tmp_path):
 def test_export_does_not_import_training_code(trained, tmp_path):
     code = f"""
 import sys, json
-from export import export_saved_model
+from coophash_keras.export import export_saved_model
 export_saved_model({trained[1]!r}, {str(tmp_path)!r}, "m")
 print(json.dumps(sorted(m for m in sys.modules if m.startswith("coophash_keras"))))
 """

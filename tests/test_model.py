@@ -5,8 +5,10 @@ import tensorflow as tf
 
 from coophash_keras import CoopHash, TrainingDivergedError
 from coophash_keras.io import load_model, save_model
-from coophash_keras.models.base import Batch, ScaledSchedule, sample_negative_labels, scale_learning_rate
+from coophash_keras.models.base import Batch
 from coophash_keras.models.coophash import ContrastivePairs
+from coophash_keras.models.divergence import ScaledSchedule, scale_learning_rate
+from coophash_keras.models.generative import sample_negative_labels
 from coophash_keras.preprocessing import normalize_images
 
 

@@ -68,8 +68,8 @@ def test_classifier_reading_the_codes(tiny_config, digits):
 def test_codebook_read_out_is_orthohash_on_the_codes(tiny_config, digits, tmp_path):
     import keras
 
-    from coophash_keras.baselines.codebooks import random_codebook
     from coophash_keras.baselines.orthohash import orthohash_loss
+    from coophash_keras.layers.codebooks import random_codebook
 
     cfg = tiny_config.replace(classifier_input="codebook", orthohash_scale=6.0, orthohash_margin=0.3, seed=4)
     model = CoopHash(cfg)

@@ -26,9 +26,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.client import GrpcClient, RestClient, ServingClientError
-from serving.errors import ListenError
-from serving.server import ModelServer
+from coophash_keras.serving.client import GrpcClient, RestClient, ServingClientError
+from coophash_keras.serving.errors import ListenError
+from coophash_keras.serving.server import ModelServer
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def model_file(trained_tiny):
 
 @pytest.fixture(scope="module")
 def server(model_file, tmp_path_factory, digits):
-    from export import export_saved_model
+    from coophash_keras.export import export_saved_model
 
     base = str(tmp_path_factory.mktemp("models"))
     export_saved_model(
@@ -324,7 +324,7 @@ def test_grpc_client(server, model_file, digits):
 
 # ------------------------------------------------------------------------------- versions, CLI
 def test_new_version_is_picked_up_without_restart(model_file, tmp_path, digits):
-    from export import export_saved_model
+    from coophash_keras.export import export_saved_model
 
     base = str(tmp_path / "models")
     export_saved_model(model_file[1], base, "coophash", warmup=False)
@@ -366,7 +366,7 @@ def copy_version(src, dst, names):
 
 
 def test_version_copied_in_two_steps_is_served_once_complete(model_file, tmp_path, digits, caplog):
-    from export import export_saved_model
+    from coophash_keras.export import export_saved_model
 
     caplog.set_level(logging.INFO, logger="coophash.serving")
     base, staging = str(tmp_path / "models"), str(tmp_path / "staging")
@@ -389,7 +389,7 @@ def test_version_copied_in_two_steps_is_served_once_complete(model_file, tmp_pat
 
 
 def test_broken_version_is_skipped_until_its_files_change(model_file, tmp_path, digits):
-    from export import export_saved_model
+    from coophash_keras.export import export_saved_model
 
     base, staging = str(tmp_path / "models"), str(tmp_path / "staging")
     export_saved_model(model_file[1], base, "coophash", warmup=False)
@@ -432,10 +432,10 @@ def test_coophash_query_cli(server, tmp_path, digits):
 
 # ------------------------------------------------------------------------------- :search route
 def test_search_route_backed_by_an_index(model_file, tmp_path, digits):
+    from coophash_keras.export import export_saved_model
     from coophash_keras.index import HammingIndex
     from coophash_keras.io import model_fingerprint
     from coophash_keras.metrics import hamming_rank
-    from export import export_saved_model
 
     model, path = model_file
     base = str(tmp_path / "models")
@@ -482,9 +482,9 @@ def test_search_route_backed_by_milvus(model_file, tmp_path, digits):
     """The same route over a Milvus collection (milvus-lite here; a cluster changes the URI only)."""
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
+    from coophash_keras.export import export_saved_model
     from coophash_keras.index import HammingIndex, MilvusIndex
     from coophash_keras.io import model_fingerprint
-    from export import export_saved_model
 
     model, path = model_file
     base = str(tmp_path / "models")

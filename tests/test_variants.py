@@ -5,7 +5,7 @@ import pytest
 
 from coophash_keras import CoopHashConfig
 from coophash_keras.config import ABLATIONS
-from coophash_keras.runs import RunError, RunSpec
+from coophash_keras.run_spec import RunError, RunSpec
 from coophash_keras.variants import VARIANTS, ablation_of, method_names, resolve_method, switch_of
 
 
@@ -93,7 +93,7 @@ def _train_spec(*argv):
 def _config(spec):
     from types import SimpleNamespace
 
-    from coophash_keras.runs import build_config
+    from coophash_keras.run_spec import build_config
 
     return build_config(spec, SimpleNamespace(image_shape=(8, 8, 1), num_classes=10, multi_label=False))
 

@@ -9,8 +9,8 @@ import numpy as np
 from keras import ops
 
 from coophash_keras import losses
-from coophash_keras.baselines.codebooks import hadamard_centres, label_set_centre
 from coophash_keras.baselines.pointwise import PointwiseHashingModel
+from coophash_keras.layers.codebooks import hadamard_centres, label_set_centre
 
 
 def csq_loss(relaxed_codes, centres, quantization_weight):

@@ -7,8 +7,8 @@ multi-label data the official sum of the per-class hinges over the label set."""
 import keras
 from keras import ops
 
-from coophash_keras.baselines.codebooks import sign_of_gaussian
 from coophash_keras.baselines.pointwise import PointwiseHashingModel
+from coophash_keras.layers.codebooks import sign_of_gaussian
 
 
 def dpn_loss(codes, targets, labels_multi_hot, margin):

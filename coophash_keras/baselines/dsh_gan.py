@@ -26,8 +26,10 @@ import keras
 import tensorflow as tf
 
 from coophash_keras import losses
-from coophash_keras.models.base import HashingModel, bit_balance, correct_predictions, sample_negative_labels
+from coophash_keras.models.base import HashingModel
 from coophash_keras.models.descriptor import descriptor_and_generator
+from coophash_keras.models.generative import sample_negative_labels
+from coophash_keras.models.step_metrics import bit_balance, correct_predictions
 from coophash_keras.preprocessing import denormalize_images
 
 _POSITIVE, _NEGATIVE, _NEGATIVE_LABELS, _GENERATOR = 0, 1, 2, 3

@@ -7,8 +7,8 @@ normalised to sum to 1."""
 
 import keras
 
-from coophash_keras.baselines.codebooks import orthohash_codebook
 from coophash_keras.baselines.pointwise import PointwiseHashingModel
+from coophash_keras.layers.codebooks import orthohash_codebook
 from coophash_keras.losses import orthohash_loss
 
 

@@ -5,8 +5,9 @@ hash layer and read-out it uses and what its loss is."""
 
 import tensorflow as tf
 
-from coophash_keras.models.base import HashingModel, bit_balance, correct_predictions
+from coophash_keras.models.base import HashingModel
 from coophash_keras.models.networks import HashNetwork, base_network_kwargs
+from coophash_keras.models.step_metrics import bit_balance, correct_predictions
 
 
 class PointwiseHashingModel(HashingModel):

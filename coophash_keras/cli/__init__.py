@@ -59,7 +59,7 @@ def main(argv=None):
 
         keras.config.disable_traceback_filtering()
     from coophash_keras.cli.common import CLIError
-    from coophash_keras.models.base import TrainingDivergedError
+    from coophash_keras.models.divergence import TrainingDivergedError
 
     try:
         args.func(args)

@@ -48,8 +48,8 @@ def export_serve_and_query(run_dir):
 
     from coophash_keras.cli.query import query
     from coophash_keras.data import RetrievalSplit, load_digits
-    from export import export_saved_model
-    from serving.server import ModelServer
+    from coophash_keras.export import export_saved_model
+    from coophash_keras.serving.server import ModelServer
 
     base = os.path.join(run_dir, "models")
     shutil.rmtree(base, ignore_errors=True)

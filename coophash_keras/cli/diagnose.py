@@ -20,8 +20,9 @@ def run(args):
     import os
 
     from coophash_keras.diagnostics import generator_diagnostics, has_generator, save_sample_grid, summary_line
+    from coophash_keras.evaluation import load_run, load_run_data, model_path
     from coophash_keras.io import atomic_write_json, load_model
-    from coophash_keras.runs import RunError, load_run, load_run_data, model_path
+    from coophash_keras.run_spec import RunError
 
     model = load_model(model_path(args.run_dir))
     if not has_generator(model):

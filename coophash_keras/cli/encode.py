@@ -15,8 +15,8 @@ def add_parser(sub):
 def run(args):
     import numpy as np
 
+    from coophash_keras.evaluation import model_path
     from coophash_keras.io import load_model
-    from coophash_keras.runs import model_path
 
     model = load_model(model_path(args.run_dir))
     images, names = read_images(args.images, model.config.image_shape)

@@ -14,7 +14,7 @@ def add_parser(sub):
 def run(args):
     import os
 
-    from coophash_keras.runs import evaluate_run, load_run
+    from coophash_keras.evaluation import evaluate_run, load_run
 
     metrics = evaluate_run(args.run_dir, topk=args.topk, output=args.output, verbose=args.keras_verbosity)
     summary = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("mAP", "P@")) and "exclude" not in k}

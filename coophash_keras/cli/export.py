@@ -22,13 +22,13 @@ def add_parser(sub):
 def run(args):
     import numpy as np
 
-    from coophash_keras.runs import model_path
-    from export import export_saved_model
+    from coophash_keras.evaluation import model_path
+    from coophash_keras.export import export_saved_model
 
     database_images = database_ids = None
     if args.database:
         from coophash_keras.data import RetrievalSplit
-        from coophash_keras.runs import load_run, load_run_data
+        from coophash_keras.evaluation import load_run, load_run_data
 
         data = load_run_data(load_run(args.database))
         split = RetrievalSplit.load(f"{args.database}/split.npz")

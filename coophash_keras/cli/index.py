@@ -62,9 +62,9 @@ def build(args):
     import numpy as np
 
     from coophash_keras.data import RetrievalSplit
+    from coophash_keras.evaluation import model_path
     from coophash_keras.index import HammingIndex
     from coophash_keras.io import load_model, model_fingerprint
-    from coophash_keras.runs import model_path
 
     if os.path.exists(args.out) and not args.overwrite:
         raise CLIError(f"{args.out} exists; pass --overwrite to replace it")
@@ -127,7 +127,7 @@ def load_model_data(dataset, data_dir, config):
 def check_run_data(run_dir, dataset, data):
     """Split ids index the run's own dataset: when that is `dataset`, it must not have changed."""
     from coophash_keras.data.files import check_dataset_record
-    from coophash_keras.runs import load_run
+    from coophash_keras.evaluation import load_run
 
     run = load_run(run_dir)
     if run.get("dataset") == dataset:
@@ -135,9 +135,9 @@ def check_run_data(run_dir, dataset, data):
 
 
 def search(args):
+    from coophash_keras.evaluation import model_path
     from coophash_keras.index import open_index
     from coophash_keras.io import load_model, model_fingerprint
-    from coophash_keras.runs import model_path
 
     path = model_path(args.model)
     index = open_index(args.index, verify=not args.no_verify)

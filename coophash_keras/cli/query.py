@@ -20,7 +20,7 @@ def query(images, url=None, grpc=None, model="coophash", version=None, search=Fa
     """Codes (and with `search` the top-k ids and distances) of image files from a served model.
     The files go as encoded bytes: `hash_image_bytes`, or `search_image_bytes` with search (one
     call from a JPEG to its neighbours, over REST or gRPC)."""
-    from serving.client import GrpcClient, RestClient, ServingClientError
+    from coophash_keras.serving.client import GrpcClient, RestClient, ServingClientError
 
     blobs = []
     for path in images:

@@ -91,9 +91,9 @@ def _draw_sheet(path, images, names, ids, distances, paths, data, image_shape):
 
 
 def run(args):
+    from coophash_keras.evaluation import model_path
     from coophash_keras.index import HammingIndex
     from coophash_keras.io import load_model, model_fingerprint
-    from coophash_keras.runs import model_path
 
     path = model_path(args.model)
     index = HammingIndex.load(args.index, expected_model_version=model_fingerprint(path))

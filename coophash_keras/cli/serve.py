@@ -49,8 +49,8 @@ def add_parser(sub):
 def run(args):
     import logging
 
-    from serving.errors import ListenError
-    from serving.server import ModelServer
+    from coophash_keras.serving.errors import ListenError
+    from coophash_keras.serving.server import ModelServer
 
     # INFO: the start-up line and every version loaded are shown; access lines and client
     # disconnects are DEBUG.

@@ -52,7 +52,7 @@ def add_parser(sub):
 
 
 def spec_from_args(args):
-    from coophash_keras.runs import RunSpec
+    from coophash_keras.run_spec import RunSpec
 
     model, overrides = model_and_overrides(args)
     return RunSpec(

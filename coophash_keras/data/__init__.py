@@ -1,3 +1,4 @@
+from coophash_keras.data.datasets import load_dataset
 from coophash_keras.data.files import (
     UNLABELED,
     ImageFileError,
@@ -6,16 +7,8 @@ from coophash_keras.data.files import (
     load_image_files,
     load_image_folder,
 )
-from coophash_keras.data.loaders import (
-    FASHION_MNIST_DIR,
-    ImageSet,
-    from_arrays,
-    load_dataset,
-    load_digits,
-    load_fashion_mnist,
-    load_tfds,
-    with_unlabeled,
-)
+from coophash_keras.data.image_set import ImageSet, from_arrays, with_unlabeled
+from coophash_keras.data.loaders import FASHION_MNIST_DIR, load_digits, load_fashion_mnist, load_tfds
 from coophash_keras.data.split import RetrievalSplit, retrieval_split
 from coophash_keras.data.validation import validate_fit_data, validate_images, validate_labels
 

@@ -1,4 +1,4 @@
-"""Image corruptions for out-of-distribution retrieval and corrupted-query experiments (#6).
+"""Image corruptions for out-of-distribution retrieval and corrupted-query experiments.
 
 The shift (ours; the paper's OOD protocol could not be read): the kinds of damage a query photo
 picks up and that a class label does not depend on: sensor noise, defocus blur, low contrast, a

@@ -48,6 +48,8 @@ import sys
 
 import numpy as np
 
+from coophash_keras.data.image_set import ImageSet
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IGNORED_FILES = ("thumbs.db", "desktop.ini")
 UNLABELED = -1  # the label of every image of an images:PATH set
@@ -295,8 +297,6 @@ def _require_dir(root, what):
 def load_image_folder(root, image_size=None, channels=None, warn=print_warning):
     """folder:PATH, one subfolder per class (nested folders inside a class folder are included):
     single-label ImageSet, class ids in sorted subfolder-name order."""
-    from coophash_keras.data.loaders import ImageSet
-
     what = f"folder:{root}"
     _require_dir(root, what)
     entries = sorted(e for e in os.listdir(root) if not _ignored(e))
@@ -389,8 +389,6 @@ def _read_csv_rows(csv_path, what):
 def load_image_csv(csv_path, image_size=None, channels=None, warn=print_warning):
     """csv:PATH (file,labels with ';'-separated labels): multi-label ImageSet with multi-hot
     float32 labels over the sorted label strings of the images that could be read."""
-    from coophash_keras.data.loaders import ImageSet
-
     what = f"csv:{csv_path}"
     rows = _read_csv_rows(csv_path, what)
     base = os.path.dirname(csv_path)
@@ -420,8 +418,6 @@ def load_image_csv(csv_path, image_size=None, channels=None, warn=print_warning)
 def load_image_files(root, image_size=None, channels=None, warn=print_warning):
     """images:PATH, every image under PATH (subfolders included), unlabelled: labels all
     UNLABELED (-1), num_classes 0. Use it as an index database or an unlabelled pool."""
-    from coophash_keras.data.loaders import ImageSet
-
     what = f"images:{root}"
     _require_dir(root, what)
     candidates, skipped = [], []

@@ -7,9 +7,13 @@ images in train-file mosaics and test-file images in test-file mosaics (extras["
     coophash train --dataset npz:data/fashion_mosaics.npz ...     # or load_fashion_mosaics(path)
 """
 
+import os
+
 import numpy as np
 
-from coophash_keras.data.loaders import FASHION_MNIST_CLASSES, ImageSet
+from coophash_keras.data.image_set import ImageSet
+from coophash_keras.data.loaders import FASHION_MNIST_CLASSES
+from coophash_keras.io import atomic_path
 
 
 def make_mosaics(images, labels, num_classes, seed=0):
@@ -44,8 +48,6 @@ def fashion_mosaics(fashion: ImageSet, seed=0) -> ImageSet:
 
 
 def save_mosaics(mosaics: ImageSet, path):
-    from coophash_keras.io import atomic_path
-
     with atomic_path(path, ".npz") as tmp:
         np.savez_compressed(
             tmp, images=mosaics.images, labels=mosaics.labels, source_split=mosaics.extras["source_split"]
@@ -54,8 +56,6 @@ def save_mosaics(mosaics: ImageSet, path):
 
 def load_fashion_mosaics(path) -> ImageSet:
     """The mosaics written by scripts/make_fashion_mosaics.py."""
-    import os
-
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"missing data file {path}; build it with python scripts/make_fashion_mosaics.py --out {path}"

@@ -5,9 +5,9 @@ import importlib
 
 _LAZY = {
     "CoopHash": "coophash_keras.models.coophash",
-    "DivergenceGuard": "coophash_keras.models.base",
+    "DivergenceGuard": "coophash_keras.models.divergence",
     "HashingModel": "coophash_keras.models.base",
-    "TrainingDivergedError": "coophash_keras.models.base",
+    "TrainingDivergedError": "coophash_keras.models.divergence",
     "HashNetwork": "coophash_keras.models.networks",
     "MultipurposeDescriptor": "coophash_keras.models.descriptor",
     "revise_with_langevin": "coophash_keras.models.langevin",

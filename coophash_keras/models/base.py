@@ -1,11 +1,10 @@
 """The skeleton every hashing model of the package extends (CoopHash and every baseline).
 
 A model keeps only its networks, its losses and its `train_step`; this base holds the rest, once:
-the config and its (de)serialisation, one optimizer per named group (learning-rate schedule, loss
-scaling under mixed precision, eager builds for distribution strategies), the per-replica step
-seed, the guarded update that never applies a non-finite step, the metric trackers, label
-handling, `encode`, the divergence policy (stop, or halve the step sizes and go on), and saves
-that refuse non-finite weights and never leave half a file.
+the config and its (de)serialisation, one optimizer per named group, the per-replica step seed,
+the guarded update (models/safe_update.py), the metric trackers, label handling and `encode`.
+Divergence handling is in models/divergence.py, the saves that refuse non-finite weights in
+models/saving.py.
 
 Subclasses set:
   optimizer_groups   {group: config field of its learning rate}; the optimizer is the attribute
@@ -20,8 +19,6 @@ and build `self.hash_network`, the inference part (a layer with `serving_outputs
 from __future__ import annotations
 
 import math
-import os
-import sys
 from typing import NamedTuple
 
 import keras
@@ -32,22 +29,13 @@ from coophash_keras.codes import pack_codes, sign_codes
 from coophash_keras.config import CoopHashConfig
 from coophash_keras.data.augment import Augmenter
 from coophash_keras.data.validation import validate_fit_data, validate_images
-from coophash_keras.io import atomic_path
 from coophash_keras.layers import restoring_base
 from coophash_keras.losses import classification_loss, orthohash_loss, pseudo_label_loss
-from coophash_keras.models.optimizers import FineTuneAdam, attach_backbone
+from coophash_keras.models import safe_update
+from coophash_keras.models.divergence import DivergenceGuard, StepScale, scale_learning_rate
+from coophash_keras.models.optimizers import attach_backbone, make_optimizer
+from coophash_keras.models.saving import FiniteAtomicSaves
 from coophash_keras.preprocessing import normalize_images, to_pixels
-
-try:  # the Keras function that opens a .keras file for writing (see HashingModel.built)
-    from keras.src.saving.saving_lib import save_model as _keras_save_model
-
-    _KERAS_SAVE_CODE = _keras_save_model.__code__
-except (ImportError, AttributeError):  # another Keras layout: the check in get_config still refuses
-    _KERAS_SAVE_CODE = None
-
-
-class TrainingDivergedError(RuntimeError):
-    """A step went non-finite and training stopped; the model holds the last finite state."""
 
 
 class Batch(NamedTuple):
@@ -67,178 +55,7 @@ def as_config(config) -> CoopHashConfig:
     return config.validate()
 
 
-def sample_negative_labels(labels_multi_hot, seed, num_classes, same_size=False):
-    """c- sharing no class with c+: one uniformly drawn class absent from the anchor's label set, or
-    with `same_size` a uniformly drawn set of min(|c+|, #absent) absent classes (so a multi-label
-    anchor's c- is a label set too). Any one class if the anchor has them all. `seed` is a
-    stateless seed; a one-hot c+ gives the same c- either way."""
-    labels = tf.cast(labels_multi_hot, tf.float32)
-    # absent classes score in (0, 1), present ones in (-2, -1): the top k are k random absent classes
-    scores = tf.random.stateless_uniform(tf.shape(labels), seed) - 2.0 * labels
-    if not same_size:
-        return tf.one_hot(tf.argmax(scores, axis=-1), num_classes)
-    present = tf.reduce_sum(labels, axis=-1)
-    k = tf.cast(tf.maximum(tf.minimum(present, num_classes - present), 1.0), tf.int32)
-    kth_best = tf.gather(tf.sort(scores, axis=-1, direction="DESCENDING"), k - 1, axis=-1, batch_dims=1)
-    return tf.cast(scores >= kth_best[:, None], tf.float32)
-
-
-def bit_balance(relaxed_codes):
-    """1 - mean |mean bit| over the batch: 1 = every bit split evenly, 0 = constant bits."""
-    bits = tf.cast(sign_codes(relaxed_codes), tf.float32)
-    return 1.0 - tf.reduce_mean(tf.abs(tf.reduce_mean(bits, axis=0)))
-
-
-def correct_predictions(logits, labels_multi_hot, multi_label):
-    """Per-example 0/1: argmax hit (single-label) or every class right (multi-label)."""
-    if multi_label:
-        correct = tf.reduce_all(tf.equal(logits > 0, labels_multi_hot > 0.5), axis=-1)
-    else:
-        correct = tf.equal(tf.argmax(logits, -1), tf.argmax(labels_multi_hot, -1))
-    return tf.cast(correct, tf.float32)
-
-
-def all_finite(values) -> tf.Tensor:
-    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values if v is not None])
-
-
-def apply_if(optimizer, finite, grads, variables):
-    """optimizer.apply(grads, variables) only where `finite` is True (the same on every replica).
-
-    Under a strategy that synchronises through merge_call (MultiWorkerMirroredStrategy), a cond
-    around apply() in the replica context is not allowed, so the cond runs in the cross-replica
-    context, as keras.optimizers.LossScaleOptimizer does for its own skip."""
-
-    def step():
-        optimizer.apply(grads, variables)
-        return tf.constant(True)
-
-    if tf.__internal__.distribute.strategy_supports_no_merge_call() or not tf.distribute.has_strategy():
-        tf.cond(finite, step, lambda: tf.constant(False))
-        return
-
-    def cross_replica(distribution, finite, grads):
-        finite = distribution.experimental_local_results(finite)[0]
-
-        def apply_everywhere():
-            distribution.extended.call_for_each_replica(lambda g: optimizer.apply(g, variables), args=(grads,))
-            return tf.constant(True)
-
-        tf.cond(finite, apply_everywhere, lambda: tf.constant(False))
-
-    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, grads))
-
-
-@keras.saving.register_keras_serializable(package="coophash")
-class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """A learning-rate schedule times a constant factor: how the "shrink" divergence policy halves
-    a learning rate that is a schedule (a schedule has no variable to assign)."""
-
-    def __init__(self, schedule, factor=1.0):
-        self.schedule = schedule
-        self.factor = float(factor)
-
-    def __call__(self, step):
-        return self.schedule(step) * self.factor
-
-    def get_config(self):
-        return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "factor": self.factor}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(keras.optimizers.schedules.deserialize(config["schedule"]), config["factor"])
-
-
-def _base_optimizer(optimizer):
-    return optimizer.inner_optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else optimizer
-
-
-def scale_learning_rate(optimizer, factor=None, absolute=None) -> bool:
-    """Multiply an optimizer's learning rate by `factor` (or, for a schedule, set its factor to
-    `absolute`); a LossScaleOptimizer's inner optimizer is the one changed. A float learning rate
-    is a variable, assigned in place (saved with the optimizer's variables); a schedule is wrapped
-    in ScaledSchedule. Returns True if the train step must be traced again (a schedule's factor is
-    a constant in it)."""
-    inner = _base_optimizer(optimizer)
-    lr = inner._learning_rate  # the variable or schedule itself; `learning_rate` gives its current value
-    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-        base, old = (lr.schedule, lr.factor) if isinstance(lr, ScaledSchedule) else (lr, 1.0)
-        new = absolute if absolute is not None else old * factor
-        if new == old:
-            return False
-        inner.learning_rate = ScaledSchedule(base, new)
-        return True
-    if absolute is not None:
-        return False  # a variable learning rate was restored with the optimizer's own variables
-    if not isinstance(lr, keras.Variable):
-        raise TypeError(f"cannot scale the learning rate of {optimizer.name}: it is a {type(lr).__name__}")
-    lr.assign(lr * factor)
-    return False
-
-
-class StepScale(keras.layers.Layer):
-    """One non-trainable scalar, 1.0 until the "shrink" divergence policy halves it: the factor the
-    model's learning rates and (CoopHash) Langevin step size stand at. A layer of its own, so it
-    is saved with the weights (backups, .keras files), and files saved before it existed load (1.0)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.value = self.add_weight(shape=(), initializer="ones", trainable=False, name="value")
-
-    def load_own_variables(self, store):
-        if len(store.keys()):
-            super().load_own_variables(store)
-
-
-class DivergenceGuard(keras.callbacks.Callback):
-    """Acts on every batch whose step went non-finite (the guarded update skipped it, so the model
-    holds its last finite weights and optimizer state), as config.divergence_policy says:
-      "stop"    `fit` stops with TrainingDivergedError;
-      "shrink"  every optimizer's learning rate and the Langevin step size are halved and training
-                goes on; after config.divergence_max_shrinks halvings in all, it stops as "stop".
-    HashingModel.fit adds it."""
-
-    def __init__(self):
-        super().__init__()
-        self._epoch, self._seen = 0, 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch, self._seen = epoch, 0.0  # fit resets the trackers at every epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        # logs["diverged"] is the epoch's running mean; the tracker's total tells a new divergence
-        # from one an earlier batch of this epoch already had.
-        if not logs or float(np.asarray(logs.get("diverged", 0.0)).mean()) <= 0:
-            return
-        tracker = self.model.trackers.get("diverged")
-        total = float(np.asarray(tracker.total)) if tracker is not None else self._seen + 1
-        if total <= self._seen:
-            return
-        self._seen = total
-        model, c = self.model, self.model.config
-        where = f"batch {batch} (epoch {self._epoch + 1})"
-        if c.divergence_policy == "shrink" and model.shrinks < c.divergence_max_shrinks:
-            model.shrink_step_sizes(0.5)
-            print(
-                f"diverged at {where}: step skipped, learning rates and Langevin step size halved "
-                f"(shrink {model.shrinks} of at most {c.divergence_max_shrinks})",
-                flush=True,
-            )
-            return
-        after = f" after {model.shrinks} halvings of the step sizes" if c.divergence_policy == "shrink" else ""
-        raise TrainingDivergedError(
-            f"training diverged at {where}{after}: a loss or gradient became non-finite, so that step was "
-            "skipped and the model keeps its last finite weights and optimizer state. Lower the learning "
-            "rates or langevin_step_size, set langevin_clip_update"
-            + (
-                ", or raise divergence_max_shrinks"
-                if after
-                else ", or set divergence_policy=shrink to halve the step sizes and go on"
-            )
-        )
-
-
-class HashingModel(keras.Model):
+class HashingModel(FiniteAtomicSaves, keras.Model):
     optimizer_groups: dict = {"network": "descriptor_learning_rate"}
     tracker_names: tuple = ("loss", "bit_balance", "diverged")
     tunable_fields: tuple = ("descriptor_learning_rate", "quantization_weight")
@@ -276,26 +93,8 @@ class HashingModel(keras.Model):
     # --------------------------------------------------------------------------- optimizers
     def make_optimizer(self, group):
         c = self.config
-        learning_rate = getattr(c, self.optimizer_groups[group])
-        if c.lr_decay_rate != 1.0:
-            learning_rate = keras.optimizers.schedules.ExponentialDecay(
-                learning_rate, decay_steps=c.lr_decay_steps, decay_rate=c.lr_decay_rate
-            )
         beta_1 = self.default_beta_1 if c.adam_beta_1 is None else c.adam_beta_1
-        if c.backbone != "none":  # the same Adam, with the backbone's freeze / fine-tune schedule
-            optimizer = FineTuneAdam(
-                learning_rate,
-                beta_1=beta_1,
-                freeze_steps=c.backbone_freeze_steps,
-                backbone_scale=c.backbone_learning_rate_scale,
-                name=f"{group}_optimizer",
-            )
-        else:
-            optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1, name=f"{group}_optimizer")
-        if keras.mixed_precision.global_policy().name == "mixed_float16":
-            # float16 gradients underflow without loss scaling; the wrapper unscales in apply().
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{group}_loss_scale")
-        return optimizer
+        return make_optimizer(c, getattr(c, self.optimizer_groups[group]), beta_1, group)
 
     @property
     def optimizers(self) -> dict:
@@ -411,35 +210,10 @@ class HashingModel(keras.Model):
         return tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.config.num_classes)
 
     def guarded_update(self, group, loss_fn, finite=True):
-        """One optimizer step of `group` on `loss_fn()` (a dict whose "total" holds per-example
-        losses; the step uses this replica's share of the global-batch mean), unless the loss or a
-        gradient's square is non-finite or `finite` is False: then nothing changes, neither the weights nor
-        the optimizer's moments and iteration count. Returns (loss_fn's dict, whether it stepped)."""
+        """One step of `group`'s optimizer on `loss_fn()`, skipped whole where it would not be finite
+        (safe_update.guarded_update). Returns (loss_fn's dict, whether it stepped)."""
         optimizer = getattr(self, f"{group}_optimizer")
-        variables = self.optimizer_variables(group)
-        with tf.GradientTape() as tape:
-            terms = loss_fn()
-            loss = tf.nn.compute_average_loss(terms["total"])  # share of the GLOBAL batch mean
-            scaled = optimizer.scale_loss(loss)  # identity unless mixed precision
-        grads = tape.gradient(scaled, variables)
-        finite = tf.logical_and(tf.convert_to_tensor(finite), tf.math.is_finite(loss))
-        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            # (the loss-scale wrapper checks gradients itself and lowers its scale on overflow.)
-            # Squares, not the gradients: Adam keeps g^2, so a finite gradient above ~1.8e19 would
-            # still put inf into its second moment, and every later update of that weight to 0.
-            finite = tf.logical_and(finite, all_finite([tf.square(g) for g in grads if g is not None]))
-        finite = self._all_replicas(finite)
-        apply_if(optimizer, finite, grads, variables)
-        return terms, finite
-
-    @staticmethod
-    def _all_replicas(flag):
-        """A flag that is True only if it is True on every replica (they must agree to step)."""
-        ctx = tf.distribute.get_replica_context()
-        if ctx is None or ctx.num_replicas_in_sync == 1:
-            return flag
-        failures = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(flag, tf.float32))
-        return failures < 0.5
+        return safe_update.guarded_update(optimizer, self.optimizer_variables(group), loss_fn, finite)
 
     def record(self, values: dict):
         """Update the trackers named in `values` (scalars or per-example tensors) and return the
@@ -492,55 +266,8 @@ class HashingModel(keras.Model):
             out.append(tf.sigmoid(logits) if self.config.multi_label else tf.nn.softmax(logits))
         return np.concatenate([np.asarray(o) for o in out])
 
-    def all_weights_finite(self) -> bool:
-        return all(
-            np.all(np.isfinite(np.asarray(v))) for v in self.weights if np.issubdtype(np.asarray(v).dtype, np.floating)
-        )
-
-    def _refuse_non_finite(self, what):
-        if not self.all_weights_finite():
-            raise ValueError(f"refusing to {what}: the model holds non-finite (NaN/inf) weights")
-
-    saves_atomically = True  # coophash_keras.io.save_model relies on it
-
-    def save(self, filepath, overwrite=True, **kwargs):
-        """`keras.Model.save`, refused for non-finite weights, and written to a temporary file renamed
-        over `filepath` when complete: a refused or killed save leaves the old file as it was
-        (keras.callbacks.ModelCheckpoint and coophash_keras.io.save_model come through here)."""
-        self._refuse_non_finite(f"save {filepath}")
-        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
-        if path is None or not path.endswith(".keras") or (os.path.exists(path) and not overwrite):
-            return super().save(filepath, overwrite=overwrite, **kwargs)  # file objects, directories, prompts
-        with atomic_path(path, ".keras") as tmp:
-            return super().save(tmp, **kwargs)
-
-    def save_weights(self, filepath, overwrite=True, **kwargs):
-        """`keras.Model.save_weights`, refused for non-finite weights, through a temporary file."""
-        self._refuse_non_finite(f"save weights to {filepath}")
-        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
-        if path is None or not path.endswith(".weights.h5") or (os.path.exists(path) and not overwrite):
-            return super().save_weights(filepath, overwrite=overwrite, **kwargs)
-        with atomic_path(path, ".weights.h5") as tmp:
-            return super().save_weights(tmp, **kwargs)
-
-    @property
-    def built(self):
-        # keras.saving.save_model(model, path) (Keras 3.15) opens `path` for writing, truncating a
-        # good file, before it reads anything of the model but `built`; refusing here, when read by
-        # that function (one code-object comparison otherwise), keeps the old file intact.
-        built = getattr(self, "_hashing_built", False)
-        if built and _KERAS_SAVE_CODE is not None and sys._getframe(1).f_code is _KERAS_SAVE_CODE:
-            self._refuse_non_finite("save the model")
-        return built
-
-    @built.setter
-    def built(self, value):
-        self._hashing_built = value
-
     def get_config(self):
-        # Every other way of serialising the model (export, keras.saving.serialize_keras_object).
-        self._refuse_non_finite("serialise the model")
-        base = super().get_config()
+        base = super().get_config()  # refuses non-finite weights (models/saving.py)
         base["config"] = self.config.to_dict()
         # The inference network's own config, so export rebuilds it without this class (export/weights.py).
         base["network"] = keras.saving.serialize_keras_object(self.hash_network)

@@ -27,15 +27,10 @@ import tensorflow as tf
 from coophash_keras import losses
 from coophash_keras.data.validation import validate_images, validate_labels
 from coophash_keras.layers import EnergyHead, PairGenerator
-from coophash_keras.models.base import (
-    Batch,
-    DivergenceGuard,
-    HashingModel,
-    TrainingDivergedError,
-    bit_balance,
-    correct_predictions,
-    sample_negative_labels,
-)
+from coophash_keras.models.base import Batch, HashingModel
+from coophash_keras.models.divergence import DivergenceGuard, TrainingDivergedError
+from coophash_keras.models.generative import sample_negative_labels
+from coophash_keras.models.step_metrics import bit_balance, correct_predictions
 from coophash_keras.models.descriptor import MultipurposeDescriptor, descriptor_and_generator
 from coophash_keras.models.langevin import revise_with_langevin
 from coophash_keras.models.networks import base_network_kwargs, synthesis_shape

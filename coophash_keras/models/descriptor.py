@@ -15,7 +15,7 @@ the image size (the conv base's default) every one of these is the identity.
 import keras
 from keras import layers, ops
 
-from coophash_keras.baselines.codebooks import orthohash_codebook
+from coophash_keras.layers.codebooks import orthohash_codebook
 from coophash_keras.layers import (
     ClassifierHead,
     CodebookClassifierHead,

@@ -2,8 +2,8 @@
 
 `FineTuneAdam` is Adam whose updates of the backbone's variables (`set_backbone_variables`) are
 multiplied by 0 for the optimizer's first `freeze_steps` steps and by `backbone_scale` after; every
-other variable learns at the full rate. HashingModel.make_optimizer uses it when the config names
-a backbone (config backbone_freeze_steps, backbone_learning_rate_scale).
+other variable learns at the full rate. `make_optimizer` (every model's default optimizer) uses it
+when the config names a backbone (config backbone_freeze_steps, backbone_learning_rate_scale).
 
 Why this design: the optimizer groups, their eager builds in `compile` (distribution strategies
 need them), the guarded update and the backups stay exactly as they are, and freezing needs no
@@ -50,3 +50,28 @@ def attach_backbone(optimizer, variables):
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     if isinstance(inner, FineTuneAdam):
         inner.set_backbone_variables(variables)
+
+
+def make_optimizer(config, learning_rate, beta_1, name):
+    """A model group's default optimizer: Adam at `learning_rate` (decayed exponentially when the
+    config says so), FineTuneAdam when the config names a backbone, wrapped for loss scaling under
+    mixed_float16."""
+    c = config
+    if c.lr_decay_rate != 1.0:
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, decay_steps=c.lr_decay_steps, decay_rate=c.lr_decay_rate
+        )
+    if c.backbone != "none":  # the same Adam, with the backbone's freeze / fine-tune schedule
+        optimizer = FineTuneAdam(
+            learning_rate,
+            beta_1=beta_1,
+            freeze_steps=c.backbone_freeze_steps,
+            backbone_scale=c.backbone_learning_rate_scale,
+            name=f"{name}_optimizer",
+        )
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1, name=f"{name}_optimizer")
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        # float16 gradients underflow without loss scaling; the wrapper unscales in apply().
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{name}_loss_scale")
+    return optimizer

@@ -1,5 +1,6 @@
-"""Fixed +-1 class codewords for the pointwise baselines (CSQ hash centres, OrthoHash's codebook,
-DPN's targets), deterministic given a seed, and the centre of a multi-label set."""
+"""Fixed +-1 class codewords (CSQ's hash centres, OrthoHash's codebook, DPN's targets, and the
+codebook read-out CoopHash's descriptor may use), deterministic given a seed, and the centre of a
+multi-label set. Here beside the heads that read them, below the models and the baselines."""
 
 import numpy as np
 from scipy.linalg import hadamard
