@@ -46,6 +46,7 @@ from coophash_keras.cli.common import parse_overrides  # noqa: E402
 from coophash_keras.config import CoopHashConfig  # noqa: E402
 from coophash_keras.data import load_dataset, load_digits, load_fashion_mnist, retrieval_split  # noqa: E402
 from coophash_keras.data.split import random_split  # noqa: E402
+from coophash_keras.diagnostics import generator_diagnostics, has_generator  # noqa: E402
 from coophash_keras.io import atomic_write_json  # noqa: E402
 from coophash_keras.metrics import retrieval_metrics  # noqa: E402
 from coophash_keras.runs import RunSpec, train_run  # noqa: E402
@@ -247,6 +248,9 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
     out = {"clean": clean_metrics(model, q_img, q_lab, db_codes, data.labels[split.database], pr_curve=True)}
     out.update(robustness(a, model, split, data, db_codes, seed, cache))
     eval_s = time.perf_counter() - t1
+    if a.diagnose and has_generator(model):  # what the generator makes (coophash_keras.diagnostics)
+        report = generator_diagnostics(model, data, seed=seed)
+        out["generator_diagnostics"] = {k: v for k, v in report.items() if k not in ("model", "data")}
     return {
         "method": method,
         "model": model_name,
@@ -309,6 +313,9 @@ def main():
     p.add_argument("--ood", action="store_true", help="also OOD retrieval (queries and database corrupted)")
     p.add_argument("--corrupted", action="store_true", help="also corrupted queries against the clean database")
     p.add_argument("--recover", action="store_true", help="also corrupted queries after CoopHash.recover")
+    p.add_argument(
+        "--diagnose", action="store_true", help="also the generator's diagnostics (CoopHash, DSH-GAN): spread, FD, ..."
+    )
     p.add_argument("--curve", action="store_true", help="mAP@1000 (10k-image database) after every --log-every steps")
     p.add_argument("--out", default="results/fashion")
     p.add_argument("--run-root", default="runs/bench", help="where the run directories go (not committed)")

@@ -16,7 +16,7 @@ import shlex
 
 import numpy as np
 
-# The issue-#13 bar names the first five; code_classifier:fixmatch and orthohash:fixmatch are the same
+# The bar (CoopHash >= 1.05x the best baseline) names the first five; code_classifier:fixmatch and orthohash:fixmatch are the same
 # pseudo-labels CoopHash's few-label variants use, on the pointwise losses CoopHash's classification
 # through the codes takes (Dense, codebook): with the same access to the unlabelled pool they are the
 # fair references, so they count as baselines too (a harder bar, never an easier one).
@@ -640,3 +640,67 @@ def runs_summary(runs, display=lambda d: d):
     header = ["directory", "runs", "alone", "tags", "finished", "machine"]
     cmd = "\n".join(f"- {n} run{'s' * (n > 1)}: `{c}`" for c, n in sorted(commands.items()))
     return table(header, rows) + "\n\nCommands:\n\n" + cmd
+
+
+# ---------------------------------------------------------------- the re-run on the working generator
+
+
+def rerun_runs(new_runs, old_runs, dataset):
+    """The re-run's comparison set: the new runs (protocol.py --diagnose into their own folder), and
+    the old untagged runs of every method without a generator (the fix does not touch them) that
+    the new folder does not hold itself, in `dataset`."""
+    held = {r["method"] for r in new_runs}
+    kept = [
+        r
+        for r in old_runs
+        if r["dataset"] == dataset
+        and r["tag"] == ""
+        and r["model"] not in ("coophash", "dshgan")
+        and r["method"] not in held
+    ]
+    return new_runs + kept
+
+
+def generator_table(runs):
+    """What each generative run's generator makes (protocol.py --diagnose): spread ratio (mean over
+    classes; min = the lowest class of any seed), class consistency against the reference
+    classifier's accuracy on real images, Fréchet distances of x̂ and x̃ with the real-vs-real floor,
+    active units of q(z|x) and how much of z it recovers from x̃."""
+    g = {k: [r for r in rs if r.get("generator_diagnostics")] for k, rs in groups(runs).items()}
+    rows = []
+    for key, rs in g.items():
+        if not rs:
+            continue
+
+        def pick(*keys, rs=rs):
+            return values([r["generator_diagnostics"] for r in rs], *keys)
+
+        low = min(pick("spread_ratio", "min"))
+        revised = pick("frechet", "revised")
+        rows.append(
+            [
+                *key[:3],
+                f"`{key[3]}`",
+                seeds_cell(len(rs)),
+                f"{fmt(pick('spread_ratio', 'mean'), 2)} (min {low:.2f})",
+                fmt(pick("class_consistency", "generated"), 2),
+                fmt(pick("class_consistency", "revised"), 2) if pick("class_consistency", "revised") else "—",
+                f"{stats(pick('class_consistency', 'reference_accuracy'))[1]:.3f}",
+                fmt(pick("frechet", "generated"), 2),
+                fmt(revised, 2) if revised else "—",
+                f"{stats(pick('frechet', 'real'))[1]:.2f}",
+                fmt(pick("latent_real", "active_units"), 1) if pick("latent_real", "active_units") else "—",
+                fmt(pick("latent_revised", "z_recovery_r2"), 2) if pick("latent_revised", "z_recovery_r2") else "—",
+            ]
+        )
+    if not rows:
+        return "No run with `--diagnose` yet."
+    header = ["dataset", "labels/class", "bits", "method", "seeds", "spread ratio", "consistency x̂"]
+    header += ["consistency x̃", "reference accuracy", "FD x̂", "FD x̃", "FD floor", "active units", "z R² from x̃"]
+    note = (
+        "docs/GENERATOR.md defines each column. Spread ratio: samples' pixel spread over z ÷ real images', "
+        "per class. Consistency: the share of samples a separate reference classifier assigns to the class asked "
+        "for. FD: per-class Fréchet distance in the reference classifier's 32-d features to held-out real images; "
+        "the floor is real against real."
+    )
+    return "\n\n".join(with_few_note([note, table(header, rows)]))

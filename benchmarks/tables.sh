@@ -44,6 +44,21 @@ for table in "$@"; do
         run --methods coophash:fewlabels/{no_energy_head,no_inference_head,no_classifier_head,no_generator_pairs,no_synthetic_labels,no_pseudo_labels,classifier_beside_codes} \
           --labels-per-class 50 --bits 32 --seeds $seed --ood --out results/fashion
       done ;;
+    taught)         # the study again on the working generator (generator_latent "taught", docs/GENERATOR.md), into
+                    # its own folder: the bar's cell with the generator's diagnostics, then the generative parts'
+                    # ablations, then 10 labels/class; the old runs of the methods without a generator stay valid
+      for seed in $SEEDS; do
+        run --methods coophash:fewlabels dshgan coophash:paper --labels-per-class 50 --bits 32 --seeds $seed \
+          --ood --corrupted --recover --diagnose --out results/fashion_taught
+      done
+      for seed in $SEEDS; do
+        run --methods coophash:fewlabels/{no_energy_head,no_inference_head,no_generator_pairs,no_synthetic_labels} \
+          --labels-per-class 50 --bits 32 --seeds $seed --ood --diagnose --out results/fashion_taught
+      done
+      for seed in $SEEDS; do
+        run --methods coophash:fewlabels --labels-per-class 10 --bits 32 --seeds $seed --ood --diagnose \
+          --out results/fashion_taught
+      done ;;
     switches)       # the untried switches on top of coophash:fewlabels, and augmentation of the labelled
                     # batch for every method alike: a seed-0 screen first (the switch table compares each with its
                     # configuration on the same seed); what moves by more than the seed spread gets seeds 1-2

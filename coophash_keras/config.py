@@ -56,7 +56,7 @@ class CoopHashConfig:
         check=lambda spec: _parse_augmentation(spec),
     )
 
-    # --- a pretrained backbone as f0 (every model; README "Your own images") -------------------
+    # --- a pretrained backbone as f0 (every model; docs/BACKBONES.md) ----------------------------
     backbone: str = _f(
         "none",
         "ours",
@@ -89,13 +89,6 @@ class CoopHashConfig:
     latent_dim: int = _f(32, "ours", "z dimension (reference code: 100/128, scaled down for small images)", low=1)
     generator_filters: int = _f(
         64, "ours", "channels of the generator's first feature map, halved per upsampling", low=1
-    )
-    generator_initializer: str = _f(
-        "glorot_uniform",
-        "ours",
-        "initial weights of the generator's dense and transposed-conv layers: 'glorot_uniform' (Keras' default) or "
-        "'he_normal' (variance-preserving through leaky ReLUs, so g(z, c) varies with z from the first step)",
-        choices=("glorot_uniform", "he_normal"),
     )
     synthesis_size: int | None = _f(
         None,
@@ -237,8 +230,8 @@ class CoopHashConfig:
         1.0, "reference", "KL(q(z|x_rev) || N(0,I)) weight (CoopVAEBM: 2 with pixel-sum recon)", low=0.0
     )
     reconstruction_reduction: str = _f(
-        "mean",
-        "ours",
+        "gaussian",
+        "paper",
         "the generator loss's form: 'gaussian' = the negative ELBO of the paper's x = g(c, z) + eps, "
         "eps ~ N(0, generator_sigma^2): mean squared error per pixel + kl_weight * 2 sigma^2 / D * KL (D pixels), "
         "so the KL keeps one weight against the reconstruction at any image size; 'mean' = mean squared error + "
@@ -252,13 +245,6 @@ class CoopHashConfig:
         "(CoopNets' gen_refsig: 0.3)",
         above=0.0,
     )
-    inference_input: str = _f(
-        "features",
-        "paper",
-        "what CoopHash's inference head reads: 'features' = q(z|x) from f0(x) (the paper's head); "
-        "'features_and_label' = q(z|x, c), f0(x) and the label (a conditional VAE's encoder)",
-        choices=("features", "features_and_label"),
-    )
     inference_features: str = _f(
         "pooled",
         "ours",
@@ -266,35 +252,16 @@ class CoopHashConfig:
         "last convolutional map before its dense feature layer (a pretrained backbone: its pooled output)",
         choices=("pooled", "map"),
     )
-    pair_latent: str = _f(
-        "own",
-        "paper",
-        "which z~ reconstructs each revised image of a pair: 'own' = its own, z~ ~ q(z|x~) (Eq. 2 as written); "
-        "'swapped' = its partner's (x~+ from the z~ of x~- and back: the two came from one z, Eq. 1, so z~ must "
-        "carry what the pair shares, not the class)",
-        choices=("own", "swapped"),
-    )
-    real_reconstruction_weight: float = _f(
-        0.0,
-        "ours",
-        "the inference head and the generator also learn the ELBO on the real labelled images of the batch "
-        "(x, c), beside the revised pairs (the divergence triangle of Han et al. 2019 trains its inference and "
-        "generator models on data as well as on the EBM's samples); 0 = revised pairs only",
-        low=0.0,
-    )
-    inference_sleep_weight: float = _f(
-        0.0,
-        "ours",
-        "wake-sleep's sleep term (Hinton et al. 1995) beside the ELBO: the inference head also learns -log q(z|x~) "
-        "of the z that made each revised pair, in nats on the KL's scale; 0 = the ELBO alone",
-        low=0.0,
-    )
     vae_updates_base: bool = _f(False, "ours", "whether the VAE loss also trains the shared base f0")
     generator_latent: str = _f(
-        "inferred",
-        "paper",
-        "z the generator learns from: 'inferred' = z~ ~ q(z|x~) from the inference head (variational MCMC teaching, Eq. 2); 'prior' = the z that made the pair (original cooperative learning; the no-inference-head ablation); 'both' = the sum of the two reconstructions",
-        choices=("inferred", "prior", "both", "anchor"),
+        "taught",
+        "ours",
+        "the z the generator learns to reproduce each revised pair from: 'taught' = the z that made the pair, "
+        "while the inference head learns q(z|x~) by the ELBO of the revised pairs through the generator held "
+        "fixed (cooperative learning's MCMC teaching; ours: with 'inferred' the generator collapsed to one image "
+        "per class, docs/GENERATOR.md); 'inferred' = z~ ~ q(z|x~) for both (variational MCMC teaching, Eq. 2 as "
+        "written); 'prior' = the z that made the pair, inference head untrained (the no-inference-head ablation)",
+        choices=("taught", "inferred", "prior"),
     )
 
     # --- DSH-GAN baseline ---------------------------------------------------------------------
@@ -547,7 +514,7 @@ def _is_int(value):
 #       cooperative learning) instead of z~ inferred by the inference head;
 #   no_classifier_head: no classification loss on real or revised images and no pseudo-labels
 #       (they are the classifier's predictions): the codes learn from the triplets alone;
-# and the switches of issue #13, each turned off in a configuration that has it on:
+# and the few-labels switches, each turned off in a configuration that has it on:
 #   no_synthetic_labels: the revised pairs are not used as labelled augmentation;
 #   no_pseudo_labels: no FixMatch term on the unlabelled pool;
 #   classifier_beside_codes: the classifier head reads f0's features, not the codes (the paper's form).

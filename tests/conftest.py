@@ -101,6 +101,7 @@ SLOW = (
     "test_diagnostics.py::test_reference_classifier_recognises_held_out_digits_and_is_cached",
     "test_diagnostics.py::test_diagnose_command_reports_coophash_and_dshgan_and_refuses_a_model_without_generator",
     "test_diagnostics.py::test_a_generator_that_ignores_z_has_no_spread_and_one_that_copies_real_images_matches_them",
+    "test_diagnostics.py::test_the_default_generator_varies_with_z_and_the_check_catches_the_old_collapse",
     "test_distribute.py::test_mirrored_strategy_matches_single_device_and_draws_per_replica_noise",
     "test_export.py::test_layout_and_saved_model_cli",
     "test_model.py::test_shrink_policy_halves_the_step_sizes_and_training_goes_on",

@@ -28,7 +28,7 @@ class FixedNoiseCoopHash(CoopHash):
     reparameterisation noise. Each example's computation then does not depend on which replica
     runs it, so 2 replicas must reproduce the single-device update exactly."""
 
-    def generate_contrastive_pairs(self, labels_multi_hot, seed, anchors=None):
+    def generate_contrastive_pairs(self, labels_multi_hot, seed):
         proj = tf.constant(
             np.random.default_rng(0).normal(size=(self.config.num_classes, self.config.latent_dim)), tf.float32
         )

@@ -176,3 +176,23 @@ def test_tensorboard_gets_the_generator_diagnostics_and_the_logs_keep_them(tmp_p
     grid = tf.io.decode_png(tf.make_ndarray(events["generator/samples"][-1])[2]).numpy()
     assert grid.shape[-1] == 3 and grid.shape[0] > 10 * 8
     assert len(history.history["gen_spread_ratio"]) == 2
+
+
+@pytest.mark.parametrize("generator", ["default", "collapsed"])
+def test_the_default_generator_varies_with_z_and_the_check_catches_the_old_collapse(tmp_path, digits, generator):
+    """The demo's command, 4 epochs instead of 20 (the old defaults had collapsed by epoch 2). With
+    'collapsed', the defaults before the fix (the generator learned from the inferred z~, with a
+    per-pixel mean reconstruction against the KL): the same check must fail there."""
+    from coophash_keras.diagnostics import spread_ratios
+    from coophash_keras.io import load_model
+
+    old = ["--set", "generator_latent=inferred", "--set", "reconstruction_reduction=mean"]
+    args = ["train", "--dataset", "digits", "--bits", "32", "--epochs", "4", "--run-dir", tmp_path / "run"]
+    result = run_cli_in_process(args + (old if generator == "collapsed" else []) + ["--progress", "none"])
+    assert result.returncode == 0, result.stderr
+    model = load_model(str(tmp_path / "run" / "model.keras"))
+    ratios = spread_ratios(model, digits.images, digits.labels, 10)
+    if generator == "default":
+        assert ratios.mean() >= 0.6 and ratios.min() >= 0.4, ratios
+    else:
+        assert ratios.mean() < 0.4, ratios

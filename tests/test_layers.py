@@ -47,13 +47,12 @@ LAYERS = [
     lambda: ConvBaseNetwork((8, 8, 1), 8, 16),
     lambda: EnergyHead(5, hidden_dim=7),
     lambda: InferenceHead(6),
-    lambda: InferenceHead(6, num_classes=5),
     lambda: ClassifierHead(5),
     lambda: HashHead(16),
     lambda: PairGenerator((8, 8, 1), 4, 5, 16),
     lambda: ConvBaseNetwork((28, 28, 1), 8, 16, pooling="max", convs_per_block=2, dropout=0.3),
     lambda: MultipurposeDescriptor(BASE, 5, 16, 4),
-    lambda: MultipurposeDescriptor(BASE, 5, 16, 4, inference_reads_label=True),
+    lambda: MultipurposeDescriptor(BASE, 5, 16, 4, inference_reads_map=True),
     lambda: HashNetwork(BASE, 5, 16, hash_layer="batchnorm", class_readout="codebook", readout_scale=4.0),
     lambda: HashNetwork({**BASE, "pooling": "avg"}, 5, 16, hash_layer="tanh", class_readout="codes"),
 ]
@@ -83,18 +82,6 @@ def test_descriptor_heads_shapes():
     assert tuple(z_mean.shape) == tuple(z_log_var.shape) == (3, 4)
     names = {v.path for v in d.descriptor_variables}
     assert not any("inference_head" in n for n in names)  # trained by the generator optimizer
-
-
-def test_a_label_reading_inference_head_needs_the_label_and_uses_it():
-    d = MultipurposeDescriptor(BASE, 5, 16, 4, inference_reads_label=True)
-    d.build()
-    x = np.zeros((2, 8, 8, 1), np.float32)
-    a, _ = d.infer_latent(x, np.eye(5, dtype=np.float32)[[0, 0]])
-    b, _ = d.infer_latent(x, np.eye(5, dtype=np.float32)[[0, 3]])
-    np.testing.assert_allclose(a[0], b[0])
-    assert not np.allclose(a[1], b[1])  # same image, another label: another posterior
-    with pytest.raises(ValueError, match="reads the label"):
-        d.infer_latent(x)
 
 
 def test_hash_network_codebook_readout_is_scaled_cosine_and_energy_is_logsumexp():

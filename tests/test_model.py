@@ -104,6 +104,39 @@ def test_generator_update_reduces_generator_loss(tiny_config, digits):
         np.testing.assert_array_equal(a, v.numpy())
 
 
+def test_taught_generator_learns_from_the_pairs_z_and_the_elbo_reaches_only_the_inference_head(tiny_config, digits):
+    taught = make_model(tiny_config.replace(generator_latent="taught"))
+    prior = make_model(tiny_config.replace(generator_latent="prior"))
+    for model in (taught, prior):
+        model.compile(descriptor_optimizer=keras.optimizers.SGD(0.1), generator_optimizer=keras.optimizers.SGD(0.1))
+    prior.set_weights(taught.get_weights())
+    _, revised, seed = fixed_batch(taught, digits)
+    head_before = [v.numpy().copy() for v in taught.hash_network.inference_head.trainable_variables]
+    for model in (taught, prior):
+        model.guarded_update("generator", lambda m=model: m.generator_losses(revised, seed))
+    # the generator takes the same step as from the z that made the pair alone: the ELBO's
+    # gradient does not reach it
+    for a, b in zip(taught.generator.trainable_variables, prior.generator.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    assert any(
+        not np.allclose(a, v.numpy())
+        for a, v in zip(head_before, taught.hash_network.inference_head.trainable_variables)
+    )
+    for a, v in zip(head_before, prior.hash_network.inference_head.trainable_variables):
+        np.testing.assert_array_equal(a, v.numpy())  # the ablation leaves the head alone
+
+    # on unrevised pairs the generator has nothing to learn (it made them), so the head's ELBO alone moves
+    unrevised = taught.generate_contrastive_pairs(revised.positive_labels, seed)
+
+    def inference_loss():
+        return float(tf.reduce_mean(taught.generator_losses(unrevised, seed)["inference_loss"]))
+
+    before = inference_loss()
+    for _ in range(15):
+        taught.guarded_update("generator", lambda: taught.generator_losses(unrevised, seed))
+    assert inference_loss() < before
+
+
 def test_contrastive_pairs_share_z_and_negatives_differ(tiny_config, digits):
     model = make_model(tiny_config)
     c = model.labels_to_multi_hot(tf.constant(digits.labels[:64]))
@@ -316,7 +349,8 @@ def test_ablations_switch_their_component_off(tiny_config, digits, ablation):
     for name, values in hist.items():
         assert np.all(np.isfinite(values)), name
     moved = lambda before, vs: any(np.abs(b - v.numpy()).max() > 0 for b, v in zip(before, vs))  # noqa: E731
-    assert moved(gen_before, model.generator.trainable_variables)
+    # without Langevin the generator reproduces its own samples exactly: nothing teaches it
+    assert moved(gen_before, model.generator.trainable_variables) != (ablation == "no_energy_head")
     if ablation == "no_generator_pairs":
         assert cfg.triplet_weight == 0 and cfg.real_triplet_weight == tiny_config.triplet_weight
         assert hist["langevin_grad_norm"][-1] > 0
@@ -327,6 +361,8 @@ def test_ablations_switch_their_component_off(tiny_config, digits, ablation):
     assert moved(classifier_before, model.hash_network.classifier_head.trainable_variables) != (
         ablation == "no_classifier_head"
     )
+    if ablation == "no_energy_head":
+        assert hist["reconstruction_loss"] == [0.0, 0.0]
     if ablation == "no_inference_head":
         assert hist["kl_loss"] == [0.0, 0.0]
         assert not moved(head_before, model.hash_network.inference_head.trainable_variables)

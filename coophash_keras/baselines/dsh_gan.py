@@ -17,7 +17,7 @@ logit, logsumexp_c e_c(x) (so the served `energy` is the adversary's realness sc
 head is unused.
 
 On a pretrained backbone the generator works at the synthesis size as CoopHash's does (see
-models/coophash.py for why): the streams read synthetic images through an upsampling, and the
+docs/BACKBONES.md for why): the streams read synthetic images through an upsampling, and the
 adversary reads real images resized down to that size and back, so it must tell real from
 synthetic by content rather than by sharpness.
 """
@@ -26,9 +26,7 @@ import keras
 import tensorflow as tf
 
 from coophash_keras import losses
-from coophash_keras.models.base import HashingModel
-from coophash_keras.models.descriptor import descriptor_and_generator
-from coophash_keras.models.generative import sample_negative_labels
+from coophash_keras.models.generative import GenerativeHashingModel
 from coophash_keras.models.step_metrics import bit_balance, correct_predictions
 from coophash_keras.preprocessing import denormalize_images
 
@@ -46,7 +44,7 @@ def _pair_mean(per_example, n):
 
 
 @keras.saving.register_keras_serializable(package="coophash")
-class DSHGAN(HashingModel):
+class DSHGAN(GenerativeHashingModel):
     """`compile()` then `fit(ds)`; ds yields (images, labels) or (images, labels, unlabeled_images),
     raw pixels [0, 255]. `encode`, `.keras` round trip and `coophash export` as for CoopHash."""
 
@@ -71,20 +69,10 @@ class DSHGAN(HashingModel):
         "descriptor_learning_rate",
         "generator_learning_rate",
     )
-    default_beta_1 = 0.5
 
     @staticmethod
     def uses_unlabeled(config):
         return True
-
-    def __init__(self, config=None, **kwargs):
-        super().__init__(config, **kwargs)
-        self.hash_network, self.generator = descriptor_and_generator(self.config)
-
-    def build(self, input_shape=None):
-        self.hash_network.build()
-        self.generator.build()
-        self.built = True
 
     def optimizer_variables(self, group):
         if group == "discriminator":
@@ -105,12 +93,7 @@ class DSHGAN(HashingModel):
         fold = tf.random.experimental.stateless_fold_in
         z_pos = tf.random.stateless_normal([n, self.config.latent_dim], fold(seed, _POSITIVE))
         z_neg = tf.random.stateless_normal([n, self.config.latent_dim], fold(seed, _NEGATIVE))
-        c_neg = sample_negative_labels(
-            labels_multi_hot,
-            fold(seed, _NEGATIVE_LABELS),
-            self.config.num_classes,
-            same_size=self.config.negative_labels == "absent_set",
-        )
+        c_neg = self.negative_labels_for(labels_multi_hot, fold(seed, _NEGATIVE_LABELS))
         return self.generator(z_pos, labels_multi_hot), self.generator(z_neg, c_neg), c_neg
 
     def discriminator_losses(self, batch, x_pos, x_neg, c_neg):

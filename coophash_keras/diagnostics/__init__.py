@@ -5,6 +5,7 @@ from coophash_keras.diagnostics.generator import (
     frechet_distance,
     generator_diagnostics,
     has_generator,
+    spread_ratios,
     summary_line,
 )
 from coophash_keras.diagnostics.grid import sample_grid, save_sample_grid
@@ -20,5 +21,6 @@ __all__ = [
     "reference_split",
     "sample_grid",
     "save_sample_grid",
+    "spread_ratios",
     "summary_line",
 ]

@@ -14,28 +14,21 @@ class PairGenerator(layers.Layer):
     Called with the SAME z and two label vectors it yields the contrastive pair
     x+ = g(z, c+), x- = g(z, c-) of Eq. 1."""
 
-    def __init__(self, image_shape, latent_dim, num_classes, filters=64, kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(self, image_shape, latent_dim, num_classes, filters=64, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = tuple(int(d) for d in image_shape)
         self.latent_dim = int(latent_dim)
         self.num_classes = int(num_classes)
         self.filters = int(filters)
-        self.kernel_initializer = kernel_initializer
         h, w, c = self.image_shape
         n = num_downsamplings(h, w)
         self.start_h, self.start_w = -(-h // 2**n), -(-w // 2**n)
-        self.project = layers.Dense(
-            self.start_h * self.start_w * self.filters, kernel_initializer=kernel_initializer, name="project"
-        )
+        self.project = layers.Dense(self.start_h * self.start_w * self.filters, name="project")
         self.up_convs = []
         f = self.filters
         for i in range(n):
             f = max(f // 2, 16)
-            self.up_convs.append(
-                layers.Conv2DTranspose(
-                    f, 4, strides=2, padding="same", kernel_initializer=kernel_initializer, name=f"up_{i}"
-                )
-            )
+            self.up_convs.append(layers.Conv2DTranspose(f, 4, strides=2, padding="same", name=f"up_{i}"))
         self.to_image = layers.Conv2D(c, 3, padding="same", name="to_image")
         self.full_h, self.full_w = self.start_h * 2**n, self.start_w * 2**n
 
@@ -67,6 +60,5 @@ class PairGenerator(layers.Layer):
             latent_dim=self.latent_dim,
             num_classes=self.num_classes,
             filters=self.filters,
-            kernel_initializer=keras.initializers.serialize(keras.initializers.get(self.kernel_initializer)),
         )
         return config

@@ -45,34 +45,26 @@ class EnergyHead(layers.Layer):
 @keras.saving.register_keras_serializable(package="coophash")
 class InferenceHead(layers.Layer):
     """q(z|x): mean and log-variance of the generator's latent (the VAE encoder of variational
-    MCMC teaching, here a head of the descriptor as in the paper). With `num_classes` > 0 it reads
-    the label too, q(z|x, c) (a conditional VAE's encoder): z then need not carry the class, which
-    the generator already gets from c."""
+    MCMC teaching, here a head of the descriptor as in the paper)."""
 
-    def __init__(self, latent_dim, num_classes=0, **kwargs):
+    def __init__(self, latent_dim, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
-        self.num_classes = int(num_classes)
         self.mean = layers.Dense(self.latent_dim, name="z_mean", dtype=self.dtype_policy)
         self.log_var = layers.Dense(self.latent_dim, name="z_log_var", dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        shape = (input_shape[0], input_shape[-1] + self.num_classes)
-        self.mean.build(shape)
-        self.log_var.build(shape)
+        self.mean.build(input_shape)
+        self.log_var.build(input_shape)
         self.built = True
 
-    def call(self, features, labels=None):
-        if self.num_classes:
-            if labels is None:
-                raise ValueError("this inference head reads the label: call it with (features, labels)")
-            features = ops.concatenate([features, ops.cast(labels, features.dtype)], axis=-1)
+    def call(self, features):
         # Bound log-variance: exp() of an unbounded output is the usual source of NaN in VAEs.
         return self.mean(features), ops.clip(self.log_var(features), -10.0, 10.0)
 
     def get_config(self):
         config = super().get_config()
-        config.update(latent_dim=self.latent_dim, num_classes=self.num_classes)
+        config.update(latent_dim=self.latent_dim)
         return config
 
 

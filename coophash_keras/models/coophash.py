@@ -1,21 +1,10 @@
 """CoopHash: a multipurpose descriptor and a contrastive pair generator trained together by
 variational MCMC teaching (Doan et al., arXiv 2210.04288), as a Keras 3 model for `model.fit`.
 
-On a pretrained backbone (config.backbone) the generator makes, and Langevin revises, images at
-the synthesis size (config.synthesis_size, 32 px by default there) instead of the backbone's
-96-224 px: the descriptor reads them through a bilinear upsampling, and its energy terms read
-real images resized down to that size and back (models/descriptor.py). Why: (1) cost: the
-generator's output and every Langevin step's input gradient scale with the pixel count, and a
-generator that must invent 224 px detail is a much larger model than this one; (2) what the
-energy can teach: an energy read through an ImageNet backbone has a classifier's input gradient,
-which at full resolution we expect to be mostly high-frequency, adversarial-looking texture (the
-adversarial-example observation; not measured here), while Langevin on a small image through an
-upsampling can only move the low frequencies, where class and shape live; and comparing real and
-synthetic images at the same effective resolution keeps the energy from learning "sharp = real".
-Revising in the backbone's feature space instead was not chosen: the
-generator would then make features, not images, the backbone (f0) would get no maximum-likelihood
-signal, and `recover` and the generator samples would lose their meaning. Codes, class read-outs
-and serving always see the full-resolution image.
+One step: a pair x+ = g(z, c+), x- = g(z, c-) from one z; Langevin revises both on f_E; the
+descriptor learns by maximum likelihood + classification + triplet; the generator learns to
+reproduce the revised pair (config.generator_latent says from which z, docs/GENERATOR.md why).
+On a pretrained backbone the generator works at config.synthesis_size (docs/BACKBONES.md why).
 """
 
 from typing import NamedTuple
@@ -27,11 +16,10 @@ import tensorflow as tf
 from coophash_keras import losses
 from coophash_keras.data.validation import validate_images, validate_labels
 from coophash_keras.layers import EnergyHead, PairGenerator
-from coophash_keras.models.base import Batch, HashingModel
+from coophash_keras.models.base import Batch
 from coophash_keras.models.divergence import DivergenceGuard, TrainingDivergedError
-from coophash_keras.models.generative import sample_negative_labels
+from coophash_keras.models.generative import GenerativeHashingModel
 from coophash_keras.models.step_metrics import bit_balance, correct_predictions
-from coophash_keras.models.descriptor import MultipurposeDescriptor, descriptor_and_generator
 from coophash_keras.models.langevin import revise_with_langevin
 from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
 from coophash_keras.preprocessing import denormalize_images, normalize_images
@@ -59,7 +47,7 @@ class ContrastivePairs(NamedTuple):
 
 
 @keras.saving.register_keras_serializable(package="coophash")
-class CoopHash(HashingModel):
+class CoopHash(GenerativeHashingModel):
     """`compile()` then `fit(ds)` with ds yielding (images, labels): images raw pixels [0, 255]
     of shape config.image_shape, labels class ids [B] (or multi-hot [B, C] if multi_label).
     `encode(images)` gives int8 {-1,+1} codes (or packed uint8 bytes). `model.hash_network` is the
@@ -75,7 +63,7 @@ class CoopHash(HashingModel):
         "generator_loss",
         "reconstruction_loss",
         "kl_loss",
-        "real_reconstruction_loss",
+        "inference_loss",
         "energy_real",
         "energy_revised",
         "langevin_grad_norm",
@@ -103,8 +91,6 @@ class CoopHash(HashingModel):
         "base_filters",
         "feature_dim",
     )
-    default_beta_1 = 0.5
-
     @staticmethod
     def uses_unlabeled(config):
         return bool(config.unlabeled_nll_weight or config.pseudo_label_weight or config.recovery_consistency_weight)
@@ -120,17 +106,12 @@ class CoopHash(HashingModel):
             off |= {"pseudo_label_loss", "pseudo_label_rate"}
         if not c.recovery_consistency_weight:
             off.add("recovery_consistency_loss")
-        if not c.real_reconstruction_weight or c.generator_latent == "prior":  # noqa: SIM102
-            off.add("real_reconstruction_loss")
+        if c.generator_latent != "taught":  # the generator's own loss is the inference head's
+            off.add("inference_loss")
         return tuple(n for n in self.all_tracker_names if n not in off)
 
-    def __init__(self, config=None, **kwargs):
-        super().__init__(config, **kwargs)
-        self.hash_network, self.generator = descriptor_and_generator(self.config)
-
     def build(self, input_shape=None):
-        self.hash_network.build()
-        self.generator.build()
+        super().build(input_shape)
         c = self.config
         self.chain_buffer = None
         if c.persistent_chains:
@@ -148,9 +129,14 @@ class CoopHash(HashingModel):
     def optimizer_variables(self, group):
         if group == "descriptor":
             return self.hash_network.descriptor_variables
-        v = list(self.generator.trainable_variables)
-        if self.config.generator_latent == "inferred":  # with the prior z nothing trains the head
-            v += self.hash_network.inference_head.trainable_variables
+        if self.config.generator_latent == "prior":  # nothing trains the inference head
+            return list(self.generator.trainable_variables)
+        return list(self.generator.trainable_variables) + self.inference_variables()
+
+    def inference_variables(self):
+        """What the ELBO of the revised pairs trains besides the generator: the inference head (and
+        with vae_updates_base the shared base f0)."""
+        v = list(self.hash_network.inference_head.trainable_variables)
         if self.config.vae_updates_base:
             v += self.hash_network.base.trainable_variables
         return v
@@ -165,24 +151,12 @@ class CoopHash(HashingModel):
         return tf.random.stateless_normal(shape, tf.random.experimental.stateless_fold_in(seed, _REPARAM))
 
     def sample_negative_labels(self, labels_multi_hot, seed):
-        """c- sharing no class with c+ (see models.base.sample_negative_labels)."""
-        return sample_negative_labels(
-            labels_multi_hot,
-            tf.random.experimental.stateless_fold_in(seed, _NEGATIVES),
-            self.config.num_classes,
-            same_size=self.config.negative_labels == "absent_set",
-        )
+        """c- sharing no class with c+ (models/generative.py)."""
+        return self.negative_labels_for(labels_multi_hot, tf.random.experimental.stateless_fold_in(seed, _NEGATIVES))
 
-    def generate_contrastive_pairs(self, labels_multi_hot, seed, anchors=None) -> ContrastivePairs:
-        """Eq. 1: one z, two labels -> x+ = g(z, c+), x- = g(z, c-). z ~ N(0, I), or with
-        generator_latent 'anchor' and the anchors' (normalised) images given, z~ ~ q(z|x) of each
-        anchor (a constant here)."""
-        if anchors is not None and self.config.generator_latent == "anchor":
-            z_mean, z_log_var = self.hash_network.infer_latent(anchors, labels_multi_hot)
-            noise = self.sample_reparameterization_noise(tf.shape(z_mean), tf.random.experimental.stateless_fold_in(seed, 9))
-            z = tf.stop_gradient(z_mean + tf.exp(0.5 * z_log_var) * noise)
-        else:
-            z = self.sample_latent(tf.shape(labels_multi_hot)[0], seed)
+    def generate_contrastive_pairs(self, labels_multi_hot, seed) -> ContrastivePairs:
+        """Eq. 1: one z ~ N(0, I), two labels -> x+ = g(z, c+), x- = g(z, c-)."""
+        z = self.sample_latent(tf.shape(labels_multi_hot)[0], seed)
         negative_labels = self.sample_negative_labels(labels_multi_hot, seed)
         return ContrastivePairs(
             self.generator(z, labels_multi_hot), self.generator(z, negative_labels), labels_multi_hot, negative_labels, z
@@ -328,56 +302,46 @@ class CoopHash(HashingModel):
                 if self.config.multi_label
                 else tf.one_hot(tf.argmax(logits, -1), self.config.num_classes)
             )
-        z_mean, _ = d.infer_latent(x, labels)
+        z_mean, _ = d.infer_latent(x)
         revised, _ = self.langevin_revise(self.generator(z_mean, labels), labels, seed, steps=steps)
         return tf.stop_gradient(revised)
 
-    def generator_losses(self, revised: ContrastivePairs, seed, real=None):
-        """Eq. 2 + KL: reconstruct revised images from z~ = mu(x~) + sigma(x~) * eps. With
-        generator_latent='prior' (ablation) from the z that made them, and no KL. With
-        real_reconstruction_weight and `real` (a Batch), the same ELBO on the real labelled images."""
+    def generator_losses(self, revised: ContrastivePairs, seed):
+        """The generator's and the inference head's terms on the revised pairs x~ (constants):
+          'taught' (default)  the generator reconstructs each x~ from the z that made its pair, and
+                              the inference head learns the ELBO of x~ through the generator held
+                              fixed (a gradient that reaches the inference head only);
+          'inferred'          Eq. 2 as written: both learn the ELBO from z~ ~ q(z|x~);
+          'prior'             the generator alone, from the z that made the pair (ablation).
+        Per image of the pairs (x+ then x-), in reconstruction units (see nats_scale)."""
         c = self.config
         images, labels = revised.images(), revised.labels()
-        if c.generator_latent in ("prior", "anchor"):
-            latent = tf.concat([revised.latent, revised.latent], 0)
-            recon = losses.reconstruction_loss(images, self.generator(latent, labels), c.reconstruction_reduction)
-            terms = {"reconstruction_loss": recon, "kl_loss": tf.zeros_like(recon), "total": recon}
-            if c.generator_latent == "anchor" and real is not None:  # the inference head learns on the anchors
-                real_terms = self._elbo(real.images, real.labels, tf.random.experimental.stateless_fold_in(seed, 5))
-                terms.update(real_reconstruction_loss=real_terms["reconstruction_loss"], kl_loss=tf.tile(real_terms["kl_loss"], [2]))
-                terms["total"] += c.real_reconstruction_weight * tf.tile(real_terms["total"], [2])
-            return terms
+        if c.generator_latent == "inferred":
+            return self._elbo(images, labels, seed)
         made_by = tf.concat([revised.latent, revised.latent], 0)
-        terms = self._elbo(images, labels, seed, c.pair_latent, made_by=made_by)
-        if c.generator_latent == "both":  # and the z that made each pair, as in cooperative learning
-            terms["total"] += losses.reconstruction_loss(images, self.generator(made_by, labels), c.reconstruction_reduction)
-        if c.real_reconstruction_weight and real is not None:
-            real_terms = self._elbo(real.images, real.labels, tf.random.experimental.stateless_fold_in(seed, 5))
-            terms["real_reconstruction_loss"] = real_terms["reconstruction_loss"]
-            terms["total"] += c.real_reconstruction_weight * tf.tile(real_terms["total"], [2])  # one per pair image
+        taught = losses.reconstruction_loss(images, self.generator(made_by, labels), c.reconstruction_reduction)
+        terms = {"reconstruction_loss": taught, "kl_loss": tf.zeros_like(taught), "total": taught}
+        if c.generator_latent == "taught":
+            inference = self._elbo(images, labels, seed)
+            terms.update(
+                kl_loss=inference["kl_loss"],
+                inference_loss=inference["total"],
+                restricted=((inference["total"], self.inference_variables()),),
+            )
         return terms
 
-    def _elbo(self, images, labels, seed, pair_latent=None, made_by=None):
-        """Per image: the reconstruction of `images` from z~ ~ q(z|x) (or, with pair_latent
-        'swapped', from the partner image's z~), the KL, and with inference_sleep_weight and the z
-        that `made_by` each image, the sleep term; `total` in reconstruction units."""
+    def _elbo(self, images, labels, seed):
+        """Per image: the reconstruction of `images` from z~ = mu(x) + sigma(x) * eps, the KL of
+        q(z|x) to N(0, I), and `total` = the negative ELBO in reconstruction units."""
         c = self.config
         features = self.hash_network.inference_features(images)
         if not c.vae_updates_base:
             features = tf.stop_gradient(features)
-        z_mean, z_log_var = self.hash_network.infer_latent(images, labels, features=features)
+        z_mean, z_log_var = self.hash_network.infer_latent(images, features=features)
         z = z_mean + tf.exp(0.5 * z_log_var) * self.sample_reparameterization_noise(tf.shape(z_mean), seed)
-        if pair_latent == "swapped":  # Eq. 1's shared z: x~+ from the z~ of x~-, and x~- from that of x~+
-            z = tf.concat(tf.split(z, 2, axis=0)[::-1], 0)
         recon = losses.reconstruction_loss(images, self.generator(z, labels), c.reconstruction_reduction)
         kl = losses.kl_divergence(z_mean, z_log_var)
-        nats = c.kl_weight * kl
-        terms = {"reconstruction_loss": recon, "kl_loss": kl}
-        if c.inference_sleep_weight and made_by is not None:
-            # Wake-sleep's sleep phase: q(z|x~) also learns the z that made the pair (both images).
-            terms["latent_nll"] = losses.gaussian_nll(made_by, z_mean, z_log_var)
-            nats += c.inference_sleep_weight * terms["latent_nll"]
-        return dict(terms, total=recon + self.nats_scale * nats)
+        return {"reconstruction_loss": recon, "kl_loss": kl, "total": recon + self.nats_scale * c.kl_weight * kl}
 
     @property
     def nats_scale(self):
@@ -404,7 +368,7 @@ class CoopHash(HashingModel):
                 "generator_loss": g_terms["total"],
                 "reconstruction_loss": g_terms["reconstruction_loss"],
                 "kl_loss": g_terms["kl_loss"],
-                "real_reconstruction_loss": g_terms.get("real_reconstruction_loss"),
+                "inference_loss": g_terms.get("inference_loss"),
                 "pseudo_label_rate": d_terms.get("pseudo_label_rate"),
                 "langevin_grad_norm": grad_norm,
                 "revision_distance": distance,
@@ -422,22 +386,22 @@ class CoopHash(HashingModel):
             batch = batch._replace(unlabeled=None)
         seed = self.step_seed()
         # 1. a contrastive pair from one z; 2. revised by Langevin on f_E (constants below).
-        pairs = self.generate_contrastive_pairs(batch.labels, seed, batch.images)
+        pairs = self.generate_contrastive_pairs(batch.labels, seed)
         revised, grad_norm = self.revise_pairs(pairs, seed)
         finite = tf.reduce_all(tf.math.is_finite(revised.images()))
         # 3. descriptor: maximum likelihood + classification + triplet (+ quantization).
         d_terms, finite = self.guarded_update("descriptor", lambda: self.descriptor_losses(batch, revised), finite)
-        # 4. generator + inference head: reconstruct the revised images from inferred z.
-        g_terms, finite = self.guarded_update("generator", lambda: self.generator_losses(revised, seed, batch), finite)
+        # 4. generator (and inference head): learn to reproduce the revised pairs.
+        g_terms, finite = self.guarded_update("generator", lambda: self.generator_losses(revised, seed), finite)
         return self._logs(d_terms, g_terms, grad_norm, self.revision_distance(pairs, revised), batch.labels, finite)
 
     def test_step(self, data):
         batch = self.unpack(data)._replace(unlabeled=None)
         seed = self.step_seed()
-        pairs = self.generate_contrastive_pairs(batch.labels, seed, batch.images)
+        pairs = self.generate_contrastive_pairs(batch.labels, seed)
         revised, grad_norm = self.revise_pairs(pairs, seed)
         d_terms = self.descriptor_losses(batch, revised)
-        g_terms = self.generator_losses(revised, seed, batch)
+        g_terms = self.generator_losses(revised, seed)
         finite = tf.reduce_all(tf.math.is_finite(revised.images()))
         return self._logs(d_terms, g_terms, grad_norm, self.revision_distance(pairs, revised), batch.labels, finite)
 

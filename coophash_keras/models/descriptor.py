@@ -56,7 +56,6 @@ class MultipurposeDescriptor(layers.Layer):
         synthesis_shape=None,
         codebook=None,
         readout_scale=8.0,
-        inference_reads_label=False,
         energy_reads_dropout=True,
         inference_reads_map=False,
         **kwargs,
@@ -65,7 +64,6 @@ class MultipurposeDescriptor(layers.Layer):
         if classifier_input not in CLASSIFIER_INPUTS:
             raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}")
         self.classifier_input, self.readout_scale = classifier_input, float(readout_scale)
-        self.inference_reads_label = bool(inference_reads_label)
         self.energy_reads_dropout = bool(energy_reads_dropout)
         self.inference_reads_map = bool(inference_reads_map)
         self.base_kwargs = dict(base_kwargs)
@@ -77,12 +75,7 @@ class MultipurposeDescriptor(layers.Layer):
         # Heads compute in float32 whatever the global policy: under mixed_float16 only the base runs
         # in float16, while energies (and so Langevin's drift), codes and losses stay float32.
         self.energy_head = EnergyHead(self.num_classes, hidden_dim=self.feature_dim, name="energy_head", dtype="float32")
-        self.inference_head = InferenceHead(
-            self.latent_dim,
-            self.num_classes if self.inference_reads_label else 0,
-            name="inference_head",
-            dtype="float32",
-        )
+        self.inference_head = InferenceHead(self.latent_dim, name="inference_head", dtype="float32")
         if classifier_input == "codebook":  # `codebook` None: its values come with loaded weights
             self.classifier_head = CodebookClassifierHead(
                 self.num_classes, self.num_bits, self.readout_scale, codebook, name="classifier_head", dtype="float32"
@@ -173,11 +166,10 @@ class MultipurposeDescriptor(layers.Layer):
             return self.base.feature_map(self.to_image_size(x))
         return self.features(x)
 
-    def infer_latent(self, x, labels_multi_hot=None, features=None):
-        """q(z|x) (or q(z|x, c)): (mean, log-variance) of the generator's latent for images x;
-        `features`: their `inference_features`, if already computed."""
-        f = self.inference_features(x) if features is None else features
-        return self.inference_head(f, labels_multi_hot) if self.inference_reads_label else self.inference_head(f)
+    def infer_latent(self, x, features=None):
+        """q(z|x): (mean, log-variance) of the generator's latent for images x; `features`: their
+        `inference_features`, if already computed."""
+        return self.inference_head(self.inference_features(x) if features is None else features)
 
     def call(self, x, training=False):
         """The heads every step reads at once: dict of features, class_energies, logits, hash
@@ -201,7 +193,6 @@ class MultipurposeDescriptor(layers.Layer):
             classifier_input=self.classifier_input,
             synthesis_shape=list(self.synthesis_shape),
             readout_scale=self.readout_scale,
-            inference_reads_label=self.inference_reads_label,
             energy_reads_dropout=self.energy_reads_dropout,
             inference_reads_map=self.inference_reads_map,
         )
@@ -221,7 +212,6 @@ def descriptor_and_generator(config):
         synthesis_shape=synthesis_shape(c),
         codebook=orthohash_codebook(c.num_classes, c.num_bits, c.seed) if c.classifier_input == "codebook" else None,
         readout_scale=c.orthohash_scale,
-        inference_reads_label=c.inference_input == "features_and_label",
         energy_reads_dropout=c.energy_dropout,
         inference_reads_map=c.inference_features == "map",
         name="descriptor",
@@ -231,7 +221,6 @@ def descriptor_and_generator(config):
         c.latent_dim,
         c.num_classes,
         c.generator_filters,
-        kernel_initializer=c.generator_initializer,
         name="generator",
     )
     return descriptor, generator

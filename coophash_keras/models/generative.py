@@ -1,7 +1,33 @@
-"""What the generative models (CoopHash, DSH-GAN) share beyond HashingModel: the negative labels
+"""What the generative models (CoopHash, DSH-GAN) share beyond HashingModel: their two networks
+(the multipurpose descriptor and the pair generator, built from one config) and the negative labels
 their contrastive pairs are generated for."""
 
 import tensorflow as tf
+
+from coophash_keras.models.base import HashingModel
+from coophash_keras.models.descriptor import descriptor_and_generator
+
+
+class GenerativeHashingModel(HashingModel):
+    """A HashingModel with a pair generator: `self.hash_network` is the multipurpose descriptor
+    (models/descriptor.py), `self.generator` the label-conditioned generator g(z, c)."""
+
+    default_beta_1 = 0.5  # CoopNets, GAN practice
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config, **kwargs)
+        self.hash_network, self.generator = descriptor_and_generator(self.config)
+
+    def build(self, input_shape=None):
+        self.hash_network.build()
+        self.generator.build()
+        self.built = True
+
+    def negative_labels_for(self, labels_multi_hot, seed):
+        """c- for every anchor's c+ (sample_negative_labels with the config's negative_labels)."""
+        return sample_negative_labels(
+            labels_multi_hot, seed, self.config.num_classes, same_size=self.config.negative_labels == "absent_set"
+        )
 
 
 def sample_negative_labels(labels_multi_hot, seed, num_classes, same_size=False):

@@ -48,15 +48,27 @@ def apply_if(optimizer, finite, grads, variables):
 
 def guarded_update(optimizer, variables, loss_fn, finite=True):
     """One step of `optimizer` on `variables` for `loss_fn()` (a dict whose "total" holds
-    per-example losses; the step uses this replica's share of the global-batch mean), unless the
+    per-example losses; the step uses this replica's share of the global-batch mean; an optional
+    "restricted" entry, ((per-example loss, variables), ...), adds losses whose gradient reaches
+    only the variables named with them, a subset of `variables`), unless the
     loss or a gradient's square is non-finite or `finite` is False: then nothing changes, neither
     the weights nor the optimizer's moments and iteration count. Returns (the dict, whether it
     stepped)."""
-    with tf.GradientTape() as tape:
+    with tf.GradientTape(persistent=True) as tape:
         terms = loss_fn()
+        restricted = [(tf.nn.compute_average_loss(t), v) for t, v in terms.pop("restricted", ())]
         loss = tf.nn.compute_average_loss(terms["total"])  # share of the GLOBAL batch mean
         scaled = optimizer.scale_loss(loss)  # identity unless mixed precision
+        scaled_restricted = [(optimizer.scale_loss(extra), v) for extra, v in restricted]
     grads = tape.gradient(scaled, variables)
+    position = {id(v): i for i, v in enumerate(variables)}
+    for extra, subset in scaled_restricted:  # a loss whose gradient reaches only `subset`
+        for v, g in zip(subset, tape.gradient(extra, subset)):
+            i = position[id(v)]
+            if g is not None:
+                grads[i] = g if grads[i] is None else grads[i] + g
+    del tape
+    loss = loss + sum(extra for extra, _ in restricted)
     finite = tf.logical_and(tf.convert_to_tensor(finite), tf.math.is_finite(loss))
     if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         # (the loss-scale wrapper checks gradients itself and lowers its scale on overflow.)
