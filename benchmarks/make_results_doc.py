@@ -90,6 +90,8 @@ def rerun_document(new_runs, old_runs, dataset, labels, bits):
             T.ablation_table(new_runs),
             "#### Robustness",
             T.robustness_tables(new_runs),
+            "#### Training on corrupted labelled images (tag `corrupt_train20`) and other tagged runs",
+            T.switch_table(runs),
             "#### Runs",
             T.runs_summary(new_runs, display),
         ]

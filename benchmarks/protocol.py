@@ -99,6 +99,26 @@ def make_split(a, data, test_idx, train_idx, query_per_class, labels_per_class, 
     )
 
 
+def with_corrupted_training_images(data, split, fraction, seed):
+    """(data, count): `data` with round(fraction x |labelled training images|) of them corrupted once,
+    each by a kind drawn from the corruption functions (corrupt(..., 'mixed')), seeded per seed; the
+    pool, the queries and the database stay clean (they are other indices, or read from `data` itself
+    at evaluation). fraction 0: `data` unchanged."""
+    import dataclasses
+
+    from coophash_keras.data.corruptions import corrupt
+
+    if not fraction:
+        return data, 0
+    train = np.asarray(split.train)
+    chosen = np.sort(
+        np.random.default_rng(40_000 + seed).choice(train, int(round(fraction * len(train))), replace=False)
+    )
+    images = data.images.copy()
+    images[chosen] = corrupt(images[chosen], "mixed", seed=50_000 + seed)
+    return dataclasses.replace(data, images=images), int(len(chosen))
+
+
 def clean_metrics(model, q_img, q_lab, db_codes, db_lab, pr_curve=False):
     out = retrieval_metrics(model.encode(q_img), q_lab, db_codes, db_lab, topk=(1000,), pr_curve=pr_curve)
     return {k: out[k] for k in ["mAP@1000", "mAP@all", "P@1000"] + (["pr_curve"] if pr_curve else [])}
@@ -238,7 +258,8 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         )
         extra.append(MapCurve(q_img, q_lab, data.images[sub], data.labels[sub], steps_per_epoch))
     probe = AloneProbe()
-    result = train_run(spec, data=data, split=split, extra_callbacks=extra)
+    train_data, corrupted = with_corrupted_training_images(data, split, a.corrupt_train, seed)
+    result = train_run(spec, data=train_data, split=split, extra_callbacks=extra)
     alone = probe.result()
     model = result.model
 
@@ -267,6 +288,7 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         "equal_time_of": a.equal_time_of,  # trained for the time this method takes for --steps, or None
         "batch": batch,
         "train_images": len(split.train),
+        "corrupted_train_images": corrupted,  # labelled images corrupted once before training (--corrupt-train)
         "unlabeled_images": len(split.unlabeled),
         "queries": len(split.query),
         "database": len(split.database),
@@ -316,6 +338,14 @@ def main():
     p.add_argument(
         "--diagnose", action="store_true", help="also the generator's diagnostics (CoopHash, DSH-GAN): spread, FD, ..."
     )
+    p.add_argument(
+        "--corrupt-train",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="corrupt this share of the labelled training images once (a kind drawn per image); pool, queries "
+        "and database stay clean; name it with --tag",
+    )
     p.add_argument("--curve", action="store_true", help="mAP@1000 (10k-image database) after every --log-every steps")
     p.add_argument("--out", default="results/fashion")
     p.add_argument("--run-root", default="runs/bench", help="where the run directories go (not committed)")
@@ -335,6 +365,10 @@ def main():
             print("equal wall-clock with", a.equal_time_of, "at", a.steps, "steps:", steps_of, flush=True)
         for m in a.methods:
             epoch_length(steps_of[m], a.log_every)
+        if not 0.0 <= a.corrupt_train < 1.0:
+            raise ValueError(f"--corrupt-train is a fraction in [0, 1), got {a.corrupt_train}")
+        if a.corrupt_train and not a.tag:
+            raise ValueError("--corrupt-train needs a --tag, so its runs never replace the clean runs")
     except ValueError as e:
         p.error(str(e))
     os.makedirs(a.out, exist_ok=True)

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-from protocol import epoch_length, equal_time_steps  # noqa: E402
+from protocol import epoch_length, equal_time_steps, with_corrupted_training_images  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,23 @@ def test_step_times_file_missing_is_none_and_unreadable_is_a_named_error(tmp_pat
     (tmp_path / "bad.json").write_text('{"alone": tr')
     with pytest.raises(ValueError, match="cannot read the step times .*bad.json"):
         load_step_times(str(tmp_path / "bad.json"))
+
+
+def test_corrupted_training_images_are_a_seeded_share_of_the_labelled_ones_and_nothing_else(digits):
+    import numpy as np
+
+    from coophash_keras.data import retrieval_split
+
+    split = retrieval_split(digits.labels, 10, 20, database="rest", seed=0)
+    same, count = with_corrupted_training_images(digits, split, 0.0, seed=0)
+    assert same is digits and count == 0
+    original = digits.images.copy()
+    data, count = with_corrupted_training_images(digits, split, 0.2, seed=0)
+    changed = np.flatnonzero(np.any(data.images != digits.images, axis=(1, 2, 3)))
+    assert count == round(0.2 * len(split.train)) and 0 < len(changed) <= count
+    assert set(changed) <= set(split.train)  # pool, queries and database untouched
+    np.testing.assert_array_equal(digits.images, original)  # the caller's images are not modified
+    again, _ = with_corrupted_training_images(digits, split, 0.2, seed=0)
+    other, _ = with_corrupted_training_images(digits, split, 0.2, seed=1)
+    np.testing.assert_array_equal(again.images, data.images)
+    assert np.any(other.images != data.images)
