@@ -32,7 +32,13 @@ def _f(
 class CoopHashConfig:
     # --- data / shapes -----------------------------------------------------------------------
     image_shape: tuple = _f((8, 8, 1), "ours", "input image shape (H, W, C); any size and channel count")
-    num_classes: int = _f(10, "ours", "number of classes (length of the label vector c)", low=2)
+    num_classes: int = _f(
+        10,
+        "ours",
+        "number of classes (length of the label vector c); at least 2 for every model that learns from labels, "
+        "0 for unlabelled data (images:PATH) with a label-free model (itq, lsh)",
+        low=0,
+    )
     multi_label: bool = _f(False, "paper", "multi-hot labels (sigmoid classifier) instead of single labels")
     num_bits: int = _f(32, "ours", "K, number of hash bits", multiple_of=8)
 
@@ -320,6 +326,21 @@ class CoopHashConfig:
     )
     dpn_margin: float = _f(
         1.0, "reference", "DPN: polarization margin m of max(0, m - v * t) (kamwoh/DPN main.py)", low=0.0
+    )
+
+    # --- label-free models (itq, lsh; baselines/label_free.py) ---------------------------------
+    itq_iterations: int = _f(
+        50,
+        "reference",
+        "ITQ: alternating updates of the codes B and the rotation R (Gong & Lazebnik, CVPR 2011: 50)",
+        low=0,
+    )
+    label_free_max_images: int = _f(
+        100_000,
+        "ours",
+        "itq, lsh: at most this many images are read while fitting (their features are held in memory: "
+        "images x feature dimensions x 4 bytes); the rest of a larger data set is not read",
+        low=1,
     )
 
     # --- optimisation ------------------------------------------------------------------------
