@@ -38,6 +38,7 @@ class CoopHashConfig:
         "number of classes (length of the label vector c); at least 2 for every model that learns from labels, "
         "0 for unlabelled data (images:PATH) with a label-free model (itq, lsh)",
         low=0,
+        check=lambda n: _no_single_class(n),
     )
     multi_label: bool = _f(False, "paper", "multi-hot labels (sigmoid classifier) instead of single labels")
     num_bits: int = _f(32, "ours", "K, number of hash bits", multiple_of=8)
@@ -446,6 +447,11 @@ class CoopHashConfig:
 
 
 _HINTS = typing.get_type_hints(CoopHashConfig)
+
+
+def _no_single_class(n):
+    if n == 1:
+        raise ValueError("one class cannot be hashed by class: 0 (unlabelled data) or at least 2")
 
 
 def _field_problems(f, value):
