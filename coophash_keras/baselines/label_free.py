@@ -81,6 +81,7 @@ class LabelFreeHashingModel(HashingModel):
     optimizer_groups: dict = {}
     tracker_names: tuple = ()
     tunable_fields: tuple = ()
+    fit_log_names: tuple = ("bit_balance", "fit_images", "feature_dim")  # the one epoch's logs
     needs_labels = False
     fitted_in_closed_form = True
 
@@ -171,6 +172,8 @@ class LabelFreeHashingModel(HashingModel):
 class ITQ(LabelFreeHashingModel):
     """Config fields used: num_bits (K <= the feature dimensions), itq_iterations, seed (the initial
     rotation), label_free_max_images, backbone / backbone_weights (else raw pixels)."""
+
+    fit_log_names = ("quantization_loss", *LabelFreeHashingModel.fit_log_names)
 
     def fit_features(self, features):
         k = self.config.num_bits
