@@ -180,3 +180,23 @@ def test_label_free_run_on_images_evaluates_on_labelled_queries_and_an_unlabelle
             labelled.labels[s.database],
         )["mAP@all"]
     )  # the pool's images only push relevant ones down
+
+
+def test_tune_takes_the_pool_too(files, tmp_path):
+    """`coophash tune` has the same --unlabeled, checked the same way (a tuning run writes nothing first)."""
+    r = cli(
+        [
+            "tune",
+            "--dataset",
+            f"folder:{files}/labelled",
+            "--method",
+            "orthohash",
+            "--trials",
+            "1",
+            "--query-per-class",
+            "2",
+        ]
+        + ["--unlabeled", f"images:{files}/pool", "--run-dir", tmp_path / "tune", "--progress", "none"]
+    )
+    assert r.returncode == 2 and "orthohash does not use an unlabelled pool" in r.stderr
+    assert not (tmp_path / "tune").exists()

@@ -4,6 +4,7 @@ from coophash_keras.cli.common import (
     add_data_arguments,
     add_method_argument,
     add_strategy_arguments,
+    add_unlabeled_argument,
     model_and_overrides,
     nonnegative_int,
     positive_int,
@@ -17,14 +18,7 @@ def add_parser(sub):
 
     t = sub.add_parser("train", help="train a hashing model and save a run directory")
     add_data_arguments(t)
-    t.add_argument(
-        "--unlabeled",
-        default=None,
-        metavar="DATASET",
-        help="an unlabelled pool for the models that use one (e.g. images:PATH; a labelled data set's labels are "
-        "ignored): decoded like the labelled images, streamed from its files; replaces the pool "
-        "--labels-per-class leaves over. itq/lsh fit on it",
-    )
+    add_unlabeled_argument(t)
     t.add_argument("--epochs", type=positive_int, default=20)
     t.add_argument("--steps-per-epoch", type=positive_int, default=None, help="default: one pass over the labels")
     t.add_argument("--run-dir", required=True)
@@ -78,7 +72,7 @@ def spec_from_args(args):
         batch_size=args.batch_size,
         query_per_class=args.query_per_class,
         labels_per_class=args.labels_per_class,
-        unlabeled=args.unlabeled,
+        unlabeled=getattr(args, "unlabeled", None),
         seed=args.seed,
         deterministic=args.deterministic,
         overrides=overrides,
