@@ -6,6 +6,8 @@ Datasets and splits (per seed):
   fashion_mnist    1,000 queries = 100 per class from the test file; database = the other 69,000
                    images; labelled = `--labels-per-class` per class from the train file; the rest
                    of the train file is the unlabelled pool (methods that use one get batches of it).
+                   `--labels-per-class 0` with a label-free method (itq, lsh): fitted on the whole
+                   train file, labels ignored, in closed form (`--steps` does not apply).
   digits           20 queries per class; database = the other digits; labelled from the rest.
   fashion_mosaics  multi-label 2x2 mosaics (scripts/make_fashion_mosaics.py): 1,000 test-file
                    queries; database = every other mosaic; `--labelled` train-file mosaics
@@ -219,7 +221,7 @@ def equal_time_steps(steps, of, method, step_times, cpu=None):
 
 def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_class, bits, seed, steps, cache):
     split = make_split(a, data, test_idx, train_idx, query_per_class, labels_per_class, seed)
-    batch = min(a.batch, len(split.train))
+    batch = min(a.batch, len(split.train)) or a.batch  # 0 labels/class: a label-free method (itq, lsh)
     overrides = parse_overrides(a.set)
     base = CoopHashConfig(
         image_shape=data.images.shape[1:],
@@ -284,7 +286,8 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         "labels_per_class": labels_per_class,
         "bits": bits,
         "seed": seed,
-        "steps": spec.epochs * steps_per_epoch,
+        # a method fitted in closed form (itq, lsh) takes no optimizer step
+        "steps": 0 if model.fitted_in_closed_form else spec.epochs * steps_per_epoch,
         "equal_time_of": a.equal_time_of,  # trained for the time this method takes for --steps, or None
         "batch": batch,
         "train_images": len(split.train),

@@ -17,7 +17,7 @@ def plot_specs(runs, dataset, labels, bits):
         if _compared(g, (dataset, lpc, bits))
     ]
     for ds, b in sorted({(c[0], c[2]) for c in T.cells(g)}):
-        lpcs = {c[1] for c in T.cells(g) if (c[0], c[2]) == (ds, b) and _compared(g, c)}
+        lpcs = {c[1] for c in T.cells(g) if (c[0], c[2]) == (ds, b) and c[1] and _compared(g, c)}
         if len(lpcs) > 1 and not T.multi_label([r for r in runs if r["dataset"] == ds]):
             specs.append(("labels", f"map_vs_labels_{ds}_K{b}.png", (ds, b)))
     for cell in sorted({k[:3] for k in curve_groups(runs)}):
@@ -94,7 +94,7 @@ def _pr(plt, g, cell, color):
 def _labels(plt, g, cell, color):
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     dataset, bits = cell
-    lpcs = sorted({c[1] for c in T.cells(g) if (c[0], c[2]) == cell})
+    lpcs = sorted({c[1] for c in T.cells(g) if (c[0], c[2]) == cell and c[1]})  # 0: label-free, lines below
     best = [(lpc, b) for lpc in lpcs if (b := T.best_baseline(g, (dataset, lpc, bits)))]
     lines = [("best baseline", "black", "--", "s", [(lpc, g[(dataset, lpc, bits, b)]) for lpc, b in best])]
     for m in sorted({k[3] for k in g if (k[0], k[2]) == cell and _configuration(g[k])}, key=T.method_key):
@@ -107,6 +107,11 @@ def _labels(plt, g, cell, color):
         st = [T.stats(T.values(rs, "clean", "mAP@1000")) for _, rs in points]
         x, y = [p[0] for p in points], [s[1] for s in st]
         ax.errorbar(x, y, yerr=[s[2] or 0.0 for s in st], marker=marker, ls=ls, color=c, capsize=3, label=label)
+    for m in sorted(k[3] for k in g if k[:3] == (dataset, 0, bits)):  # label-free methods: a reference line each
+        mean = T.stats(T.values(g[(dataset, 0, bits, m)], "clean", "mAP@1000"))[1]
+        ax.axhline(
+            mean, ls=":", color=color.get(m, "grey"), label=f"{m}, no labels ({_seeds(len(g[(dataset, 0, bits, m)]))})"
+        )
     for lpc, b in best:  # which baseline is the best one at each point
         y = T.stats(T.values(g[(dataset, lpc, bits, b)], "clean", "mAP@1000"))[1]
         ax.annotate(b, (lpc, y), fontsize=7, xytext=(4, -10), textcoords="offset points")

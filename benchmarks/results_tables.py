@@ -510,6 +510,8 @@ def cost_table(runs):
     coop = sorted({k[3] for k in g if is_coophash(k[3])}, key=method_key)
     rows = []
     for cell in cells(g):
+        if all(r.get("steps") == 0 for k, rs in g.items() if k[:3] == cell for r in rs):
+            continue  # label-free methods fitted in closed form (itq, lsh): no optimizer step to time
         best = best_baseline(g, cell)
         cpus = sorted({cpu_of(r) for k, rs in g.items() if k[:3] == cell for r in rs if r.get("alone")})
         timed_elsewhere = best and any(r.get("alone") for r in g.get((*cell, best), []))

@@ -273,15 +273,16 @@ class ProgressLog(keras.callbacks.Callback):
 RESUMABLE_CHANGES = ("divergence_policy", "divergence_max_shrinks")
 
 
-def check_backup_dir(backup_dir, model):
+def check_backup_dir(backup_dir, model, data_record=None):
     """Before resuming, make sure the backup belongs to this model: the backup dir keeps the
-    config it was made with, and a different config is a ValueError naming the fields that
-    differ (instead of a deep h5py/Keras trace when the weights do not fit)."""
+    config it was made with (and `data_record`, e.g. the record of the run's unlabelled pool), and
+    a difference is a ValueError naming the fields that differ (instead of a deep h5py/Keras trace
+    when the weights do not fit, or a resume on other data)."""
     from coophash_keras.io import atomic_write_json
 
     os.makedirs(backup_dir, exist_ok=True)
     cfg_path = os.path.join(backup_dir, "coophash_config.json")
-    current = {"model": type(model).__name__, **model.config.to_dict()}
+    current = json.loads(json.dumps({"model": type(model).__name__, **model.config.to_dict(), **(data_record or {})}))
     if os.path.exists(cfg_path):
         with open(cfg_path) as fh:
             saved = json.load(fh)

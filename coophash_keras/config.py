@@ -32,7 +32,14 @@ def _f(
 class CoopHashConfig:
     # --- data / shapes -----------------------------------------------------------------------
     image_shape: tuple = _f((8, 8, 1), "ours", "input image shape (H, W, C); any size and channel count")
-    num_classes: int = _f(10, "ours", "number of classes (length of the label vector c)", low=2)
+    num_classes: int = _f(
+        10,
+        "ours",
+        "number of classes (length of the label vector c); at least 2 for every model that learns from labels, "
+        "0 for unlabelled data (images:PATH) with a label-free model (itq, lsh)",
+        low=0,
+        check=lambda n: _no_single_class(n),
+    )
     multi_label: bool = _f(False, "paper", "multi-hot labels (sigmoid classifier) instead of single labels")
     num_bits: int = _f(32, "ours", "K, number of hash bits", multiple_of=8)
 
@@ -289,6 +296,21 @@ class CoopHashConfig:
         1.0, "reference", "DPN: polarization margin m of max(0, m - v * t) (kamwoh/DPN main.py)", low=0.0
     )
 
+    # --- label-free models (itq, lsh; baselines/label_free.py) ---------------------------------
+    itq_iterations: int = _f(
+        50,
+        "reference",
+        "ITQ: alternating updates of the codes B and the rotation R (Gong & Lazebnik, CVPR 2011: 50)",
+        low=0,
+    )
+    label_free_max_images: int = _f(
+        100_000,
+        "ours",
+        "itq, lsh: at most this many images are read while fitting (their features are held in memory: "
+        "images x feature dimensions x 4 bytes); the rest of a larger data set is not read",
+        low=1,
+    )
+
     # --- optimisation ------------------------------------------------------------------------
     descriptor_learning_rate: float = _f(
         1e-3,
@@ -392,6 +414,11 @@ class CoopHashConfig:
 
 
 _HINTS = typing.get_type_hints(CoopHashConfig)
+
+
+def _no_single_class(n):
+    if n == 1:
+        raise ValueError("one class cannot be hashed by class: 0 (unlabelled data) or at least 2")
 
 
 def _field_problems(f, value):

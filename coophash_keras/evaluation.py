@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from coophash_keras.data import RetrievalSplit, load_dataset
+from coophash_keras.data import RetrievalSplit, load_dataset, retrieval_split
 from coophash_keras.data.files import check_dataset_record
 from coophash_keras.io import atomic_write_json, load_model
 from coophash_keras.metrics import retrieval_metrics
@@ -48,23 +48,103 @@ def validation_sets(data, split, max_database=5000, seed=0):
     return data.images[split.query], data.labels[split.query], data.images[database], data.labels[database]
 
 
-def evaluate_run(run_dir: str, topk=(100, 1000), output=None, verbose=0) -> dict:
-    """Retrieval metrics of a run's model on its own query/database split, written to metrics.json."""
+def _data_at_model_shape(name, data_dir, config):
+    """A data set decoded at the model's input shape (image files resized to it; other data sets
+    must have it)."""
+    from coophash_keras.data.files import is_file_dataset
+
+    h, w, c = config["image_shape"]
+    if is_file_dataset(name):
+        return load_dataset(name, data_dir, image_size=(h, w), channels=c)
+    data = load_dataset(name, data_dir)
+    if tuple(data.image_shape) != (h, w, c):
+        raise RunError(f"{name} has {'x'.join(map(str, data.image_shape))} images, the model takes {h}x{w}x{c}")
+    return data
+
+
+def _labels_like(data, reference, what):
+    """`data`'s labels in the label space of `reference` (the queries'): an unlabelled set
+    (images:PATH) gets labels that are never relevant (-1, or all-zero multi-hot rows); a labelled
+    one must have the same classes."""
+    if data.num_classes == 0:
+        if reference.multi_label:
+            return np.zeros((len(data), reference.num_classes), np.float32)
+        return np.full(len(data), -1, np.int64)
+    if data.multi_label != reference.multi_label or data.num_classes != reference.num_classes:
+        raise RunError(
+            f"{what} {data.name} has other labels than the queries ({data.num_classes} vs {reference.num_classes} classes)"
+        )
+    if data.class_names and reference.class_names and list(data.class_names) != list(reference.class_names):
+        raise RunError(
+            f"{what} {data.name} names other classes than the queries ({list(data.class_names)[:5]} vs "
+            f"{list(reference.class_names)[:5]}): class ids would not match"
+        )
+    return data.labels
+
+
+def evaluate_run(
+    run_dir: str,
+    topk=(100, 1000),
+    output=None,
+    verbose=0,
+    queries=None,
+    query_per_class=None,
+    database=(),
+    data_dir=None,
+) -> dict:
+    """Retrieval metrics of a run's model, written to metrics.json. By default on the run's own
+    split (its queries against its database). `database`: data set names whose images join the
+    database (an unlabelled one, e.g. the `--unlabeled` pool as images:PATH, counts as never
+    relevant). `queries`: a labelled data set to take the queries from instead: with
+    `query_per_class` N, N per class (seeded by the run's seed) are the queries and the rest of it
+    joins the database; without, all of it are queries. A label-free run fitted on unlabelled
+    images has no queries of its own: it needs `queries`."""
     run = load_run(run_dir)
     model = load_model(model_path(run_dir))
-    data = load_run_data(run)
-    split = RetrievalSplit.load(os.path.join(run_dir, "split.npz"))
+    config = model.config.to_dict()
+    names = [queries] if queries else []
+    if queries:
+        qdata = _data_at_model_shape(queries, data_dir, config)
+        if qdata.num_classes == 0:
+            raise RunError(f"--queries {queries} has no labels: queries need labels to be scored")
+        if query_per_class:
+            qsplit = retrieval_split(qdata.labels, query_per_class, seed=int(run.get("seed", 0)))
+            q_idx, rest = qsplit.query, qsplit.database
+        else:
+            q_idx, rest = np.arange(len(qdata)), np.zeros(0, np.int64)
+        reference = qdata
+        q_img, q_lab = qdata.images[q_idx], qdata.labels[q_idx]
+        db_parts = [(qdata.images[rest], qdata.labels[rest])] if len(rest) else []
+    else:
+        data = load_run_data(run)
+        split = RetrievalSplit.load(os.path.join(run_dir, "split.npz"))
+        if len(split.query) == 0:
+            raise RunError(
+                f"{run_dir} was fitted on unlabelled images ({run['dataset']}): it has no queries to score; "
+                "pass a labelled data set: --queries DATASET --query-per-class N (and --database DATASET)"
+            )
+        names = [run["dataset"]]
+        reference = data
+        q_img, q_lab = data.images[split.query], data.labels[split.query]
+        db_parts = [(data.images[split.database], data.labels[split.database])]
+    for name in database or ():
+        extra = _data_at_model_shape(name, data_dir, config)
+        db_parts.append((extra.images, _labels_like(extra, reference, "--database")))
+        names.append(name)
+    if not db_parts:
+        raise RunError("no database: pass --database DATASET (or --query-per-class, so the rest of --queries is one)")
     start = time.time()
-    query = model.encode(data.images[split.query], verbose=verbose)
-    database = model.encode(data.images[split.database], verbose=verbose)
-    metrics = retrieval_metrics(
-        query, data.labels[split.query], database, data.labels[split.database], topk=topk, radius=2
-    )
+    query = model.encode(q_img, verbose=verbose)
+    db_codes = np.concatenate([model.encode(images, verbose=verbose) for images, _ in db_parts])
+    db_labels = np.concatenate([labels for _, labels in db_parts])
+    metrics = retrieval_metrics(query, q_lab, db_codes, db_labels, topk=topk, radius=2)
     metrics.update(
-        num_query=int(len(split.query)),
-        num_database=int(len(split.database)),
+        num_query=int(len(query)),
+        num_database=int(len(db_codes)),
+        num_database_unlabelled=int(np.sum(db_labels < 0) if db_labels.ndim == 1 else np.sum(db_labels.sum(1) == 0)),
+        data_sets=names,
         num_bits=int(query.shape[1]),
-        bit_balance=float(1 - np.abs(database.mean(0)).mean()),
+        bit_balance=float(1 - np.abs(db_codes.mean(0)).mean()),
         evaluate_seconds=time.time() - start,
     )
     atomic_write_json(output or os.path.join(run_dir, "metrics.json"), metrics)

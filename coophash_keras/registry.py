@@ -45,6 +45,10 @@ _ENTRIES = (
     ModelEntry("orthohash", "coophash_keras.baselines.orthohash", "OrthoHash", "OrthoHash: cosine to a fixed codebook"),
     ModelEntry("dpn", "coophash_keras.baselines.dpn", "DPN", "DPN: polarization to random targets"),
     ModelEntry("triplet", "coophash_keras.baselines.triplet", "TripletHashNet", "in-batch triplets + classification"),
+    ModelEntry(
+        "itq", "coophash_keras.baselines.label_free", "ITQ", "ITQ: PCA + a learned rotation, no labels (fitted)"
+    ),
+    ModelEntry("lsh", "coophash_keras.baselines.label_free", "LSH", "sign of a random projection, no labels (fitted)"),
 )
 MODELS = {entry.name: entry for entry in _ENTRIES}
 

@@ -38,6 +38,9 @@ class RunSpec:
     batch_size: int = 64
     query_per_class: int = 20
     labels_per_class: int | None = None
+    # An unlabelled pool given apart (`--unlabeled`): any data set name, its labels ignored; it
+    # replaces the pool `labels_per_class` leaves over (coophash_keras/data/pool.py).
+    unlabeled: str | None = None
     seed: int = 0
     deterministic: bool = False  # config.deterministic: op determinism, so one spec gives one model
     overrides: dict = dataclasses.field(default_factory=dict)
@@ -84,6 +87,7 @@ class RunSpec:
                 "ablation",
                 "query_per_class",
                 "labels_per_class",
+                "unlabeled",
                 "seed",
                 "epochs",
             )

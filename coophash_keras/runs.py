@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from coophash_keras.backup import RunBackup, remove_backup, remove_stale_backup
@@ -30,9 +31,11 @@ from coophash_keras.callbacks import (
     history_from_progress,
     keep_progress,
 )
-from coophash_keras.data import load_dataset, retrieval_split, with_unlabeled
+from coophash_keras.data import RetrievalSplit, load_dataset, retrieval_split, with_unlabeled
 from coophash_keras.data.augment import augment_dataset
-from coophash_keras.data.files import dataset_record
+from coophash_keras.data.files import dataset_record, print_warning
+from coophash_keras.data.image_set import with_pool
+from coophash_keras.data.pool import load_pool, pool_overlap
 from coophash_keras.diagnostics import GeneratorDiagnosticsCallback, has_generator
 from coophash_keras.evaluation import evaluate_run, load_run, load_run_data, model_path, validation_sets
 from coophash_keras.io import atomic_write_json, load_model, remove_temporaries, save_model
@@ -95,18 +98,37 @@ def _callbacks(spec, model, data, split, best_val_map=None):
     return callbacks
 
 
-def training_dataset(model_class, config, data, split, seed, repeat=False):
+def training_dataset(model_class, config, data, split, seed, repeat=False, pool=None):
     """The labelled tf.data pipeline (augmented by `config.augmentation`, the same for every model),
     with a batch of the unlabelled pool per step for models that use one
-    (`model_class.uses_unlabeled(config)`)."""
+    (`model_class.uses_unlabeled(config)`): `pool` (an UnlabeledPool, `--unlabeled`, streamed from
+    its files) when given, else the images of `split.unlabeled`."""
     batch_size = config.batch_size
     train = data.subset(split.train)
     ds = train.as_dataset(batch_size, shuffle=True, seed=seed, drop_remainder=True, repeat=repeat)
     ds = augment_dataset(ds, config.augmentation, seed)
     unlabeled_batch = batch_size * config.unlabeled_batch_ratio
-    if model_class.uses_unlabeled(config) and len(split.unlabeled) >= unlabeled_batch:
-        ds = with_unlabeled(ds, data.images[split.unlabeled], unlabeled_batch, seed)
+    if model_class.uses_unlabeled(config):
+        if pool is not None:
+            ds = with_pool(ds, pool.dataset(unlabeled_batch, seed))
+        elif len(split.unlabeled) >= unlabeled_batch:
+            ds = with_unlabeled(ds, data.images[split.unlabeled], unlabeled_batch, seed)
     return ds
+
+
+FIT_BATCH = 256  # images per batch while a closed-form model reads its data
+
+
+def fitting_dataset(data, split, pool=None, seed=0):
+    """What a closed-form (label-free) model is fitted on, once through, labels dropped: the
+    labelled training images and the pool: `pool` (`--unlabeled`) if given, else the images
+    `split.unlabeled` holds. A file pool is read in a seeded shuffled order, so a model that reads
+    only the first `config.label_free_max_images` gets a random subset."""
+    own = split.train if pool is not None else np.union1d(split.train, split.unlabeled)
+    ds = tf.data.Dataset.from_tensor_slices(data.images[np.sort(own)]).batch(FIT_BATCH)
+    if pool is not None:
+        ds = ds.concatenate(pool.dataset(FIT_BATCH, seed, shuffle=True, repeat=False, drop_remainder=False))
+    return ds.prefetch(2)
 
 
 @dataclasses.dataclass
@@ -116,6 +138,7 @@ class PreparedRun:
     split: Any
     config: Any
     model_class: Any
+    pool: Any = None  # the UnlabeledPool of `--unlabeled`, or None
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -131,16 +154,50 @@ def prepare_run(spec: RunSpec, data=None, split=None) -> PreparedRun:
     cls = model_class(spec.model)
     if data is None:
         data = load_dataset(spec.dataset, spec.data_dir, image_size=spec.image_size, channels=spec.channels)
+    label_free = not cls.needs_labels
     if split is None:
-        split = retrieval_split(data.labels, spec.query_per_class, spec.labels_per_class, seed=spec.seed)
+        if label_free and data.num_classes == 0:  # images:PATH: every image is fitted on and indexed
+            every = np.arange(len(data))
+            split = RetrievalSplit(np.zeros(0, np.int64), every, every, np.zeros(0, np.int64))
+        else:
+            split = retrieval_split(data.labels, spec.query_per_class, spec.labels_per_class, seed=spec.seed)
     config = build_config(spec, data)
     seed_everything(config.seed, config.deterministic)
-    if len(split.train) < config.batch_size:
+    if not cls.fitted_in_closed_form and len(split.train) < config.batch_size:
         raise RunError(f"only {len(split.train)} labeled training images, fewer than one batch of {config.batch_size}")
-    return PreparedRun(strategy, data, split, config, cls)
+    pool = _load_pool(spec, cls, config, data, split)
+    return PreparedRun(strategy, data, split, config, cls, pool)
 
 
-def finished_run_record(spec: RunSpec, config) -> dict | None:
+POOL_METHODS = "code_classifier:fixmatch, orthohash:fixmatch, coophash:fewlabels, dshgan, itq, lsh"
+
+
+def _load_pool(spec, cls, config, data, split, warn=print_warning):
+    """The `--unlabeled` pool, checked: the model must use one, and it must fill a pool batch."""
+    if not spec.unlabeled:
+        return None
+    if not cls.uses_unlabeled(config):
+        raise RunError(
+            f"--unlabeled {spec.unlabeled}: {spec.method or spec.model} does not use an unlabelled pool; "
+            f"drop --unlabeled, or train a method that uses one (e.g. {POOL_METHODS})"
+        )
+    pool = load_pool(spec.unlabeled, config.image_shape, spec.data_dir, warn=warn)
+    need = config.batch_size * config.unlabeled_batch_ratio
+    if not cls.fitted_in_closed_form and len(pool) < need:
+        raise RunError(
+            f"--unlabeled {spec.unlabeled}: {len(pool)} images, fewer than one unlabelled batch of {need} "
+            "(batch_size x unlabeled_batch_ratio)"
+        )
+    shared = pool_overlap(pool, data, np.union1d(split.query, split.database))
+    if shared:
+        warn(
+            f"--unlabeled {spec.unlabeled}: {shared} of its {len(pool)} images are also query or database images "
+            f"of {data.name}; they are trained on unlabelled and retrieved at evaluation"
+        )
+    return pool
+
+
+def finished_run_record(spec: RunSpec, config, pool=None) -> dict | None:
     """run.json of a run this very spec already finished: resumable (`backup_dir` set), its backup
     gone (removed only once every file was written), and run.json and config.json the same as now.
     A scheduler that re-runs a preemptible job after it ended must not train it all over again."""
@@ -157,6 +214,8 @@ def finished_run_record(spec: RunSpec, config) -> dict | None:
     expected = json.loads(json.dumps(spec.record()))
     if {k: record.get(k) for k in expected} != expected:
         return None
+    if record.get("unlabeled_data") != (pool.record() if pool is not None else None):
+        return None  # another pool under the same name: train again
     return record if saved_config == json.loads(json.dumps(config.to_dict())) else None
 
 
@@ -170,7 +229,7 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
     remove_temporaries(spec.run_dir)  # of a run killed while it saved
     if spec.backup_dir:
         remove_stale_backup(spec.backup_dir)  # of a run killed while it deleted its backup
-    finished = finished_run_record(spec, config)
+    finished = finished_run_record(spec, config, run.pool)
     if finished is not None:
         print(
             f"{spec.run_dir} is already finished with this configuration: nothing to train "
@@ -189,7 +248,8 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
     chief = is_chief(run.strategy)
     backup = None
     if spec.backup_dir:
-        check_backup_dir(spec.backup_dir, model)
+        # The backup keeps the pool's record beside the config: a resume with another pool is refused.
+        check_backup_dir(spec.backup_dir, model, {"unlabeled_data": run.pool.record()} if run.pool else None)
         backup = RunBackup(spec.backup_dir, write=chief)
     # Restored before fit, so every callback sees the restored weights from the start.
     resuming = backup is not None and backup.restore(model) is not None
@@ -205,13 +265,33 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
     callbacks = _callbacks(spec, model, data, split, best) + list(extra_callbacks) + [ProgressLog(progress)]
     if backup is not None:
         callbacks.append(backup)
-    ds = training_dataset(run.model_class, config, data, split, spec.seed, repeat=spec.steps_per_epoch is not None)
     where = f" ({run.strategy.num_replicas_in_sync} replicas)" if run.strategy is not None else ""
-    print(
-        f"training {run.model_class.__name__} on {data.name}: {len(split.train)} labeled images, "
-        f"{config.num_bits} bits, {spec.epochs} epochs -> {spec.run_dir}{where}",
-        flush=True,
-    )
+    if run.model_class.fitted_in_closed_form:
+        ds = fitting_dataset(data, split, run.pool, spec.seed)
+        own = len(split.train) if run.pool is not None else len(np.union1d(split.train, split.unlabeled))
+        print(
+            f"fitting {run.model_class.__name__} (closed form, labels ignored) on {own} images of {data.name}"
+            f"{f' and the pool {run.pool.name}' if run.pool is not None else ''}, {config.num_bits} bits "
+            f"-> {spec.run_dir}",
+            flush=True,
+        )
+    else:
+        ds = training_dataset(
+            run.model_class, config, data, split, spec.seed, repeat=spec.steps_per_epoch is not None, pool=run.pool
+        )
+        print(
+            f"training {run.model_class.__name__} on {data.name}: {len(split.train)} labeled images, "
+            f"{config.num_bits} bits, {spec.epochs} epochs -> {spec.run_dir}{where}",
+            flush=True,
+        )
+    if run.pool is not None:
+        how = "streamed from its files" if run.pool.streamed else "in memory"
+        replaced = (
+            f"; it replaces the {len(split.unlabeled)} images --labels-per-class left over"
+            if len(split.unlabeled)
+            else ""
+        )
+        print(f"unlabelled pool: {run.pool.name}, {len(run.pool)} images, {how}{replaced}", flush=True)
     if resuming:
         print(f"resuming from {spec.backup_dir} after epoch {backup.restored_state['epoch']}", flush=True)
     start = time.time()
@@ -228,6 +308,8 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
         split.save(os.path.join(spec.run_dir, "split.npz"))
         atomic_write_json(os.path.join(spec.run_dir, "history.json"), history)
         record = dict(spec.record(), **dataset_record(data), train_seconds=seconds)  # + file data's size, fingerprint
+        if run.pool is not None:
+            record["unlabeled_data"] = run.pool.record()  # name, count, fingerprint: re-checked on a re-run
         atomic_write_json(os.path.join(spec.run_dir, RUN_FILE), record)
         if spec.backup_dir:
             remove_backup(spec.backup_dir)  # the run is safely on disk now

@@ -135,6 +135,11 @@ def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None, validat
     of the labelled training images (holdout_split), never on the run's queries. Writes
     RUN/tuning.json (every trial) and RUN/best_config.json (`coophash train --config`), which holds
     the spec's whole config (its method's variant included) with the best values."""
+    from coophash_keras.registry import model_class
+    from coophash_keras.run_spec import RunError
+
+    if not tune and not model_class(spec.model).tunable_fields:
+        raise RunError(f"{spec.model} is fitted in closed form and has no tunable fields: nothing to tune")
     run = prepare_run(spec)
     run.split = holdout_split(run.split, validation_fraction, spec.seed)
     tuner = make_tuner(
@@ -150,7 +155,7 @@ def tune_run(spec, trials=10, tune=None, overwrite=False, on_trial=None, validat
     )
     names = tuner.hypermodel.tune
     repeat = spec.steps_per_epoch is not None
-    train = training_dataset(run.model_class, run.config, run.data, run.split, spec.seed, repeat=repeat)
+    train = training_dataset(run.model_class, run.config, run.data, run.split, spec.seed, repeat=repeat, pool=run.pool)
     validation = RetrievalMetricsCallback(*validation_sets(run.data, run.split), every_n_epochs=1)
     tuner.search(
         train, epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch, verbose=spec.verbose, callbacks=[validation]

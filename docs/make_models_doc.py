@@ -12,7 +12,9 @@ HEAD = """# The models
 Every model below is in `coophash_keras.registry`: it trains with `model.fit` and
 `coophash train --model NAME`, and exports, serves, indexes, resumes and tunes the same way
 (`tests/test_every_model.py` runs each one through all of it). Every model reads the fields of the
-one `CoopHashConfig` that apply to it (docs/CONFIG.md) and shares the base network f0.
+one `CoopHashConfig` that apply to it (docs/CONFIG.md) and shares the base network f0. The
+label-free models (`itq`, `lsh`; docs/FEW_LABELS.md) are fitted in closed form by `fit`, in one
+pass over the images: a preempted fit is fitted again whole, and they have nothing to tune.
 
 This file is generated from the code (`python docs/make_models_doc.py`); a test keeps it in sync.
 
@@ -40,7 +42,7 @@ def render():
     trackers = []
     for entry in MODELS.values():
         cls = entry.load()
-        groups = ", ".join(f"`{g}` (`{lr}`)" for g, lr in cls.optimizer_groups.items())
+        groups = ", ".join(f"`{g}` (`{lr}`)" for g, lr in cls.optimizer_groups.items()) or "none: fitted in closed form"
         unlabeled = "always" if cls.uses_unlabeled(CoopHashConfig()) else "with a semi-supervised switch on"
         if entry.name in ("triplet", "csq", "orthohash", "dpn", "code_classifier"):
             unlabeled = "with `pseudo_label_weight` > 0"
@@ -49,6 +51,12 @@ def render():
         rows.append(
             f"| `{entry.name}` | `{entry.module}.{entry.class_name}` | {entry.summary} | {groups} | {unlabeled} |"
         )
+        if cls.fitted_in_closed_form:
+            logs = ", ".join(f"`{n}`" for n in cls.fit_log_names)
+            trackers.append(
+                f"- `{entry.name}`: fitted in closed form, one epoch whose logs are {logs}; nothing to tune"
+            )
+            continue
         model = cls(CoopHashConfig())
         shown = list(model.tracker_names)
         extra = [n for n in getattr(cls, "all_tracker_names", shown) if n not in shown]

@@ -104,6 +104,7 @@ SLOW = (
     "test_diagnostics.py::test_the_default_generator_varies_with_z_and_the_check_catches_the_old_collapse",
     "test_distribute.py::test_mirrored_strategy_matches_single_device_and_draws_per_replica_noise",
     "test_export.py::test_layout_and_saved_model_cli",
+    "test_label_free.py::test_itq_on_a_backbone_takes_raw_pixels_and_round_trips",
     "test_model.py::test_shrink_policy_halves_the_step_sizes_and_training_goes_on",
     "test_reproducibility.py::test_deterministic_runs_give_identical_codes_and_weights",
     "test_training_tools.py::test_coophash_tune_cli_reports_every_trial_and_repeats_with_the_same_seed",

@@ -89,7 +89,8 @@ def test_save_and_reload_give_identical_codes(trained, digits):
 
 
 def test_resume_after_preemption(trained, tmp_path):
-    """Preempted after epoch 1, the same run resumes at epoch 2 with every optimizer continued."""
+    """Preempted after epoch 1, the same run resumes at epoch 2 with every optimizer continued. A
+    model fitted in closed form (itq, lsh) has one epoch: preempted in it, the re-run fits it whole."""
     from coophash_keras.runs import train_run
 
     backup = tmp_path / "backup"
@@ -97,6 +98,14 @@ def test_resume_after_preemption(trained, tmp_path):
     with pytest.raises(_Preempted):
         train_run(spec, extra_callbacks=[_PreemptAfterFirstEpoch()])
     resumed = train_run(_spec(tmp_path / "resumed", trained.name, backup_dir=str(backup)))
+    if resumed.model.fitted_in_closed_form:
+        epochs = [json.loads(line)["epoch"] for line in open(tmp_path / "resumed" / "progress.jsonl")]
+        assert epochs == [0] and not backup.exists()
+        np.testing.assert_array_equal(
+            resumed.model.encode(np.zeros((2, 8, 8, 1), np.uint8)),
+            trained.result.model.encode(np.zeros((2, 8, 8, 1), np.uint8)),
+        )
+        return
     assert all(int(o.iterations) == 2 * 3 for o in resumed.model.optimizers.values())
     epochs = [json.loads(line)["epoch"] for line in open(tmp_path / "resumed" / "progress.jsonl")]
     assert epochs == [0, 1]  # epoch 0 from the first process, epoch 1 from the resumed one
@@ -138,8 +147,15 @@ def test_index_build_and_search(trained, tmp_path, digits, capsys):
 
 
 def test_tune_one_trial(trained, tmp_path):
-    """One keras-tuner trial over the model's own tunable fields."""
+    """One keras-tuner trial over the model's own tunable fields (a model fitted in closed form has
+    none, and says so)."""
+    from coophash_keras.run_spec import RunError
     from coophash_keras.tuning import tune_run
+
+    if not trained.result.model.tunable_fields:
+        with pytest.raises(RunError, match="nothing to tune"):
+            tune_run(_spec(tmp_path / "tune", trained.name, epochs=1), trials=1)
+        return
 
     summary = tune_run(_spec(tmp_path / "tune", trained.name, epochs=1), trials=1)
     assert len(summary["trials"]) == 1 and 0 <= summary["best_val_map"] <= 1

@@ -389,6 +389,14 @@ def test_make_fashion_folder_script(tmp_path):
     assert len(data) == 20 and data.image_shape == (28, 28, 1) and data.class_names[:2] == ["ankle_boot", "bag"]
     assert sorted(os.listdir(out / "bag")) == ["test_00018.png", "test_00030.png"]  # the first bags of t10k
     assert len(os.listdir(pool)) == 3
+    # The pool of the folder-plus-pool reproduction (docs/FEW_LABELS.md): every other test image, by class.
+    out, pool = tmp_path / "fashion2", tmp_path / "pool2"
+    script.main(
+        ["--out", str(out), "--per-class", "990", "--split", "test", "--unlabeled", str(pool)]
+        + ["--unlabeled-count", "all", "--unlabeled-by-class"]
+    )
+    assert sorted(os.listdir(pool)) == sorted(os.listdir(out))
+    assert sum(len(os.listdir(pool / c)) for c in os.listdir(pool)) == 100  # 10,000 - 10 x 990
 
 
 # ---------------------------------------------------------------------------- CLI round trip

@@ -86,6 +86,18 @@ def add_data_arguments(p, bits=True):
     add_backbone_arguments(p)
 
 
+def add_unlabeled_argument(p):
+    """--unlabeled DATASET: RunSpec.unlabeled (train and tune)."""
+    p.add_argument(
+        "--unlabeled",
+        default=None,
+        metavar="DATASET",
+        help="an unlabelled pool for the models that use one (e.g. images:PATH; a labelled data set's labels are "
+        "ignored): decoded like the labelled images, streamed from its files; replaces the pool "
+        "--labels-per-class leaves over. itq/lsh fit on it",
+    )
+
+
 def add_backbone_arguments(p):
     """--backbone / --backbone-weights: the config fields `backbone` and `backbone_weights`."""
     p.add_argument(

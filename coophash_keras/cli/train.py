@@ -4,6 +4,7 @@ from coophash_keras.cli.common import (
     add_data_arguments,
     add_method_argument,
     add_strategy_arguments,
+    add_unlabeled_argument,
     model_and_overrides,
     nonnegative_int,
     positive_int,
@@ -17,6 +18,7 @@ def add_parser(sub):
 
     t = sub.add_parser("train", help="train a hashing model and save a run directory")
     add_data_arguments(t)
+    add_unlabeled_argument(t)
     t.add_argument("--epochs", type=positive_int, default=20)
     t.add_argument("--steps-per-epoch", type=positive_int, default=None, help="default: one pass over the labels")
     t.add_argument("--run-dir", required=True)
@@ -70,6 +72,7 @@ def spec_from_args(args):
         batch_size=args.batch_size,
         query_per_class=args.query_per_class,
         labels_per_class=args.labels_per_class,
+        unlabeled=getattr(args, "unlabeled", None),
         seed=args.seed,
         deterministic=args.deterministic,
         overrides=overrides,

@@ -1,11 +1,18 @@
 """`coophash tune`: keras-tuner random search with validation mAP as the objective."""
 
-from coophash_keras.cli.common import add_data_arguments, add_method_argument, add_strategy_arguments, positive_int
+from coophash_keras.cli.common import (
+    add_data_arguments,
+    add_method_argument,
+    add_strategy_arguments,
+    add_unlabeled_argument,
+    positive_int,
+)
 
 
 def add_parser(sub):
     tu = sub.add_parser("tune", help="keras-tuner random search, objective: validation mAP")
     add_data_arguments(tu)
+    add_unlabeled_argument(tu)
     add_method_argument(tu)
     tu.add_argument("--epochs", type=positive_int, default=5, help="epochs per trial")
     tu.add_argument(

@@ -72,7 +72,13 @@ def with_unlabeled(labeled_dataset, unlabeled_images, batch_size, seed=0):
         .repeat()
         .batch(batch_size, drop_remainder=True)
     )
-    return tf.data.Dataset.zip((labeled_dataset, pool)).map(lambda lab, u: (lab[0], lab[1], u))
+    return with_pool(labeled_dataset, pool)
+
+
+def with_pool(labeled_dataset, pool_batches):
+    """(images, labels, unlabeled) batches: each labelled batch with the next batch of
+    `pool_batches` (an endless tf.data of uint8 pool batches, e.g. UnlabeledPool.dataset)."""
+    return tf.data.Dataset.zip((labeled_dataset, pool_batches)).map(lambda lab, u: (lab[0], lab[1], u))
 
 
 def from_arrays(images, labels, num_classes=None, multi_label=False, class_names=None, name="arrays"):

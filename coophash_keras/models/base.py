@@ -60,6 +60,8 @@ class HashingModel(FiniteAtomicSaves, keras.Model):
     tracker_names: tuple = ("loss", "bit_balance", "diverged")
     tunable_fields: tuple = ("descriptor_learning_rate", "quantization_weight")
     default_beta_1: float = 0.9
+    needs_labels: bool = True  # False: a label-free model (baselines/label_free.py), fitted on images alone
+    fitted_in_closed_form: bool = False  # True: `fit` computes the weights in one pass, no gradient steps
 
     @staticmethod
     def uses_unlabeled(config) -> bool:
@@ -69,6 +71,11 @@ class HashingModel(FiniteAtomicSaves, keras.Model):
     def __init__(self, config=None, **kwargs):
         super().__init__(**kwargs)
         self.config = as_config(config)
+        if self.needs_labels and self.config.num_classes < 2:
+            raise ValueError(
+                f"num_classes: {type(self).__name__} learns from labels and needs at least 2 classes, got "
+                f"{self.config.num_classes} (unlabelled data: a label-free model, itq or lsh)"
+            )
         self.seed_generator = keras.random.SeedGenerator(self.config.seed, name="seed_generator")
         self.trackers = {n: keras.metrics.Mean(name=n) for n in self.tracker_names}
         self.step_scale = StepScale(name="step_scale")

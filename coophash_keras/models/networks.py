@@ -159,3 +159,74 @@ class HashNetwork(layers.Layer):
             readout_scale=self.readout_scale,
         )
         return config  # the codebook's values travel with the weights
+
+
+@keras.saving.register_keras_serializable(package="coophash")
+class ProjectionHashNetwork(layers.Layer):
+    """The label-free models' network (ITQ, LSH: baselines/label_free.py): features -> minus their
+    mean -> a fixed linear projection to K outputs, whose signs are the codes. Nothing in it is
+    trained by gradient descent: `mean` [D] and `projection` [D, K] are non-trainable weights that
+    the model's closed-form `fit` sets, saved, exported and served like any other weight.
+
+    features: the normalised pixels, flattened (D = H*W*C), or with a backbone in `base_kwargs` its
+    pooled output (`BackboneBaseNetwork.feature_map`, D = the backbone's width), so an exported
+    model still takes raw pixels.
+    serving_outputs: class_logits are zeros [N, num_classes] (there is no class read-out: uniform
+    class probabilities); energy is minus the mean squared distance of the features to their
+    training mean (higher = nearer the training data)."""
+
+    def __init__(self, image_shape, num_bits, num_classes=0, base_kwargs=None, **kwargs):
+        super().__init__(**kwargs)
+        from coophash_keras.layers import uses_backbone
+
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.num_bits, self.num_classes = int(num_bits), int(num_classes)
+        self.base_kwargs = dict(base_kwargs) if base_kwargs and uses_backbone(base_kwargs) else None
+        self.base = make_base_network(self.base_kwargs, name="base") if self.base_kwargs else None
+
+    @property
+    def feature_dim(self) -> int:
+        if self.base is not None:
+            return int(self.base.map_dim)
+        return int(np.prod(self.image_shape))
+
+    def build(self, input_shape=None):
+        if self.base is not None:
+            self.base.build((None,) + self.image_shape)
+        d = self.feature_dim
+        self.mean = self.add_weight(shape=(d,), initializer="zeros", trainable=False, name="mean", dtype="float32")
+        self.projection = self.add_weight(
+            shape=(d, self.num_bits), initializer="zeros", trainable=False, name="projection", dtype="float32"
+        )
+        self.built = True
+
+    def features(self, x, training=False):
+        if self.base is not None:
+            return ops.cast(self.base.feature_map(x), "float32")
+        return ops.reshape(ops.cast(x, "float32"), (-1, self.feature_dim))
+
+    def codes_from_features(self, features):
+        return ops.matmul(features - self.mean, self.projection)
+
+    def relaxed_codes(self, x, training=False):
+        return self.codes_from_features(self.features(x))
+
+    def serving_outputs(self, x):
+        f = self.features(x)
+        codes = self.codes_from_features(f)
+        logits = ops.zeros((ops.shape(f)[0], self.num_classes), dtype="float32")
+        energy = -ops.mean(ops.square(f - self.mean), axis=-1)
+        return {"relaxed_codes": codes, "class_logits": logits, "energy": energy}
+
+    def call(self, x, training=False):
+        return self.relaxed_codes(x)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            image_shape=list(self.image_shape),
+            num_bits=self.num_bits,
+            num_classes=self.num_classes,
+            base_kwargs=base_kwargs_of(self.base) if self.base is not None else None,
+        )
+        return config
