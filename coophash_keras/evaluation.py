@@ -12,7 +12,7 @@ from coophash_keras.data import RetrievalSplit, load_dataset, retrieval_split
 from coophash_keras.data.files import check_dataset_record
 from coophash_keras.io import atomic_write_json, load_model
 from coophash_keras.metrics import retrieval_metrics
-from coophash_keras.run_spec import RUN_FILE, RunError
+from coophash_keras.run_spec import RUN_FILE, RunError, RunSpec
 
 
 def load_run(run_dir: str) -> dict:
@@ -149,3 +149,25 @@ def evaluate_run(
     )
     atomic_write_json(output or os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
+
+
+def finished_run_record(spec: RunSpec, config, pool=None) -> dict | None:
+    """run.json of a run this very spec already finished: resumable (`backup_dir` set), its backup
+    gone (removed only once every file was written), and run.json and config.json the same as now.
+    A scheduler that re-runs a preemptible job after it ended must not train it all over again."""
+    run_file = os.path.join(spec.run_dir, RUN_FILE)
+    if not spec.backup_dir or os.path.exists(spec.backup_dir) or not os.path.exists(run_file):
+        return None
+    try:
+        with open(run_file) as fh:
+            record = json.load(fh)
+        with open(os.path.join(spec.run_dir, "config.json")) as fh:
+            saved_config = json.load(fh)
+    except (OSError, ValueError):
+        return None  # not a finished run after all: train it
+    expected = json.loads(json.dumps(spec.record()))
+    if {k: record.get(k) for k in expected} != expected:
+        return None
+    if record.get("unlabeled_data") != (pool.record() if pool is not None else None):
+        return None  # another pool under the same name: train again
+    return record if saved_config == json.loads(json.dumps(config.to_dict())) else None

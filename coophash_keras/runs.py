@@ -31,15 +31,20 @@ from coophash_keras.callbacks import (
     history_from_progress,
     keep_progress,
 )
-from coophash_keras.data import RetrievalSplit, load_dataset, retrieval_split, with_unlabeled
-from coophash_keras.data.augment import augment_dataset
-from coophash_keras.data.files import dataset_record, print_warning
-from coophash_keras.data.image_set import with_pool
-from coophash_keras.data.pool import load_pool, pool_overlap
+from coophash_keras.data import RetrievalSplit, load_dataset, retrieval_split
+from coophash_keras.data.files import dataset_record
 from coophash_keras.diagnostics import GeneratorDiagnosticsCallback, has_generator
-from coophash_keras.evaluation import evaluate_run, load_run, load_run_data, model_path, validation_sets
+from coophash_keras.evaluation import (
+    evaluate_run,
+    finished_run_record,
+    load_run,
+    load_run_data,
+    model_path,
+    validation_sets,
+)
 from coophash_keras.io import atomic_write_json, load_model, remove_temporaries, save_model
 from coophash_keras.registry import model_class
+from coophash_keras.run_data import _load_pool, fitting_dataset, training_dataset
 from coophash_keras.run_spec import RUN_FILE, RunError, RunSpec, build_config
 from coophash_keras.strategy import is_chief, make_strategy
 
@@ -98,39 +103,6 @@ def _callbacks(spec, model, data, split, best_val_map=None):
     return callbacks
 
 
-def training_dataset(model_class, config, data, split, seed, repeat=False, pool=None):
-    """The labelled tf.data pipeline (augmented by `config.augmentation`, the same for every model),
-    with a batch of the unlabelled pool per step for models that use one
-    (`model_class.uses_unlabeled(config)`): `pool` (an UnlabeledPool, `--unlabeled`, streamed from
-    its files) when given, else the images of `split.unlabeled`."""
-    batch_size = config.batch_size
-    train = data.subset(split.train)
-    ds = train.as_dataset(batch_size, shuffle=True, seed=seed, drop_remainder=True, repeat=repeat)
-    ds = augment_dataset(ds, config.augmentation, seed)
-    unlabeled_batch = batch_size * config.unlabeled_batch_ratio
-    if model_class.uses_unlabeled(config):
-        if pool is not None:
-            ds = with_pool(ds, pool.dataset(unlabeled_batch, seed))
-        elif len(split.unlabeled) >= unlabeled_batch:
-            ds = with_unlabeled(ds, data.images[split.unlabeled], unlabeled_batch, seed)
-    return ds
-
-
-FIT_BATCH = 256  # images per batch while a closed-form model reads its data
-
-
-def fitting_dataset(data, split, pool=None, seed=0):
-    """What a closed-form (label-free) model is fitted on, once through, labels dropped: the
-    labelled training images and the pool: `pool` (`--unlabeled`) if given, else the images
-    `split.unlabeled` holds. A file pool is read in a seeded shuffled order, so a model that reads
-    only the first `config.label_free_max_images` gets a random subset."""
-    own = split.train if pool is not None else np.union1d(split.train, split.unlabeled)
-    ds = tf.data.Dataset.from_tensor_slices(data.images[np.sort(own)]).batch(FIT_BATCH)
-    if pool is not None:
-        ds = ds.concatenate(pool.dataset(FIT_BATCH, seed, shuffle=True, repeat=False, drop_remainder=False))
-    return ds.prefetch(2)
-
-
 @dataclasses.dataclass
 class PreparedRun:
     strategy: Any
@@ -167,56 +139,6 @@ def prepare_run(spec: RunSpec, data=None, split=None) -> PreparedRun:
         raise RunError(f"only {len(split.train)} labeled training images, fewer than one batch of {config.batch_size}")
     pool = _load_pool(spec, cls, config, data, split)
     return PreparedRun(strategy, data, split, config, cls, pool)
-
-
-POOL_METHODS = "code_classifier:fixmatch, orthohash:fixmatch, coophash:fewlabels, dshgan, itq, lsh"
-
-
-def _load_pool(spec, cls, config, data, split, warn=print_warning):
-    """The `--unlabeled` pool, checked: the model must use one, and it must fill a pool batch."""
-    if not spec.unlabeled:
-        return None
-    if not cls.uses_unlabeled(config):
-        raise RunError(
-            f"--unlabeled {spec.unlabeled}: {spec.method or spec.model} does not use an unlabelled pool; "
-            f"drop --unlabeled, or train a method that uses one (e.g. {POOL_METHODS})"
-        )
-    pool = load_pool(spec.unlabeled, config.image_shape, spec.data_dir, warn=warn)
-    need = config.batch_size * config.unlabeled_batch_ratio
-    if not cls.fitted_in_closed_form and len(pool) < need:
-        raise RunError(
-            f"--unlabeled {spec.unlabeled}: {len(pool)} images, fewer than one unlabelled batch of {need} "
-            "(batch_size x unlabeled_batch_ratio)"
-        )
-    shared = pool_overlap(pool, data, np.union1d(split.query, split.database))
-    if shared:
-        warn(
-            f"--unlabeled {spec.unlabeled}: {shared} of its {len(pool)} images are also query or database images "
-            f"of {data.name}; they are trained on unlabelled and retrieved at evaluation"
-        )
-    return pool
-
-
-def finished_run_record(spec: RunSpec, config, pool=None) -> dict | None:
-    """run.json of a run this very spec already finished: resumable (`backup_dir` set), its backup
-    gone (removed only once every file was written), and run.json and config.json the same as now.
-    A scheduler that re-runs a preemptible job after it ended must not train it all over again."""
-    run_file = os.path.join(spec.run_dir, RUN_FILE)
-    if not spec.backup_dir or os.path.exists(spec.backup_dir) or not os.path.exists(run_file):
-        return None
-    try:
-        with open(run_file) as fh:
-            record = json.load(fh)
-        with open(os.path.join(spec.run_dir, "config.json")) as fh:
-            saved_config = json.load(fh)
-    except (OSError, ValueError):
-        return None  # not a finished run after all: train it
-    expected = json.loads(json.dumps(spec.record()))
-    if {k: record.get(k) for k in expected} != expected:
-        return None
-    if record.get("unlabeled_data") != (pool.record() if pool is not None else None):
-        return None  # another pool under the same name: train again
-    return record if saved_config == json.loads(json.dumps(config.to_dict())) else None
 
 
 def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunResult:

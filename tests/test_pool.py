@@ -111,7 +111,8 @@ def test_bad_pools_are_one_line_exit_2_and_write_nothing(files, tmp_path, pool, 
 
 def test_a_pool_that_holds_query_or_database_images_gets_a_warning(files, digits):
     from coophash_keras.data import load_dataset, retrieval_split
-    from coophash_keras.runs import RunSpec, _load_pool
+    from coophash_keras.run_data import _load_pool
+    from coophash_keras.runs import RunSpec
 
     data = load_dataset(f"folder:{files}/labelled")
     split = retrieval_split(data.labels, 2, 5, seed=0)
