@@ -66,6 +66,16 @@ def _pixel_spread(images):
     return float(np.asarray(images, np.float64).std(axis=0).mean() / 255.0)
 
 
+def _class_spread_ratios(samples, sample_classes, real, real_labels, num_classes):
+    """Per class c: the pixel spread of the samples of c over that of the real images of c."""
+    return np.array(
+        [
+            _pixel_spread(samples[sample_classes == c]) / max(_pixel_spread(real[real_labels == c]), 1e-8)
+            for c in range(num_classes)
+        ]
+    )
+
+
 def _in_batches(fn, *arrays, batch_size=500):
     outs = [fn(*(a[i : i + batch_size] for a in arrays)) for i in range(0, len(arrays[0]), batch_size)]
     if isinstance(outs[0], tuple):
@@ -109,13 +119,7 @@ def spread_ratios(model, images, labels, num_classes, per_class=64, seed=0):
     """
     generated, _, classes = class_samples(model, num_classes, per_class, seed)
     generated = _to_pixels_at_image_size(model, generated)
-    labels = np.asarray(labels)
-    return np.array(
-        [
-            _pixel_spread(generated[classes == c]) / max(_pixel_spread(images[labels == c]), 1e-8)
-            for c in range(num_classes)
-        ]
-    )
+    return _class_spread_ratios(generated, classes, images, np.asarray(labels), num_classes)
 
 
 def _to_pixels_at_image_size(model, images):
@@ -182,11 +186,12 @@ def generator_diagnostics(model, data, reference: ReferenceClassifier | None = N
         logits, features = reference.predict(images)
         consistency[name] = float(np.mean(logits.argmax(-1) == classes))
         frechet[name] = _per_class_frechet(features, feat_b, C, n)
-        ratios = [
-            _pixel_spread(images[classes == c]) / max(_pixel_spread(held_images[held_labels == c]), 1e-8)
-            for c in range(C)
-        ]
-        spread[name] = {"per_class": [round(r, 4) for r in ratios], "mean": float(np.mean(ratios)), "min": min(ratios)}
+        ratios = _class_spread_ratios(images, classes, held_images, held_labels, C)
+        spread[name] = {
+            "per_class": [round(float(r), 4) for r in ratios],
+            "mean": float(ratios.mean()),
+            "min": float(ratios.min()),
+        }
     report = {
         "model": type(model).__name__,
         "data": data.name,
