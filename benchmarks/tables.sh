@@ -65,6 +65,26 @@ for table in "$@"; do
         run --methods coophash:fewlabels orthohash:fixmatch --labels-per-class 50 --bits 32 --seeds $seed --ood \
           --corrupt-train 0.2 --tag corrupt_train20 --diagnose --out results/fashion_taught
       done ;;
+    taught-equal-time) # the re-run's equal-wall-clock column: the bar cell's best baselines given the working
+                    # generator's coophash:fewlabels training time (its step time measured alone after the fix)
+      "$PY" benchmarks/bench_train_step.py --methods orthohash:fixmatch code_classifier:fixmatch orthohash \
+        coophash:fewlabels --json results/bench_train_step.json --unless-same-cpu
+      for seed in $SEEDS; do
+        "$PY" benchmarks/protocol.py --steps "$STEPS" --equal-time-of coophash:fewlabels --skip-existing \
+          --methods orthohash:fixmatch code_classifier:fixmatch orthohash --labels-per-class 50 --bits 32 \
+          --seeds $seed --ood --out results/fashion_taught
+      done ;;
+    taught-tune)    # what the fix made stale, re-tuned on the working generator: T, delta and the two loss weights
+                    # the revised pairs feed (likelihood, triplet), keras-tuner on a held-out fifth of the labelled
+                    # images (never the queries); then the best at the bar's 1,000 steps, seed 0, tag "tuned"
+      "$PY" -m coophash_keras.cli tune --dataset fashion_mnist --labels-per-class 50 --bits 32 \
+        --method coophash:fewlabels --tune langevin_steps,langevin_step_size,nll_weight,triplet_weight \
+        --trials 8 --epochs 2 --steps-per-epoch 250 --run-dir runs/tune_taught_fewlabels
+      mkdir -p results/tuning && cp runs/tune_taught_fewlabels/tuning.json results/tuning/taught_fewlabels.json
+      best=$("$PY" -c "import json; b=json.load(open('runs/tune_taught_fewlabels/tuning.json'))['best_hyperparameters']; \
+print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
+      run --methods coophash:fewlabels $best --tag tuned --labels-per-class 50 --bits 32 --seeds $SEEDS --ood \
+        --diagnose --out results/fashion_taught ;;
     switches)       # the untried switches on top of coophash:fewlabels, and augmentation of the labelled
                     # batch for every method alike: a seed-0 screen first (the switch table compares each with its
                     # configuration on the same seed); what moves by more than the seed spread gets seeds 1-2
