@@ -327,8 +327,18 @@ def config_change(run, reference):
     reference, left at its default, is no change."""
     a, b = run.get("config") or {}, reference.get("config") or {}
     keys = {k for k in set(a) & set(b) if a[k] != b[k]} | {k for k in asked_fields(run) if k in a and k not in b}
+    if run.get("model", "coophash") not in GENERATIVE_MODELS:  # a generator default that moved is no change
+        keys = {k for k in keys if k in asked_fields(run) or not _generator_field(k)}
     diff = [f"{k}: {(_shown(b[k]) if k in b else UNRECORDED)} → {_shown(a[k])}" for k in sorted(keys - {"seed"})]
     return "; ".join(diff) if diff else "—"
+
+
+GENERATIVE_MODELS = ("coophash", "dshgan")
+
+
+def _generator_field(name):
+    """A config field only a model with a generator reads (CoopHash's and DSH-GAN's)."""
+    return name.startswith(("generator_", "langevin_")) or name in ("kl_weight", "reconstruction_reduction")
 
 
 def _shown(value):
@@ -650,14 +660,15 @@ def runs_summary(runs, display=lambda d: d):
 def rerun_runs(new_runs, old_runs, dataset):
     """The re-run's comparison set: the new runs (protocol.py --diagnose into their own folder), and
     the old untagged runs of every method without a generator (the fix does not touch them) that
-    the new folder does not hold itself, in `dataset`."""
-    held = {r["method"] for r in new_runs}
+    the new folder does not hold untagged runs of itself, in `dataset` (a baseline's tagged runs there,
+    equal_time or corrupt_train20, compare against its old untagged ones)."""
+    held = {r["method"] for r in new_runs if r["tag"] == ""}
     kept = [
         r
         for r in old_runs
         if r["dataset"] == dataset
         and r["tag"] == ""
-        and r["model"] not in ("coophash", "dshgan")
+        and r["model"] not in GENERATIVE_MODELS
         and r["method"] not in held
     ]
     return new_runs + kept

@@ -172,6 +172,13 @@ def test_switches_sit_beside_the_configuration_they_are_added_to(tmp_path):
     tuned = {"config": {"langevin_step_size": 0.18018027589419894, "seed": 0, "classifier_input": "codes"}}
     default = {"config": {"langevin_step_size": 1.0, "seed": 1, "classifier_input": "codes"}}
     assert T.config_change(tuned, default) == "langevin_step_size: 1 → 0.1802"  # a tuner's float, shortened
+    # a generator default that moved between two runs of a model without a generator is no change to it
+    moved = {"generator_latent": "taught", "kl_weight": 1.0, "augmentation": "flip"}
+    before = {"generator_latent": "inferred", "kl_weight": 1.0, "augmentation": ""}
+    assert T.config_change({"model": "orthohash", "config": moved}, {"config": before}) == "augmentation: '' → 'flip'"
+    assert "generator_latent: 'inferred' → 'taught'" in T.config_change(
+        {"model": "dshgan", "config": moved}, {"config": before}
+    )
     assert T.switch_table(T.load_runs([write(tmp_path / "none", [run("csq", 0, 0.7)])])[0]) == "No switch run yet."
 
 
@@ -432,3 +439,21 @@ def test_relevant_share_is_the_brute_force_share_of_relevant_items(tmp_path):
     text = T.retrieval_tables(runs)
     share = np.mean([by_hand, 0.8 - 0.5 * 8 / 9])  # the second run's synthetic curve ends at 0.8 - 0.5 k/(k+1)
     assert f"A random ranking scores about {share:.3f} here" in text
+
+
+def test_rerun_keeps_the_old_untagged_baselines_beside_the_new_folders_tagged_runs():
+    """The re-run's comparison set: old untagged runs of a method without a generator stay even when
+    the new folder holds tagged runs of it (equal_time, corrupt_train20), so those compare with them;
+    an untagged new run replaces them; old generator runs never come in."""
+    old_base = run("orthohash:fixmatch", 0, 0.77, model="orthohash")
+    old_timed = run("orthohash:fixmatch", 0, 0.78, tag="equal_time", model="orthohash")
+    old_coop = run("coophash:fewlabels", 0, 0.76, model="coophash")
+    new = [
+        run("coophash:fewlabels", 0, 0.78, model="coophash"),
+        run("orthohash:fixmatch", 0, 0.79, tag="equal_time", model="orthohash"),
+    ]
+    kept = T.rerun_runs(new, [old_base, old_timed, old_coop], "fashion_mnist")
+    assert old_base in kept and old_timed not in kept and old_coop not in kept
+    assert all(r in kept for r in new)
+    redone = new + [run("orthohash:fixmatch", 0, 0.8, model="orthohash")]
+    assert old_base not in T.rerun_runs(redone, [old_base], "fashion_mnist")
