@@ -23,6 +23,7 @@ import numpy as np
 BASELINES = ("code_classifier", "csq", "orthohash", "dpn", "dshgan", "code_classifier:fixmatch", "orthohash:fixmatch")
 CORRUPTIONS = ("noise", "blur", "contrast", "rotation", "occlusion")  # coophash_keras.data.corruptions order
 EQUAL_TIME = "equal_time"
+GENERATIVE_MODELS = ("coophash", "dshgan")  # the models with a generator (their runs are re-run on the fixed one)
 LONG = "long"  # a method trained for more steps than the table's, with its mAP curve (tables.sh coophash-long)
 MIN_SEEDS = 3
 FEW = "†"
@@ -325,15 +326,12 @@ def config_change(run, reference):
     A field the reference's JSON lacks (added to CoopHashConfig after it ran, so it ran without it)
     counts when the run asked for it, shown as UNRECORDED → new; a field merely newer than the
     reference, left at its default, is no change."""
-    a, b = run.get("config") or {}, reference.get("config") or {}
-    keys = {k for k in set(a) & set(b) if a[k] != b[k]} | {k for k in asked_fields(run) if k in a and k not in b}
-    if run.get("model", "coophash") not in GENERATIVE_MODELS:  # a generator default that moved is no change
-        keys = {k for k in keys if k in asked_fields(run) or not _generator_field(k)}
+    a, b, asked = run.get("config") or {}, reference.get("config") or {}, asked_fields(run)
+    keys = {k for k in set(a) & set(b) if a[k] != b[k]} | {k for k in asked if k in a and k not in b}
+    if run.get("model") and run["model"] not in GENERATIVE_MODELS:  # a moved generator default is no change
+        keys = {k for k in keys if k in asked or not _generator_field(k)}
     diff = [f"{k}: {(_shown(b[k]) if k in b else UNRECORDED)} → {_shown(a[k])}" for k in sorted(keys - {"seed"})]
     return "; ".join(diff) if diff else "—"
-
-
-GENERATIVE_MODELS = ("coophash", "dshgan")
 
 
 def _generator_field(name):

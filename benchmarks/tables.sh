@@ -11,6 +11,10 @@ BASELINES="code_classifier csq orthohash dpn dshgan"
 STEPS=${STEPS:-1000}
 SEEDS=${SEEDS:-0 1 2}
 run() { "$PY" benchmarks/protocol.py --steps "$STEPS" --skip-existing "$@"; }
+best_sets() {  # a tuning.json's best hyper-parameters as --set KEY=VALUE arguments
+  "$PY" -c "import json, sys; b = json.load(open(sys.argv[1]))['best_hyperparameters']; \
+print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))" "$1"
+}
 
 for table in "$@"; do
   case "$table" in
@@ -81,8 +85,7 @@ for table in "$@"; do
         --method coophash:fewlabels --tune langevin_steps,langevin_step_size,nll_weight,triplet_weight \
         --trials 8 --epochs 2 --steps-per-epoch 250 --run-dir runs/tune_taught_fewlabels
       mkdir -p results/tuning && cp runs/tune_taught_fewlabels/tuning.json results/tuning/taught_fewlabels.json
-      best=$("$PY" -c "import json; b=json.load(open('runs/tune_taught_fewlabels/tuning.json'))['best_hyperparameters']; \
-print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
+      best=$(best_sets runs/tune_taught_fewlabels/tuning.json)
       run --methods coophash:fewlabels $best --tag tuned --labels-per-class 50 --bits 32 --seeds $SEEDS --ood \
         --diagnose --out results/fashion_taught ;;
     switches)       # the untried switches on top of coophash:fewlabels, and augmentation of the labelled
@@ -117,8 +120,7 @@ print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
         --method coophash:fewlabels --tune langevin_step_size,langevin_noise_scale \
         --trials 6 --epochs 2 --steps-per-epoch 250 --run-dir runs/tune_langevin_fewlabels
       mkdir -p results/tuning && cp runs/tune_langevin_fewlabels/tuning.json results/tuning/langevin_fewlabels.json
-      best=$("$PY" -c "import json; b=json.load(open('runs/tune_langevin_fewlabels/tuning.json'))['best_hyperparameters']; \
-print(' '.join(f'--set {k}={v}' for k, v in sorted(b.items())))")
+      best=$(best_sets runs/tune_langevin_fewlabels/tuning.json)
       run --methods coophash:fewlabels $best --tag langevin_tuned --labels-per-class 50 --bits 32 --seeds 0 --ood \
         --out results/fashion ;;
     coophash-long)  # does CoopHash win late? 3x the steps for it and the two best baselines,
