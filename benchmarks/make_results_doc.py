@@ -86,6 +86,8 @@ def rerun_document(new_runs, old_runs, dataset, labels, bits):
             T.bar_table(runs, dataset, [labels], bits),
             "#### 10 labels/class",
             T.bar_table(runs, dataset, [10], bits),
+            "#### 500 labels/class (`tables.sh taught-bar500`)",
+            T.bar_table(runs, dataset, [500], bits),
             "#### Equal wall-clock (`tables.sh taught-equal-time`)",
             T.equal_time_table(runs),
             "#### What the generators make",

@@ -69,6 +69,12 @@ for table in "$@"; do
         run --methods coophash:fewlabels orthohash:fixmatch --labels-per-class 50 --bits 32 --seeds $seed --ood \
           --corrupt-train 0.2 --tag corrupt_train20 --diagnose --out results/fashion_taught
       done ;;
+    taught-bar500)  # the bar's second condition on the working generator: coophash:fewlabels at 500 labels/class
+                    # (the baselines' untagged runs in results/fashion have no generator and stay valid)
+      for seed in $SEEDS; do
+        run --methods coophash:fewlabels --labels-per-class 500 --bits 32 --seeds $seed --ood --diagnose \
+          --out results/fashion_taught
+      done ;;
     taught-equal-time) # the re-run's equal-wall-clock column: the bar cell's best baselines given the working
                     # generator's coophash:fewlabels training time (its step time measured alone after the fix)
       "$PY" benchmarks/bench_train_step.py --methods orthohash:fixmatch code_classifier:fixmatch orthohash \
