@@ -91,3 +91,11 @@ $S f_paper_taught $F --method coophash:paper
 $S f_taught_map $F --method coophash:fewlabels --set inference_features=map
 $S f_taught_d2 $F --method coophash:fewlabels --set langevin_step_size=2
 
+
+# fewlabels_revision/ (2026-12-04, each alone): why coophash:fewlabels's revision barely improves its samples
+# (FD 7.41 -> 7.45 on seed 2 of the re-run): its likelihood weight (0.1) or its T (5)? seed 2, the bar's protocol
+for s in "nll_weight=1.0 nll1" "langevin_steps=10 steps10"; do
+  set -- $s
+  .venv/bin/python benchmarks/protocol.py --steps 1000 --skip-existing --methods coophash:fewlabels --set $1 --tag $2 \
+    --labels-per-class 50 --bits 32 --seeds 2 --diagnose --out results/explore/generator/fewlabels_revision
+done
