@@ -676,12 +676,19 @@ def generator_table(runs):
     """What each generative run's generator makes (protocol.py --diagnose): spread ratio (mean over
     classes; min = the lowest class of any seed), class consistency against the reference
     classifier's accuracy on real images, Fréchet distances of x̂ and x̃ with the real-vs-real floor,
-    active units of q(z|x) and how much of z it recovers from x̃."""
-    g = {k: [r for r in rs if r.get("generator_diagnostics")] for k, rs in groups(runs).items()}
+    active units of q(z|x) and how much of z it recovers from x̃. Tagged runs (a switch, corrupted
+    training) get their own rows: what a switch does to the samples is half of what it does."""
+    tags = sorted({r["tag"] for r in runs})
+    g = {
+        (*key, tag): [r for r in rs if r.get("generator_diagnostics")]
+        for tag in tags
+        for key, rs in groups(runs, tag).items()
+    }
     rows = []
     for key, rs in g.items():
         if not rs:
             continue
+        method = f"`{key[3]}`" + (f" tag `{key[4]}`" if key[4] else "")
 
         def pick(*keys, rs=rs):
             return values([r["generator_diagnostics"] for r in rs], *keys)
@@ -691,7 +698,7 @@ def generator_table(runs):
         rows.append(
             [
                 *key[:3],
-                f"`{key[3]}`",
+                method,
                 seeds_cell(len(rs)),
                 f"{fmt(pick('spread_ratio', 'mean'), 2)} (min {low:.2f})",
                 fmt(pick("class_consistency", "generated"), 2),

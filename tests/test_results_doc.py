@@ -457,3 +457,25 @@ def test_rerun_keeps_the_old_untagged_baselines_beside_the_new_folders_tagged_ru
     assert all(r in kept for r in new)
     redone = new + [run("orthohash:fixmatch", 0, 0.8, model="orthohash")]
     assert old_base not in T.rerun_runs(redone, [old_base], "fashion_mnist")
+
+
+def diagnosed(method, seed, spread, fd_raw, fd_revised, tag=""):
+    diagnostics = {
+        "spread_ratio": {"mean": spread, "min": spread - 0.1},
+        "class_consistency": {"generated": 0.9, "revised": 0.91, "reference_accuracy": 0.886},
+        "frechet": {"generated": fd_raw, "revised": fd_revised, "real": 0.2},
+        "latent_real": {"active_units": 32},
+        "latent_revised": {"z_recovery_r2": 0.03},
+    }
+    return run(method, seed, 0.78, tag=tag, model="coophash", generator_diagnostics=diagnostics)
+
+
+def test_generator_table_gives_a_tagged_switch_its_own_row():
+    """A switch's samples (tag nll1) are reported beside, not mixed into, the configuration's."""
+    runs = [diagnosed("coophash:fewlabels", s, 0.70, 7.0, 7.1) for s in range(3)]
+    runs += [diagnosed("coophash:fewlabels", s, 0.80, 5.0, 4.0, tag="nll1") for s in range(3)]
+    rows = [line for line in T.generator_table(runs).splitlines() if "`coophash:fewlabels`" in line]
+    assert len(rows) == 2
+    untagged, tagged = sorted(rows, key=lambda line: "tag `nll1`" in line)
+    assert "tag" not in untagged and "7.00" in untagged and "7.10" in untagged and "0.70" in untagged
+    assert "tag `nll1`" in tagged and "5.00" in tagged and "4.00" in tagged and "0.80" in tagged
