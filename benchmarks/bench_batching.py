@@ -28,8 +28,8 @@ from alone import AloneProbe, cpu_name
 MODEL = "/v1/models/{}:predict"
 
 
-def export_models(tmp):
-    """-> {name: (model base, images uint8)}: the two exports the table reports."""
+def export_models(tmp, names):
+    """-> {name: (model base, images uint8)} for `names` of the two exports the table reports."""
     import keras
     import tensorflow as tf
 
@@ -57,6 +57,8 @@ def export_models(tmp):
         ),
         ("digits", "coophash", digits.images, CoopHashConfig(image_shape=(8, 8, 1), num_classes=10, num_bits=32)),
     ]:
+        if name not in names:
+            continue
         keras.utils.set_random_seed(0)
         model = model_class(cls)(cfg)
         model.compile()
@@ -231,7 +233,7 @@ def main():
         "models": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        exports = export_models(tmp)
+        exports = export_models(tmp, a.models.split(","))
         for name in a.models.split(","):
             base, images = exports[name]
             row = direct_rates(base, images, a.repeats)

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO
+from conftest import REPO, run_cli_in_process
 from test_serving import http, png, predict_request, wait_for
 
 from coophash_keras.serving.batcher import Batcher
@@ -62,6 +62,17 @@ def test_unset_fields_take_tf_servings_defaults():
 def test_a_bad_parameters_file_is_one_line_naming_the_problem(text, match):
     with pytest.raises(ValueError, match=match):
         parse_batching_parameters(text, where="f.config")
+
+
+@pytest.mark.parametrize(
+    "flags", [("--enable_batching", "--batching_parameters_file"), ("--enable-batching", "--batching-parameters-file")]
+)
+def test_coophash_serve_takes_tf_servings_flags_and_a_bad_file_is_one_line(tmp_path, flags):
+    bad = tmp_path / "batching.config"
+    bad.write_text("max_batch_size { value: 64 }\nbatch_timeout_micro { value: 1 }\n")
+    result = run_cli_in_process(["serve", "--model-base", str(tmp_path), flags[0], flags[1], str(bad)])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f'{bad}: 2:1 : Message type "tensorflow.serving.BatchingParameters" has no field named' in result.stderr
 
 
 # ------------------------------------------------------- the queue, on a stand-in signature
