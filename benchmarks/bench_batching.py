@@ -15,6 +15,7 @@ import http.client
 import io
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -206,12 +207,14 @@ def profile_request(base, body, repeats):
     }
     ms = {k: median_time(fn, repeats) * 1e3 for k, fn in stages.items()}
     loop.close()
-    total = sum(ms.values())
+    before = {**ms, "json_parse": median_time(lambda: json.loads(body), repeats) * 1e3}  # the json module's parse
     return {
         "body_bytes": len(body),
         "response_bytes": len(_json(payload)),
         "stages_ms": ms,
-        "share": {k: v / total for k, v in ms.items()},
+        "share": {k: v / sum(ms.values()) for k, v in ms.items()},
+        "stages_ms_with_json_module": before,
+        "share_with_json_module": {k: v / sum(before.values()) for k, v in before.items()},
     }
 
 
@@ -219,17 +222,24 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--requests", type=int, default=150, help="batch-1 requests per concurrent client")
-    p.add_argument("--batching-config", default=os.path.join(REPO, "serving", "config", "batching.config"))
+    p.add_argument(
+        "--batching-config",
+        action="append",
+        default=None,
+        help="a batching parameters file to measure (repeatable; default serving/config/batching.config); "
+        "the first one is the table's 'on'",
+    )
     p.add_argument("--models", default="mobilenetv3small,digits")
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--json", default=None)
     a = p.parse_args()
+    configs = a.batching_config or [os.path.join(REPO, "serving", "config", "batching.config")]
     probe = AloneProbe()
     record = {
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
-        "batching_config": Path(a.batching_config).read_text(),
+        "batching_configs": {f"batching_on_{i}": Path(c).read_text() for i, c in enumerate(configs)},
         "models": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -242,11 +252,13 @@ def main():
             raw64 = json.dumps({"instances": images[:64].tolist()}).encode()
             row["profile_b64_png_b1"] = profile_request(base, singles[0], a.repeats)
             row["profile_raw_pixels_b64"] = profile_request(base, raw64, max(5, a.repeats // 5))
-            for mode, args in [
-                ("batching_off", []),
-                ("batching_on", ["--enable_batching", "--batching_parameters_file", a.batching_config]),
-            ]:
-                proc, url = start_server(base, args)
+            modes = [("batching_off", [])] + [
+                (f"batching_on_{i}", ["--enable_batching", "--batching_parameters_file", c])
+                for i, c in enumerate(configs)
+            ]
+            for mode, args in modes:
+                log_path = os.path.join(tmp, f"{name}_{mode}.log")
+                proc, url = start_server(base, args, log_path)
                 try:
                     load(url, singles, 4, 10, 1)  # warm-up
                     row[mode] = {
@@ -256,9 +268,16 @@ def main():
                         "rest_raw_pixels_batch64_1_client": load(url, [raw64], 1, max(5, a.repeats // 5), 64),
                     }
                 finally:
-                    proc.terminate()
-                    proc.wait(timeout=30)
+                    proc.terminate()  # a clean stop (SIGTERM): the batcher logs its batch sizes
+                    try:
+                        proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                with open(log_path) as fh:
+                    row[mode]["server_log_batching"] = [ln.strip() for ln in fh if "batching:" in ln]
                 print(name, mode, json.dumps(row[mode], indent=1), flush=True)
+            row["batching_on"] = row["batching_on_0"]
             on = row["batching_on"]
             row["concurrent_on_over_batch64_off"] = (
                 on[f"rest_b64_batch1_{a.clients}_clients"]["images_per_s"]

@@ -117,6 +117,7 @@ class Batcher:
         self._order = deque()  # round-robin order of the queues' keys
         self._cond = threading.Condition()
         self._stopping = False
+        self.batches_run = self.rows_run = 0  # for the log line at stop (and benchmarks)
         self._threads = [
             threading.Thread(target=self._thread_loop, name=f"{params.thread_pool_name}_{i}", daemon=True)
             for i in range(params.num_batch_threads)
@@ -131,6 +132,11 @@ class Batcher:
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=30)
+        if self.batches_run:
+            log.info(
+                "batching: %d batches, %d rows, %.1f rows per batch on average",
+                *(self.batches_run, self.rows_run, self.rows_run / self.batches_run),
+            )
 
     # ------------------------------------------------------------------------------ callers
     def run(self, signature, inputs, output_filter=None):
@@ -231,6 +237,8 @@ class Batcher:
                 self._process(queue.signature, batch)
             finally:
                 with self._cond:
+                    self.batches_run += 1
+                    self.rows_run += sum(piece.size for piece in batch)
                     queue.running -= 1
                     self._drop_if_empty(queue)
 

@@ -64,6 +64,8 @@ def add_parser(sub):
 
 def run(args):
     import logging
+    import signal
+    import threading
 
     from coophash_keras.serving.errors import ListenError
     from coophash_keras.serving.server import ModelServer
@@ -115,4 +117,12 @@ def run(args):
         if failed:
             raise CLIError(f"no model under {args.model_base} could be loaded ({failed}: see the log above)")
         raise CLIError(f"no model found under {args.model_base} (expected <base>/<name>/<version>/saved_model.pb)")
+    # SIGTERM (docker stop, kill) stops the server as Ctrl-C does: queued batches are answered and
+    # the batching statistics logged, instead of the process dying mid-request.
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     server.serve_forever()
+
+
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
