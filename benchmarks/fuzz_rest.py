@@ -201,6 +201,12 @@ def main():
     p.add_argument("--read-timeout", type=float, default=2.0)
     p.add_argument("--model-base", default=None)
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="passed to coophash serve, e.g. --server-arg=--enable_batching",
+    )
     a = p.parse_args()
     from coophash_keras.data import load_digits
 
@@ -209,7 +215,7 @@ def main():
     cases = [make_case(rng, images) for _ in range(a.requests)]
     base = ensure_model_base(a.model_base)
     log_path = os.path.join(tempfile.mkdtemp(), "serve.log")
-    proc, url = start_server(base, ["--read-timeout", str(a.read_timeout)], log_path)
+    proc, url = start_server(base, ["--read-timeout", str(a.read_timeout), *a.server_arg], log_path)
     port = int(url.rsplit(":", 1)[1])
     outcomes = collections.Counter()
     by_category = collections.defaultdict(collections.Counter)

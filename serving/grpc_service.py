@@ -12,6 +12,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from coophash_keras.serving.batcher import run_alone
 from coophash_keras.serving.errors import ListenError, ServingError, invalid
 from coophash_keras.serving.status import model_status_response
 
@@ -29,8 +30,10 @@ def _abort(context, exc):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, registry):
+    def __init__(self, registry, run=run_alone):
+        """`run`: batcher.run_alone, or a Batcher's run (the same Batcher as REST's: one queue)."""
         self.registry = registry
+        self.run = run
 
     def Predict(self, request, context):
         try:
@@ -43,7 +46,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
             except Exception as exc:
                 raise invalid(f"could not read input tensors: {exc}") from None
-            outputs = servable.signature(sig_name).run(inputs, list(request.output_filter) or None)
+            outputs = self.run(servable.signature(sig_name), inputs, list(request.output_filter) or None)
             response = predict_pb2.PredictResponse()
             response.model_spec.name = name
             response.model_spec.version.value = servable.version
@@ -90,7 +93,16 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "config reload is not supported; new versions are polled")
 
 
-def make_grpc_server(registry, host="127.0.0.1", port=8500, max_workers=16, max_message_bytes=32 * 1024 * 1024):
+def make_grpc_server(
+    registry, host="127.0.0.1", port=8500, max_workers=16, max_message_bytes=32 * 1024 * 1024, batcher=None
+):
+    """`batcher`: shared with REST; each worker waits for its rows, so a batch can only be as large
+    as the callers waiting: with a batcher, `max_workers` is at least 2 x the largest merged batch (as
+    TF-Serving advises for its request threads), up to 128."""
+    run = run_alone
+    if batcher is not None:
+        run = batcher.run
+        max_workers = max(max_workers, min(2 * batcher.params.batch_size_limit, 128))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
         options=[
@@ -101,7 +113,7 @@ def make_grpc_server(registry, host="127.0.0.1", port=8500, max_workers=16, max_
             ("grpc.so_reuseport", 0),
         ],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(registry), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(registry, run), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(registry), server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")

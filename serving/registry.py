@@ -44,15 +44,16 @@ class Signature:
             for k, v in signature_def.outputs.items()
         }
 
-    def check_and_convert(self, inputs):
-        """numpy arrays keyed by input name -> tensors, with errors that name the problem."""
+    def check(self, inputs):
+        """numpy-convertible values keyed by input name -> numpy arrays of the inputs' dtypes
+        (object arrays of bytes for strings), with errors that name the problem."""
         sent, wanted = set(inputs), set(self.inputs)
         if sent != wanted:
             raise invalid(
                 f"input size does not match signature: {len(sent)}!={len(wanted)} len({sorted(wanted)}). "
                 f"Sent extra: {sorted(sent - wanted)}. Missing but required: {sorted(wanted - sent)}."
             )
-        tensors = {}
+        arrays = {}
         for key, value in inputs.items():
             dtype, shape = self.inputs[key]
             arr = np.asarray(value)
@@ -62,7 +63,7 @@ class Signature:
             if dtype == tf.string:
                 if arr.dtype.kind not in "OSU":
                     raise invalid(f"input '{key}' must be DT_STRING (b64 objects or strings), got {arr.dtype}")
-                tensors[key] = tf.constant(arr.astype(object), tf.string)
+                arrays[key] = arr.astype(object)
                 continue
             np_dtype = dtype.as_numpy_dtype
             if dtype.is_integer:
@@ -76,18 +77,20 @@ class Signature:
                     )
             elif dtype.is_floating and arr.dtype.kind not in "iuf":
                 raise invalid(f"input '{key}' must be {dtype.name} numbers, got values of type {arr.dtype}")
-            tensors[key] = tf.constant(arr.astype(np_dtype), dtype)
-        return tensors
+            arrays[key] = arr.astype(np_dtype, copy=False)
+        return arrays
 
-    def run(self, inputs, output_filter=None):
-        tensors = self.check_and_convert(inputs)
-        if output_filter:
-            unknown = [o for o in output_filter if o not in self.outputs]
-            if unknown:
-                raise invalid(
-                    f"output tensor alias not found in signature: {unknown[0]} Outputs expected to be "
-                    f"in the set {{{', '.join(sorted(self.outputs))}}}."
-                )
+    def check_output_filter(self, output_filter):
+        unknown = [o for o in output_filter or () if o not in self.outputs]
+        if unknown:
+            raise invalid(
+                f"output tensor alias not found in signature: {unknown[0]} Outputs expected to be "
+                f"in the set {{{', '.join(sorted(self.outputs))}}}."
+            )
+
+    def call(self, arrays, output_filter=None):
+        """Run on inputs that passed check() -> {output name: ndarray}."""
+        tensors = {k: tf.constant(v, self.inputs[k][0]) for k, v in arrays.items()}
         try:
             out = self.fn(**tensors)
         except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as exc:
@@ -96,6 +99,12 @@ class Signature:
             raise ServingError("INTERNAL", _op_error_message(exc)) from None
         names = output_filter or sorted(out)
         return {k: out[k].numpy() for k in names}
+
+    def run(self, inputs, output_filter=None):
+        """check() then call(): one request on its own (serving/batcher.py merges several)."""
+        arrays = self.check(inputs)
+        self.check_output_filter(output_filter)
+        return self.call(arrays, output_filter)
 
 
 class Servable:

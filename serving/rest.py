@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 from google.protobuf import json_format
 
+from coophash_keras.serving.batcher import run_alone
 from coophash_keras.serving.errors import ServingError, invalid
 from coophash_keras.serving.json_tensor import (
     format_predict_response,
@@ -61,9 +62,12 @@ class RestApi:
     """The routes: (method, request target, body) -> (HTTP status, content type, body bytes).
     Framing, connections and threads are the front end's business (serving/frontend.py)."""
 
-    def __init__(self, registry, indexes=None):
+    def __init__(self, registry, indexes=None, batcher=None):
+        """`batcher`: a serving/batcher.py Batcher that merges concurrent requests (shared with
+        gRPC), or None to run each request on its own."""
         self.registry = registry
         self.indexes = dict(indexes or {})  # model name -> HammingIndex, for the :search route
+        self.run = batcher.run if batcher is not None else run_alone
 
     def handle(self, method, target, body):
         # The real server hands every method on /v1/... to its REST handler, which answers
@@ -118,7 +122,7 @@ class RestApi:
                 "signatures only"
             )
         sig_name, inputs, row_format = parse_predict_request(body, servable.signature)
-        outputs = servable.signature(sig_name).run(inputs)
+        outputs = self.run(servable.signature(sig_name), inputs)
         return format_predict_response(outputs, row_format)
 
     def _search(self, name, version, body):
@@ -147,7 +151,7 @@ class RestApi:
         sig_name, inputs, _ = parse_predict_object(
             {"signature_name": signature, "instances": instances}, servable.signature
         )
-        packed = servable.signature(sig_name).run(inputs, ["packed", "codes"])
+        packed = self.run(servable.signature(sig_name), inputs, ["packed", "codes"])
         try:
             ids, distances = index.search(packed["packed"], k)
             paths = index.paths_for(ids).tolist() if index.has_paths else None

@@ -8,7 +8,8 @@ unchanged against either. See docs/SERVING.md, "Deploy on TF-Serving", for the r
 
 import logging
 
-from coophash_keras.serving.frontend import RestFrontend, listen
+from coophash_keras.serving.batcher import Batcher
+from coophash_keras.serving.frontend import RestFrontend, default_num_threads, listen
 from coophash_keras.serving.grpc_service import make_grpc_server
 from coophash_keras.serving.registry import ModelRegistry
 from coophash_keras.serving.rest import RestApi
@@ -23,6 +24,10 @@ class ModelServer:
     load (TF-Serving's flags of those names; see ModelRegistry). `rest_api_num_threads`: threads
     that answer complete REST requests (default: CPU cores, at least 2);
     `read_timeout` (seconds) and `max_connections` bound slow clients (see serving/frontend.py).
+    `batching_parameters`: a serving/batching_config.py BatchingParameters to merge concurrent
+    requests into batches (TF-Serving's --enable_batching), REST and gRPC in the same queues; then
+    the REST workers wait for their rows, and their default number is 2 x the largest merged batch
+    (TF-Serving's advice for request threads), at least the default, at most 128.
     A port that cannot be bound raises coophash_keras.serving.errors.ListenError, one line naming it."""
 
     def __init__(
@@ -40,26 +45,33 @@ class ModelServer:
         rest_api_num_threads=None,
         read_timeout=30.0,
         max_connections=1000,
+        batching_parameters=None,
     ):
         """`indexes`: {model name: index file, or milvus:URI#COLLECTION} served by
         POST /v1/models/{name}:search (coophash_keras.index.open_index)."""
         # Ports first: a busy port fails at once, not after every model has loaded.
         rest_sock = listen(host, port, "REST")
+        self.batcher = None
         try:
             if grpc_port:  # gRPC's own bind error is a C++ log line and a vague RuntimeError
                 listen(host, grpc_port, "gRPC").close()
             self.registry = ModelRegistry(model_base, poll_interval, max_num_load_retries, load_retry_interval)
             loaded = {name: self._load_index(name, path) for name, path in (indexes or {}).items()}
+            self.batcher = Batcher(batching_parameters) if batching_parameters is not None else None
             self.grpc, self.grpc_port = (None, None)
             if grpc_port is not None:
                 self.grpc, self.grpc_port = make_grpc_server(
-                    self.registry, host, grpc_port, max_message_bytes=max_body_bytes
+                    self.registry, host, grpc_port, max_message_bytes=max_body_bytes, batcher=self.batcher
                 )
         except BaseException:
             rest_sock.close()
+            if self.batcher is not None:
+                self.batcher.stop()
             raise
+        if self.batcher is not None and rest_api_num_threads is None:
+            rest_api_num_threads = max(default_num_threads(), min(2 * batching_parameters.batch_size_limit, 128))
         self.rest = RestFrontend(
-            RestApi(self.registry, loaded),
+            RestApi(self.registry, loaded, self.batcher),
             rest_sock,
             max_body_bytes,
             num_threads=rest_api_num_threads,
@@ -94,6 +106,8 @@ class ModelServer:
         self.rest.stop()
         if self.grpc is not None:
             self.grpc.stop(grace=1).wait()
+        if self.batcher is not None:
+            self.batcher.stop()
 
     def __enter__(self):
         return self.start()

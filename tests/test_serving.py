@@ -36,9 +36,12 @@ def model_file(trained_tiny):
     return trained_tiny
 
 
-@pytest.fixture(scope="module")
-def server(model_file, tmp_path_factory, digits):
+@pytest.fixture(scope="module", params=["alone", "batching"])
+def server(request, model_file, tmp_path_factory, digits):
+    """The server every REST and gRPC conformance test below runs against: once with each request
+    run on its own, once with --enable_batching and the shipped serving/config/batching.config."""
     from coophash_keras.export import export_saved_model
+    from coophash_keras.serving.batching_config import read_batching_parameters
 
     base = str(tmp_path_factory.mktemp("models"))
     export_saved_model(
@@ -49,7 +52,12 @@ def server(model_file, tmp_path_factory, digits):
         database_ids=np.arange(200, 400),
         search_k=5,
     )
-    srv = ModelServer(base, port=0, grpc_port=0, poll_interval=0.2, max_body_bytes=200_000).start()
+    batching = None
+    if request.param == "batching":
+        batching = read_batching_parameters(os.path.join(REPO, "serving", "config", "batching.config"))
+    srv = ModelServer(
+        base, port=0, grpc_port=0, poll_interval=0.2, max_body_bytes=200_000, batching_parameters=batching
+    ).start()
     yield srv
     srv.stop()
 

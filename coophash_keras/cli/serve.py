@@ -37,6 +37,22 @@ def add_parser(sub):
         help="seconds a connection may take to send a whole request (or to take a response) "
         "and may stay idle between requests, before it is closed (default 30)",
     )
+    # TF-Serving's flags, spelled as TF-Serving spells them (the dashed forms work too).
+    s.add_argument(
+        "--enable_batching",
+        "--enable-batching",
+        dest="enable_batching",
+        action="store_true",
+        help="merge concurrent requests to one signature into one model call (docs/SERVING.md, 'Under load')",
+    )
+    s.add_argument(
+        "--batching_parameters_file",
+        "--batching-parameters-file",
+        dest="batching_parameters_file",
+        metavar="FILE",
+        help="TF-Serving's BatchingParameters text proto (e.g. serving/config/batching.config); "
+        "without it, --enable_batching takes TF-Serving's defaults",
+    )
     s.add_argument(
         "--index",
         action="append",
@@ -48,6 +64,8 @@ def add_parser(sub):
 
 def run(args):
     import logging
+    import signal
+    import threading
 
     from coophash_keras.serving.errors import ListenError
     from coophash_keras.serving.server import ModelServer
@@ -55,6 +73,21 @@ def run(args):
     # INFO: the start-up line and every version loaded are shown; access lines and client
     # disconnects are DEBUG.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    batching = None
+    if args.enable_batching:
+        from coophash_keras.serving.batching_config import BatchingParameters, read_batching_parameters
+
+        try:
+            batching = (
+                read_batching_parameters(args.batching_parameters_file)
+                if args.batching_parameters_file
+                else BatchingParameters()
+            )
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        logging.info("batching: %s", batching)
+    elif args.batching_parameters_file:
+        logging.warning("--batching_parameters_file is ignored without --enable_batching (as TF-Serving does)")
     indexes = {}
     for item in args.index or []:
         if "=" not in item:
@@ -74,6 +107,7 @@ def run(args):
             load_retry_interval=args.load_retry_interval_micros / 1e6,
             rest_api_num_threads=args.rest_api_num_threads,
             read_timeout=args.read_timeout,
+            batching_parameters=batching,
         )
     except ListenError as exc:
         raise CLIError(str(exc)) from None
@@ -83,4 +117,12 @@ def run(args):
         if failed:
             raise CLIError(f"no model under {args.model_base} could be loaded ({failed}: see the log above)")
         raise CLIError(f"no model found under {args.model_base} (expected <base>/<name>/<version>/saved_model.pb)")
+    # SIGTERM (docker stop, kill) stops the server as Ctrl-C does: queued batches are answered and
+    # the batching statistics logged, instead of the process dying mid-request.
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     server.serve_forever()
+
+
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
