@@ -7,4 +7,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -r requirements.txt -e .
+# [beam]: Apache Beam for coophash_keras.beam, so that its tests run rather than skip (Python >= 3.11).
+.venv/bin/python -m pip install -q -r requirements.txt -e ".[beam]"

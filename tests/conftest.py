@@ -97,6 +97,7 @@ SLOW = (
     "test_cli.py::test_an_unprepared_tfds_dataset_is_one_clear_line",
     "test_cli.py::test_demo_runs_end_to_end",
     "test_cli.py::test_train_baselines_and_ablations_from_the_cli",
+    "test_beam.py::test_two_worker_pipeline_gives_coophash_encode_codes_and_skips_bad_files",
     "test_crash_safety.py::test_killed_inside_saves_the_rerun_resumes_cleans_up_and_completes",
     "test_diagnostics.py::test_reference_classifier_recognises_held_out_digits_and_is_cached",
     "test_diagnostics.py::test_diagnose_command_reports_coophash_and_dshgan_and_refuses_a_model_without_generator",
