@@ -11,4 +11,4 @@ for arg in "$@"; do
 done
 bash scripts/setup.sh
 .venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet .
-.venv/bin/python -m pytest -q --durations=20 ${tier[@]+"${tier[@]}"} tests ${args[@]+"${args[@]}"}
+.venv/bin/python -m pytest -q -rs --durations=20 ${tier[@]+"${tier[@]}"} tests ${args[@]+"${args[@]}"}

@@ -239,6 +239,7 @@ class _FrozenThenFineTuned(keras.callbacks.Callback):
 # not depend on the model (test_every_model.py covers each one without a backbone), so only the
 # pointwise model goes through them on a backbone.
 @pytest.mark.parametrize("name, serve", [("csq", True), ("coophash", False), ("dshgan", False)])
+@pytest.mark.slow
 def test_model_on_a_backbone_trains_saves_exports_and_serves(name, serve, tmp_path, digits32, no_download):
     from coophash_keras.export import export_saved_model
     from coophash_keras.runs import RunSpec, train_run
@@ -300,6 +301,7 @@ def test_coophash_revises_small_images_and_reads_them_through_the_upsampling(dig
 
 
 # --------------------------------------------------------------------------------------- keras-hub
+@pytest.mark.slow
 def test_keras_hub_preset_folder_as_backbone(tmp_path, digits32):
     """A keras-hub image backbone from a local preset folder (what a machine without internet
     uses): trains a step, saves/loads with identical codes, and its export rebuilds it from the

@@ -192,6 +192,7 @@ def test_index_build_and_search(run_dir, tmp_path):
     assert paths == str([str(files[i]) for i in ids]), out.stdout  # file i has id i
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     """The README's first command, short: train, evaluate, export, serve, answer a REST query."""
     out = coophash("demo", "--run-dir", str(tmp_path / "demo"), "--epochs", "1", entry_point=True)
@@ -200,6 +201,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["num_bits"] == 32
 
 
+@pytest.mark.slow
 def test_train_baselines_and_ablations_from_the_cli(tmp_path):
     common = [
         "--dataset",
@@ -322,6 +324,7 @@ def test_export_takes_a_run_directory(run_dir, tmp_path):
     assert (tmp_path / "models" / "coophash" / "1" / "saved_model.pb").exists() and "exported" in out.stdout
 
 
+@pytest.mark.slow
 def test_an_unprepared_tfds_dataset_is_one_clear_line(tmp_path):
     out = coophash(
         "train", "--dataset", "tfds:mnist", "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "r"), check=False

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 from fault_injection import Harness  # noqa: E402
 
 
+@pytest.mark.slow
 def test_killed_inside_saves_the_rerun_resumes_cleans_up_and_completes(tmp_path):
     h = Harness(str(tmp_path), epochs=3, steps=4)
     # 1. inside the backup of epoch 2: the newest complete checkpoint is epoch 1's

@@ -56,6 +56,7 @@ def test_reference_split_holds_out_half_of_every_class_and_fashion_uses_its_test
         reference_split(ImageSet(digits.images[:4], np.eye(4, 10, dtype=np.float32), 10, multi_label=True))
 
 
+@pytest.mark.slow
 def test_reference_classifier_recognises_held_out_digits_and_is_cached(digits):
     from coophash_keras.diagnostics import ReferenceClassifier, reference_split
 
@@ -92,6 +93,7 @@ class _StubModel:
         self.hash_network = SimpleNamespace(to_image_size=lambda x: tf.convert_to_tensor(x))
 
 
+@pytest.mark.slow
 def test_a_generator_that_ignores_z_has_no_spread_and_one_that_copies_real_images_matches_them(digits):
     from coophash_keras.diagnostics import generator_diagnostics, reference_split
     from coophash_keras.preprocessing import normalize_images
@@ -118,6 +120,7 @@ def test_a_generator_that_ignores_z_has_no_spread_and_one_that_copies_real_image
     assert copied["frechet"]["generated"] < collapsed["frechet"]["generated"] / 3
 
 
+@pytest.mark.slow
 def test_diagnose_command_reports_coophash_and_dshgan_and_refuses_a_model_without_generator(tmp_path):
     for model in ("coophash", "dshgan"):
         run = tmp_path / model
@@ -179,6 +182,7 @@ def test_tensorboard_gets_the_generator_diagnostics_and_the_logs_keep_them(tmp_p
 
 
 @pytest.mark.parametrize("generator", ["default", "collapsed"])
+@pytest.mark.slow
 def test_the_default_generator_varies_with_z_and_the_check_catches_the_old_collapse(tmp_path, digits, generator):
     """The demo's command, 4 epochs instead of 20 (the old defaults had collapsed by epoch 2). With
     'collapsed', the defaults before the fix (the generator learned from the inferred z~, with a

@@ -3,9 +3,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_matches_single_device_and_draws_per_replica_noise():
     out = subprocess.run(
         [sys.executable, os.path.join(REPO, "tests", "distributed_check.py")],

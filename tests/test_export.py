@@ -40,6 +40,7 @@ def png_bytes(image):
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_layout_and_saved_model_cli(exported):
     base, path = exported
     assert path == os.path.join(base, "coophash", "1")

@@ -99,6 +99,7 @@ def test_label_free_models_refuse_too_many_bits_and_supervised_ones_need_classes
     model_class("lsh")({"image_shape": (8, 8, 1), "num_classes": 0})  # unlabelled data: fine
 
 
+@pytest.mark.slow
 def test_itq_on_a_backbone_takes_raw_pixels_and_round_trips(tmp_path):
     """With a backbone (random weights here: no download) ITQ hashes its pooled features; the saved
     model takes raw pixels and gives the same codes after loading."""

@@ -1,3 +1,5 @@
+import pytest
+
 """`--deterministic`: the same command gives the same model, bit for bit. Each run is its own
 process, since TensorFlow's op determinism stays on for the rest of a process once set."""
 
@@ -25,6 +27,7 @@ def _relaxed_codes(run_dir, images):
     return np.asarray(load_model(os.path.join(run_dir, "model.keras")).relaxed_codes(images))
 
 
+@pytest.mark.slow
 def test_deterministic_runs_give_identical_codes_and_weights(tmp_path, digits):
     _train(tmp_path / "a", "--deterministic")
     _train(tmp_path / "b", "--deterministic")

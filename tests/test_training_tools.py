@@ -116,6 +116,7 @@ def test_tensorboard_logs_every_quantity(tmp_path, tiny_config, digits):
     assert len(open(os.path.join(log_dir, "metadata.tsv")).read().strip().splitlines()) == 64 + 1
 
 
+@pytest.mark.slow
 def test_keras_tuner_two_trials_report_validation_map(tmp_path, tiny_config, digits):
     from coophash_keras import CoopHash
     from coophash_keras.tuning import make_tuner
@@ -146,6 +147,7 @@ def _tune(run_dir, *extra):
     return out, json.load(open(run_dir / "tuning.json"))
 
 
+@pytest.mark.slow
 def test_coophash_tune_cli_reports_every_trial_and_repeats_with_the_same_seed(tmp_path):
     out, summary = _tune(tmp_path / "a")
     assert len(summary["trials"]) == 2 and 0 <= summary["best_val_map"] <= 1
@@ -220,6 +222,7 @@ def train_then_sigkill(run_dir, backup, epochs, after_epochs, after_backups=0):
     return progress(run_dir)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_continues_with_both_optimizers(tmp_path):
     run_dir, backup = tmp_path / "run", tmp_path / "backup"
     epochs = 8
@@ -238,6 +241,7 @@ def test_sigkill_then_resume_continues_with_both_optimizers(tmp_path):
         assert entry["generator_iterations"] == (entry["epoch"] + 1) * steps
 
 
+@pytest.mark.slow
 def test_corrupted_or_mismatched_backup_is_a_clear_error(tmp_path):
     run_dir, backup = tmp_path / "run", tmp_path / "backup"
     train_then_sigkill(run_dir, backup, 8, after_epochs=1, after_backups=1)  # an interrupted run leaves its backup
@@ -257,6 +261,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_workers_train_together_and_the_chief_saves(tmp_path):
     workers = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
     procs = []

@@ -220,7 +220,12 @@ class HashingModel(FiniteAtomicSaves, keras.Model):
         """One step of `group`'s optimizer on `loss_fn()`, skipped whole where it would not be finite
         (safe_update.guarded_update). Returns (loss_fn's dict, whether it stepped)."""
         optimizer = getattr(self, f"{group}_optimizer")
-        return safe_update.guarded_update(optimizer, self.optimizer_variables(group), loss_fn, finite)
+        variables = self.optimizer_variables(group)
+        if not variables:  # every part of the group is switched off: its terms are only logged
+            terms = loss_fn()
+            terms.pop("restricted", None)
+            return terms, tf.convert_to_tensor(finite)
+        return safe_update.guarded_update(optimizer, variables, loss_fn, finite)
 
     def record(self, values: dict):
         """Update the trackers named in `values` (scalars or per-example tensors) and return the

@@ -127,11 +127,37 @@ class CoopHash(GenerativeHashingModel):
         self.built = True
 
     def optimizer_variables(self, group):
+        """What each optimizer updates. A part that no term of the config teaches is left out, so it
+        stays exactly at its weights on every CPU: a gradient that is zero only in exact arithmetic
+        (the generator reproducing its own unrevised samples) is ~1e-9 on some kernels, and Adam
+        scales that up into real steps."""
+        d = self.hash_network
         if group == "descriptor":
-            return self.hash_network.descriptor_variables
+            untaught = {id(v) for part in self.untaught_heads() for v in part.trainable_variables}
+            return [v for v in d.descriptor_variables if id(v) not in untaught]
+        generator = list(self.generator.trainable_variables) if self.generator_is_taught else []
         if self.config.generator_latent == "prior":  # nothing trains the inference head
-            return list(self.generator.trainable_variables)
-        return list(self.generator.trainable_variables) + self.inference_variables()
+            return generator
+        return generator + self.inference_variables()
+
+    @property
+    def generator_is_taught(self) -> bool:
+        """False when the revision is the identity (no Langevin step, no persistent chains): the
+        generator would only learn to reproduce its own samples, which teaches it nothing."""
+        return bool(self.config.langevin_steps or self.config.persistent_chains)
+
+    def untaught_heads(self):
+        """Descriptor heads that no loss term of the config reaches (e.g. the energy head under the
+        no_energy_head ablation, the classifier head under no_classifier_head)."""
+        c = self.config
+        d = self.hash_network
+        heads = []
+        if not (c.nll_weight or c.energy_l2_weight or c.unlabeled_nll_weight):
+            heads.append(d.energy_head)
+        classified = c.classification_weight or c.synthetic_classification_weight or c.pseudo_label_weight
+        if not classified:
+            heads.append(d.classifier_head)
+        return heads
 
     def inference_variables(self):
         """What the ELBO of the revised pairs trains besides the generator: the inference head (and
