@@ -108,7 +108,7 @@ def test_bad_image_in_a_batch_keeps_its_neighbours_codes(exported, digits):
     expected = model.signatures["hash_image_bytes"](image_bytes=tf.constant(pngs[:5]))["packed"].numpy()
     np.testing.assert_array_equal(np.stack([r.inference for i, r in enumerate(results) if i not in (2, 6)]), expected)
     assert results[2].inference.startswith("Unknown image file format")
-    assert results[6].inference.startswith("Invalid PNG data")
+    assert results[6].inference.startswith("Invalid PNG")
 
 
 def test_in_process_pipeline_logs_and_counts_each_bad_file(trained_tiny, exported, digits, tmp_path, caplog):
