@@ -88,7 +88,7 @@ def compare_codes(index_file, shard_prefix):
     from coophash_keras.index import HammingIndex
 
     index = HammingIndex.load(index_file)
-    by_path = dict(zip(index.paths_for(index.ids), map(bytes, index.packed_codes)))
+    by_path = dict(zip(index.paths_for(index.ids), map(bytes, index.packed_codes())))
     same = total = 0
     for shard in glob.glob(shard_prefix + "-*.parquet"):
         table = pq.read_table(shard)
@@ -113,11 +113,11 @@ def main():
     images = os.path.join(args.work, f"jpg{args.size}")
     make_images(images, args.files, args.size)
     model_file, export_dir = make_model(args.work, args.size, args.bits)
-    cli = [sys.executable, "-m", "coophash_keras.cli", "--progress", "none"]
-    index_cmd = [*cli[:4], "index", "build", "--model", model_file, "--dataset", f"images:{images}"]
+    cli = [sys.executable, "-m", "coophash_keras.cli"]
+    index_cmd = [*cli, "index", "build", "--model", model_file, "--dataset", f"images:{images}"]
     index_cmd += ["--out", os.path.join(args.work, "bench.idx"), "--overwrite"]
-    beam_cmd = [*cli[:4], "beam-encode", "--input", os.path.join(images, "*.jpg"), "--model", export_dir]
-    beam_cmd += ["--output", os.path.join(args.work, "shards", "c"), "--batch-size", str(args.batch_size)]
+    beam_cmd = [*cli, "beam-encode", "--input", os.path.join(images, "*.jpg"), "--model"]
+    beam_cmd += [export_dir, "--output", os.path.join(args.work, "shards", "c"), "--batch-size", str(args.batch_size)]
     beam_cmd += ["--direct_running_mode=multi_processing", f"--direct_num_workers={args.workers}"]
 
     probe = AloneProbe()
