@@ -5,7 +5,21 @@ import argparse
 import os
 import sys
 
-COMMANDS = ("train", "tune", "evaluate", "diagnose", "encode", "index", "search", "export", "serve", "query", "demo")
+# Module names under coophash_keras/cli/ (beam_encode adds the command `beam-encode`).
+COMMANDS = (
+    "train",
+    "tune",
+    "evaluate",
+    "diagnose",
+    "encode",
+    "index",
+    "search",
+    "export",
+    "serve",
+    "query",
+    "demo",
+    "beam_encode",
+)
 
 
 def _quiet(verbose):
@@ -52,7 +66,13 @@ def build_parser():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     _quiet("--verbose" in argv or bool(os.environ.get("COOPHASH_DEBUG")))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Commands that pass unknown flags on (beam-encode: Beam's pipeline options) say so; for the
+    # others an unknown flag is argparse's usual error.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra_args = extra
     args.keras_verbosity = _keras_verbosity(args.progress)
     if os.environ.get("COOPHASH_DEBUG"):
         import keras
