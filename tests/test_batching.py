@@ -27,7 +27,7 @@ def test_the_shipped_file_reads_as_tf_serving_reads_it():
     p = read_batching_parameters(os.path.join(REPO, "serving", "config", "batching.config"))
     assert (p.max_batch_size, p.batch_timeout_micros, p.max_enqueued_batches, p.num_batch_threads) == (
         1024,
-        2000,
+        0,
         100,
         2,
     )
