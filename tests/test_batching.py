@@ -29,7 +29,7 @@ def test_the_shipped_file_reads_as_tf_serving_reads_it():
         1024,
         0,
         100,
-        2,
+        1,
     )
     assert p.enable_large_batch_splitting and p.max_execution_batch_size == 64 and p.allowed_batch_sizes == ()
 
