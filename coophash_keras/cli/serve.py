@@ -28,7 +28,8 @@ def add_parser(sub):
         "--rest-api-num-threads",
         type=positive_int,
         default=None,
-        help="threads answering complete REST requests (default: CPU cores, at least 2)",
+        help="threads answering complete REST requests (default: CPU cores, at least 2; with --enable_batching, "
+        "2 x the largest merged batch, at most 128: each waits for its batch)",
     )
     s.add_argument(
         "--read-timeout",
