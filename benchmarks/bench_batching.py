@@ -117,8 +117,19 @@ def median_time(fn, repeats):
     return float(np.median(times))
 
 
-def load(url, bodies, clients, requests, rows):
-    """`clients` threads, each sending `requests` bodies (keep-alive) -> images/s, latency, errors."""
+def cpu_seconds(pid=None):
+    """User + system CPU seconds of process `pid` (default: this one) so far."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(url, bodies, clients, requests, rows, server_pid=None):
+    """`clients` threads, each sending `requests` bodies (keep-alive) -> images/s, latency, errors,
+    and the CPU time per request of the server and of the clients (this process)."""
     host, port = url.split("//")[1].split(":")
     latencies, errors, lock = [], [], threading.Lock()
     start = threading.Barrier(clients + 1)
@@ -148,10 +159,12 @@ def load(url, bodies, clients, requests, rows):
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     [t.start() for t in threads]
+    cpu0 = (cpu_seconds(), cpu_seconds(server_pid) if server_pid else 0.0)
     start.wait()
     t0 = time.perf_counter()
     [t.join() for t in threads]
     wall = time.perf_counter() - t0
+    cpu1 = (cpu_seconds(), cpu_seconds(server_pid) if server_pid else 0.0)
     lat = np.array(latencies) * 1e3
     return {
         "clients": clients,
@@ -162,6 +175,9 @@ def load(url, bodies, clients, requests, rows):
         "images_per_s": len(lat) * rows / wall,
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
+        "client_cpu_ms_per_request": (cpu1[0] - cpu0[0]) / len(lat) * 1e3,
+        "server_cpu_ms_per_request": (cpu1[1] - cpu0[1]) / len(lat) * 1e3 if server_pid else None,
+        "server_cores_busy": (cpu1[1] - cpu0[1]) / wall if server_pid else None,
     }
 
 
@@ -261,11 +277,12 @@ def main():
                 proc, url = start_server(base, args, log_path)
                 try:
                     load(url, singles, 4, 10, 1)  # warm-up
+                    pid = proc.pid
                     row[mode] = {
-                        "rest_b64_batch64_1_client": load(url, batch64, 1, max(10, a.repeats // 2), 64),
-                        "rest_b64_batch1_1_client": load(url, singles, 1, a.repeats * 4, 1),
-                        f"rest_b64_batch1_{a.clients}_clients": load(url, singles, a.clients, a.requests, 1),
-                        "rest_raw_pixels_batch64_1_client": load(url, [raw64], 1, max(5, a.repeats // 5), 64),
+                        "rest_b64_batch64_1_client": load(url, batch64, 1, max(10, a.repeats // 2), 64, pid),
+                        "rest_b64_batch1_1_client": load(url, singles, 1, a.repeats * 4, 1, pid),
+                        f"rest_b64_batch1_{a.clients}_clients": load(url, singles, a.clients, a.requests, 1, pid),
+                        "rest_raw_pixels_batch64_1_client": load(url, [raw64], 1, max(5, a.repeats // 5), 64, pid),
                     }
                 finally:
                     proc.terminate()  # a clean stop (SIGTERM): the batcher logs its batch sizes

@@ -127,7 +127,11 @@ def main():
         for name in order:
             shutil.rmtree(os.path.join(args.work, "shards"), ignore_errors=True)  # no shards of a previous run
             wall, stdout = timed(index_cmd if name == "index_build" else beam_cmd)
-            record = {"wall_s": round(wall, 2), "images_per_s": round(args.files / wall, 1), "stdout": stdout.strip()}
+            record = {
+                "wall_s": round(wall, 2),
+                "images_per_s": round(args.files / wall, 1),
+                "stdout": (stdout.strip().splitlines() or [""])[-1],
+            }
             if name == "index_build":  # the encode alone, as index build reports it (after decoding)
                 found = re.search(r"in ([0-9.]+)s ->", stdout)
                 record["encode_s"] = float(found.group(1)) if found else None

@@ -6,7 +6,8 @@ shared_batch_scheduler.h) as its BatchingSession uses it:
   different versions never share a batch, so a request is answered by the version it was sent to,
   even if a newer version replaces it while the request waits;
 - a queue is a row of batches, the last one open. A request joins the open batch if it fits in
-  `max_batch_size` rows, else the open batch is closed and a new one opened. With
+  its limit (`max_batch_size` rows; `max_execution_batch_size` when splitting), else the open batch
+  is closed and a new one opened. With
   `max_enqueued_batches` batches in the queue (the open one counted, those running not), a request
   that does not fit is refused: UNAVAILABLE, "The batch scheduling queue to which this task was
   submitted is full; ..." (HTTP 503);
@@ -16,7 +17,8 @@ shared_batch_scheduler.h) as its BatchingSession uses it:
   maximum input batch size M"), as TF-Serving does; with `enable_large_batch_splitting` a request
   up to `max_batch_size` is split over batches of `max_execution_batch_size` rows and its rows are
   put back together;
-- a batch is padded up to the next of `allowed_batch_sizes` with copies of a row, as TF-Serving does.
+- a batch is padded up to the next of `allowed_batch_sizes` with copies of its last request's first
+  row, as TF-Serving does.
 
 Each request is checked against its signature (names, dtypes, shapes, value ranges) before it joins
 a batch, so a bad request fails alone, with its own message. What only the model can find (say, an
