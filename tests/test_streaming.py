@@ -105,6 +105,31 @@ def test_training_batches_and_evaluation_match_the_in_memory_set(tmp_path, digit
         np.testing.assert_array_equal(streamed[key], before[key])
 
 
+def test_itq_and_lsh_fit_in_one_streamed_pass_the_same_from_files_as_from_arrays(photo_folder, digits):
+    from coophash_keras.baselines.label_free import FeatureStatistics
+    from coophash_keras.config import CoopHashConfig
+    from coophash_keras.registry import model_class
+
+    data = load_dataset(f"images:{photo_folder}", image_size=(8, 8), channels=1)
+    old = _in_memory(data)
+    for name in ("itq", "lsh"):
+        fitted = []
+        for part in (data, old):
+            model = model_class(name)(CoopHashConfig(image_shape=(8, 8, 1), num_classes=10, num_bits=16))
+            model.compile()
+            model.fit(part.image_batches(256))
+            fitted.append([np.asarray(w) for w in model.hash_network.weights])
+        for a, b in zip(*fitted):
+            np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(0).normal(2.0, 1.0, (700, 5))  # accumulated moments = the direct ones
+    stats = FeatureStatistics(5, keep=100)
+    for i in range(0, 700, 256):
+        stats.add(x[i : i + 256])
+    np.testing.assert_allclose(stats.mean, x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.covariance, np.cov(x.T, bias=True), rtol=1e-9, atol=1e-12)
+    assert stats.sample.shape == (100, 5) and stats.n == 700
+
+
 def test_a_set_beyond_the_old_4_gib_refusal_loads_as_rows(photo_folder):
     data = load_dataset(f"images:{photo_folder}", image_size=(20000, 20000), channels=3)  # 720 GB of pixels
     assert len(data) == 600 and data.image_shape == (20000, 20000, 3)
