@@ -21,9 +21,10 @@ class RetrievalMetricsCallback(keras.callbacks.Callback):
     tuner so they see the values (BestModelCheckpoint skips the epochs without one)."""
 
     def __init__(self, query_images, query_labels, database_images, database_labels, every_n_epochs=1, topk=(100,)):
+        """The images: arrays, or ImageSets (file rows, streamed; their own labels are used)."""
         super().__init__()
-        self.query_images, self.query_labels = np.asarray(query_images), np.asarray(query_labels)
-        self.database_images, self.database_labels = np.asarray(database_images), np.asarray(database_labels)
+        self.query_images, self.query_labels = _rows(query_images), np.asarray(query_labels)
+        self.database_images, self.database_labels = _rows(database_images), np.asarray(database_labels)
         self.every_n_epochs = max(1, int(every_n_epochs))
         self.topk = tuple(int(k) for k in topk)
         self.last = {}
@@ -33,11 +34,27 @@ class RetrievalMetricsCallback(keras.callbacks.Callback):
         last_epoch = self.params.get("epochs", epoch + 1) - 1 if self.params else epoch
         if (epoch + 1) % self.every_n_epochs and epoch != last_epoch:
             return  # no value on this epoch: a repeated old one would read as a new measurement
-        q = self.model.encode(self.query_images)
-        db = self.model.encode(self.database_images)
-        res = retrieval_metrics(q, self.query_labels, db, self.database_labels, topk=self.topk, pr_curve=False)
+        q, q_labels = _encoded(self.model, self.query_images, self.query_labels)
+        db, db_labels = _encoded(self.model, self.database_images, self.database_labels)
+        res = retrieval_metrics(q, q_labels, db, db_labels, topk=self.topk, pr_curve=False)
         self.last = {"val_map": res["mAP@all"], **{f"val_map@{k}": res[f"mAP@{k}"] for k in self.topk}}
         logs.update(self.last)
+
+
+def _rows(images):
+    from coophash_keras.data.image_set import ImageSet
+
+    return images if isinstance(images, ImageSet) else np.asarray(images)
+
+
+def _encoded(model, images, labels):
+    """(codes, labels) of an array, or of an ImageSet streamed (the rows that decode)."""
+    if isinstance(images, np.ndarray):
+        return model.encode(images), labels
+    from coophash_keras.encoding import encode_set
+
+    codes, rows = encode_set(model, images)
+    return codes, images.labels[rows]
 
 
 def image_grid(columns, min_tile=64, separator=2, separator_value=128):

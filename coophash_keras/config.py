@@ -306,8 +306,9 @@ class CoopHashConfig:
     label_free_max_images: int = _f(
         100_000,
         "ours",
-        "itq, lsh: at most this many images are read while fitting (their features are held in memory: "
-        "images x feature dimensions x 4 bytes); the rest of a larger data set is not read",
+        "itq, lsh: at most this many images are read while fitting, in one streamed pass (the mean and "
+        "covariance accumulated; ITQ's rotation learnt on the first 10,000); the rest of a larger data set is "
+        "not read",
         low=1,
     )
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from coophash_keras.data import RetrievalSplit, load_dataset, retrieval_split
 from coophash_keras.data.files import check_dataset_record
+from coophash_keras.encoding import Progress, encode_set
 from coophash_keras.io import atomic_write_json, load_model
 from coophash_keras.metrics import retrieval_metrics
 from coophash_keras.run_spec import RUN_FILE, RunError, RunSpec
@@ -41,11 +42,15 @@ def model_path(path: str) -> str:
 
 def validation_sets(data, split, max_database=5000, seed=0):
     """(query images, query labels, database images, database labels) for validation mAP; the
-    database is subsampled to `max_database` so that validation stays cheap."""
+    database is subsampled to `max_database` so that validation stays cheap. The images of a file
+    set are ImageSets of its rows (streamed by the callback), of the others arrays."""
     database = split.database
     if len(database) > max_database:
         database = np.sort(np.random.default_rng(seed).choice(database, max_database, replace=False))
-    return data.images[split.query], data.labels[split.query], data.images[database], data.labels[database]
+    query, base = data.subset(split.query), data.subset(database)
+    if data.streamed:
+        return query, query.labels, base, base.labels
+    return query.images, query.labels, base.images, base.labels
 
 
 def _data_at_model_shape(name, data_dir, config):
@@ -113,8 +118,8 @@ def evaluate_run(
         else:
             q_idx, rest = np.arange(len(qdata)), np.zeros(0, np.int64)
         reference = qdata
-        q_img, q_lab = qdata.images[q_idx], qdata.labels[q_idx]
-        db_parts = [(qdata.images[rest], qdata.labels[rest])] if len(rest) else []
+        q_part = qdata.subset(q_idx)
+        db_parts = [(qdata.subset(rest), qdata.labels[rest])] if len(rest) else []
     else:
         data = load_run_data(run)
         split = RetrievalSplit.load(os.path.join(run_dir, "split.npz"))
@@ -125,18 +130,24 @@ def evaluate_run(
             )
         names = [run["dataset"]]
         reference = data
-        q_img, q_lab = data.images[split.query], data.labels[split.query]
-        db_parts = [(data.images[split.database], data.labels[split.database])]
+        q_part = data.subset(split.query)
+        db_parts = [(data.subset(split.database), data.labels[split.database])]
     for name in database or ():
         extra = _data_at_model_shape(name, data_dir, config)
-        db_parts.append((extra.images, _labels_like(extra, reference, "--database")))
+        db_parts.append((extra, _labels_like(extra, reference, "--database")))
         names.append(name)
     if not db_parts:
         raise RunError("no database: pass --database DATASET (or --query-per-class, so the rest of --queries is one)")
     start = time.time()
-    query = model.encode(q_img, verbose=verbose)
-    db_codes = np.concatenate([model.encode(images, verbose=verbose) for images, _ in db_parts])
-    db_labels = np.concatenate([labels for _, labels in db_parts])
+    progress = Progress(len(q_part) + sum(len(p) for p, _ in db_parts), verbose) if verbose else None
+    query, rows = encode_set(model, q_part, progress=progress)  # streamed: only codes are held
+    q_lab = q_part.labels[rows]
+    db_codes, db_labels = [], []
+    for part, labels in db_parts:
+        codes, rows = encode_set(model, part, progress=progress)
+        db_codes.append(codes)
+        db_labels.append(labels[rows])
+    db_codes, db_labels = np.concatenate(db_codes), np.concatenate(db_labels)
     metrics = retrieval_metrics(query, q_lab, db_codes, db_labels, topk=topk, radius=2)
     metrics.update(
         num_query=int(len(query)),

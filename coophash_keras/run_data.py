@@ -4,13 +4,11 @@ the one pass a closed-form model is fitted on, and the `--unlabeled` pool, check
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-from coophash_keras.data import with_unlabeled
 from coophash_keras.data.augment import augment_dataset
 from coophash_keras.data.files import print_warning
 from coophash_keras.data.image_set import with_pool
-from coophash_keras.data.pool import load_pool, pool_overlap
+from coophash_keras.data.pool import SHUFFLE_BUFFER_IMAGES, load_pool, pool_overlap
 from coophash_keras.run_spec import RunError
 
 
@@ -28,7 +26,12 @@ def training_dataset(model_class, config, data, split, seed, repeat=False, pool=
         if pool is not None:
             ds = with_pool(ds, pool.dataset(unlabeled_batch, seed))
         elif len(split.unlabeled) >= unlabeled_batch:
-            ds = with_unlabeled(ds, data.images[split.unlabeled], unlabeled_batch, seed)
+            own_pool = data.subset(split.unlabeled)
+            batches = own_pool.image_batches(
+                unlabeled_batch, shuffle=True, seed=seed, repeat=True, drop_remainder=True,
+                shuffle_buffer=min(len(own_pool), SHUFFLE_BUFFER_IMAGES),
+            )  # fmt: skip
+            ds = with_pool(ds, batches)
     return ds
 
 
@@ -41,7 +44,7 @@ def fitting_dataset(data, split, pool=None, seed=0):
     `split.unlabeled` holds. A file pool is read in a seeded shuffled order, so a model that reads
     only the first `config.label_free_max_images` gets a random subset."""
     own = split.train if pool is not None else np.union1d(split.train, split.unlabeled)
-    ds = tf.data.Dataset.from_tensor_slices(data.images[np.sort(own)]).batch(FIT_BATCH)
+    ds = data.subset(np.sort(own)).image_batches(FIT_BATCH)
     if pool is not None:
         ds = ds.concatenate(pool.dataset(FIT_BATCH, seed, shuffle=True, repeat=False, drop_remainder=False))
     return ds.prefetch(2)

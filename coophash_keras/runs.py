@@ -88,9 +88,9 @@ def _callbacks(spec, model, data, split, best_val_map=None):
         callbacks.append(
             HashingTensorBoard(
                 spec.tensorboard,
-                sample.images,
+                sample.pixels(),
                 sample.labels,
-                projector_images=projector.images,
+                projector_images=projector.pixels(),
                 projector_labels=projector.labels,
                 class_names=data.class_names,
             )

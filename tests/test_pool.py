@@ -50,11 +50,12 @@ def test_pool_is_streamed_recorded_and_replaces_the_split_pool(files, tmp_path):
 
 
 def test_a_pool_is_decoded_in_the_pipeline_not_up_front(files, monkeypatch):
+    import coophash_keras.data.files as files_module
     import coophash_keras.data.pool as pool_module
 
     decoded = []
-    real = pool_module.decode_image
-    monkeypatch.setattr(pool_module, "decode_image", lambda *a: decoded.append(a[0]) or real(*a))
+    real = files_module.decode_image
+    monkeypatch.setattr(files_module, "decode_image", lambda *a: decoded.append(a[0]) or real(*a))
     pool = pool_module.load_pool(f"images:{files}/pool", (8, 8, 1))
     assert len(pool) == 150 and decoded == []  # listed and probed, nothing decoded
     batch = next(iter(pool.dataset(4, seed=0)))
@@ -165,9 +166,9 @@ def test_label_free_run_on_images_evaluates_on_labelled_queries_and_an_unlabelle
 
     s = retrieval_split(labelled.labels, 2, seed=0)
     expected = retrieval_metrics(
-        model.encode(labelled.images[s.query]),
+        model.encode(labelled.pixels(s.query)),
         labelled.labels[s.query],
-        np.concatenate([model.encode(labelled.images[s.database]), model.encode(pool.images)]),
+        np.concatenate([model.encode(labelled.pixels(s.database)), model.encode(pool.pixels())]),
         np.concatenate([labelled.labels[s.database], np.full(150, -1)]),
         topk=(100, 1000),
     )
@@ -175,9 +176,9 @@ def test_label_free_run_on_images_evaluates_on_labelled_queries_and_an_unlabelle
     assert (
         metrics["mAP@all"]
         < retrieval_metrics(
-            model.encode(labelled.images[s.query]),
+            model.encode(labelled.pixels(s.query)),
             labelled.labels[s.query],
-            model.encode(labelled.images[s.database]),
+            model.encode(labelled.pixels(s.database)),
             labelled.labels[s.database],
         )["mAP@all"]
     )  # the pool's images only push relevant ones down

@@ -14,9 +14,11 @@ Both hash the normalised raw pixels (D = H*W*C) or, with `config.backbone`, a pr
 backbone's pooled features; the exported SavedModel takes raw pixels either way
 (models/networks.py `ProjectionHashNetwork`).
 
-They are *fitted*, not trained by gradient descent: `model.fit(x)` reads the images once (up to
-`config.label_free_max_images`; labels, if any, are ignored), computes the weights in closed form
-and returns a History of one "epoch" (its logs: the final quantisation loss, the bit balance, how
+They are *fitted*, not trained by gradient descent: `model.fit(x)` reads the images once, streamed
+(up to `config.label_free_max_images`; labels, if any, are ignored): the features' mean and (ITQ)
+covariance are accumulated batch by batch (FeatureStatistics), never the feature matrix of every
+image, and ITQ learns its rotation on the first ROTATION_IMAGES (10,000) images' features. Then
+it sets the weights in closed form and returns a History of one "epoch" (its logs: the final quantisation loss, the bit balance, how
 many images were read; `model.itq_losses` keeps the loss after every ITQ iteration). `epochs` and
 `steps_per_epoch` only bound how much of an endless dataset is read (at most `steps_per_epoch`
 batches); the callbacks get one epoch. `compile()` takes no optimizer. `coophash train --model itq`
@@ -61,17 +63,48 @@ def itq_rotation(v, iterations, r0):
     return r, losses
 
 
-def pca_directions(x, k):
-    """(mean [D], the top-k principal directions [D, k] of x [N, D], largest variance first)."""
-    x = np.asarray(x)
-    mean = x.mean(0, dtype=np.float64)
-    cov = np.zeros((x.shape[1], x.shape[1]))
-    for i in range(0, len(x), 4096):  # in chunks: never a float64 copy of all of x
-        chunk = x[i : i + 4096].astype(np.float64) - mean
-        cov += chunk.T @ chunk
-    values, vectors = np.linalg.eigh(cov / len(x))
-    order = np.argsort(values)[::-1][:k]
-    return mean, vectors[:, order]
+ROTATION_IMAGES = 10_000  # ITQ learns its rotation on this many images' features (the first read)
+
+
+class FeatureStatistics:
+    """What one streamed pass over the features keeps: their count, sum and (when `covariance`)
+    sum of outer products, in float64, and the first `keep` features (float32) as a sample; never
+    the feature matrix of every image read."""
+
+    def __init__(self, dim, keep, covariance=True):
+        self.n, self.keep = 0, keep
+        self.total = np.zeros(dim)
+        self.outer = np.zeros((dim, dim)) if covariance else None
+        self.parts = []
+
+    def add(self, features):
+        f = np.asarray(features, np.float64)
+        self.n += len(f)
+        self.total += f.sum(0)
+        if self.outer is not None:
+            self.outer += f.T @ f
+        have = sum(len(p) for p in self.parts)
+        if have < self.keep:
+            self.parts.append(np.asarray(features[: self.keep - have], np.float32))
+
+    @property
+    def mean(self):
+        return self.total / self.n
+
+    @property
+    def covariance(self):
+        """About the mean, divided by n."""
+        return self.outer / self.n - np.outer(self.mean, self.mean)
+
+    @property
+    def sample(self):
+        return np.concatenate(self.parts)
+
+
+def top_directions(covariance, k):
+    """The top-k eigenvectors [D, k] of a covariance matrix, largest eigenvalue first."""
+    values, vectors = np.linalg.eigh(covariance)
+    return vectors[:, np.argsort(values)[::-1][:k]]
 
 
 class LabelFreeHashingModel(HashingModel):
@@ -99,8 +132,10 @@ class LabelFreeHashingModel(HashingModel):
     def optimizer_variables(self, group):
         return []
 
-    def fit_features(self, features):
-        """Set the network's weights from features [N, D]; return the epoch's logs."""
+    needs_covariance = False
+
+    def fit_statistics(self, stats):
+        """Set the network's weights from one pass's FeatureStatistics; return the epoch's logs."""
         raise NotImplementedError
 
     def _image_batches(self, x, batch_size, steps):
@@ -118,8 +153,9 @@ class LabelFreeHashingModel(HashingModel):
         for i in range(0, len(images), batch_size):
             yield images[i : i + batch_size]
 
-    def read_features(self, x, batch_size=256, steps=None):
-        """Features [N, D] float32 of up to config.label_free_max_images images of `x`."""
+    def read_statistics(self, x, batch_size=256, steps=None):
+        """FeatureStatistics of up to config.label_free_max_images images of `x`, in one streamed
+        pass (a batch of features at a time)."""
         d = self.hash_network.feature_dim
         if d > MAX_FEATURE_DIM:
             h, w, c = self.config.image_shape
@@ -128,18 +164,18 @@ class LabelFreeHashingModel(HashingModel):
                 f"than {MAX_FEATURE_DIM} (its covariance would not fit in memory): pass a smaller --image-size "
                 "or a --backbone"
             )
-        limit, out, n = self.config.label_free_max_images, [], 0
+        limit = self.config.label_free_max_images
+        stats = FeatureStatistics(d, ROTATION_IMAGES, covariance=self.needs_covariance)
         features = tf.function(lambda images: self.hash_network.features(normalize_images(images)))
         for batch in self._image_batches(x, batch_size, steps):
-            batch = batch[: limit - n]
+            batch = batch[: limit - stats.n]
             if len(batch):
-                out.append(np.asarray(features(tf.convert_to_tensor(batch)), np.float32))
-                n += len(batch)
-            if n >= limit:
+                stats.add(np.asarray(features(tf.convert_to_tensor(batch)), np.float32))
+            if stats.n >= limit:
                 break
-        if not out:
+        if not stats.n:
             raise ValueError(f"{type(self).__name__}.fit got no images to fit on")
-        return np.concatenate(out)
+        return stats
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, **kwargs):
         """Fit in closed form (module docstring): read the images of `x` (labels `y` ignored), set
@@ -151,12 +187,12 @@ class LabelFreeHashingModel(HashingModel):
         )
         cbs.on_train_begin()
         cbs.on_epoch_begin(0)
-        features = self.read_features(x, batch_size or 256, kwargs.get("steps_per_epoch"))
-        d = features.shape[1]
-        if len(features) < 2:
-            raise ValueError(f"{type(self).__name__}.fit needs at least 2 images, got {len(features)}")
-        logs = dict(self.fit_features(features), fit_images=float(len(features)), feature_dim=float(d))
-        codes = binarize(self.hash_network.codes_from_features(features[:10000]).numpy())
+        stats = self.read_statistics(x, batch_size or 256, kwargs.get("steps_per_epoch"))
+        if stats.n < 2:
+            raise ValueError(f"{type(self).__name__}.fit needs at least 2 images, got {stats.n}")
+        d = len(stats.total)
+        logs = dict(self.fit_statistics(stats), fit_images=float(stats.n), feature_dim=float(d))
+        codes = binarize(self.hash_network.codes_from_features(stats.sample).numpy())
         logs["bit_balance"] = float(1 - np.abs(codes.mean(0)).mean())
         self.fit_logs = logs
         cbs.on_epoch_end(0, logs)
@@ -175,13 +211,14 @@ class ITQ(LabelFreeHashingModel):
 
     fit_log_names = ("quantization_loss", *LabelFreeHashingModel.fit_log_names)
 
-    def fit_features(self, features):
-        k = self.config.num_bits
-        if k > features.shape[1]:
-            raise ValueError(
-                f"ITQ: {k} bits need at least {k} feature dimensions, the features have {features.shape[1]}"
-            )
-        mean, w = pca_directions(features, k)
+    needs_covariance = True
+
+    def fit_statistics(self, stats):
+        k, d = self.config.num_bits, len(stats.total)
+        if k > d:
+            raise ValueError(f"ITQ: {k} bits need at least {k} feature dimensions, the features have {d}")
+        mean, w = stats.mean, top_directions(stats.covariance, k)
+        features = stats.sample  # the rotation is learnt on these (ROTATION_IMAGES), the PCA on all
         v = (features.astype(np.float64) - mean) @ w
         r, losses = itq_rotation(v, self.config.itq_iterations, random_rotation(k, self.config.seed))
         self.itq_losses = losses
@@ -196,8 +233,8 @@ class LSH(LabelFreeHashingModel):
     """Config fields used: num_bits, seed (the projection), label_free_max_images, backbone /
     backbone_weights (else raw pixels)."""
 
-    def fit_features(self, features):
+    def fit_statistics(self, stats):
         rng = np.random.default_rng(self.config.seed)
-        projection = rng.standard_normal((features.shape[1], self.config.num_bits))
-        self.set_projection(features.mean(0, dtype=np.float64), projection)
+        projection = rng.standard_normal((len(stats.total), self.config.num_bits))
+        self.set_projection(stats.mean, projection)
         return {}

@@ -32,7 +32,7 @@ def run(args):
 
         data = load_run_data(load_run(args.database))
         split = RetrievalSplit.load(f"{args.database}/split.npz")
-        database_images, database_ids = data.images[split.database], split.database.astype(np.int64)
+        database_images, database_ids = data.pixels(split.database), split.database.astype(np.int64)
     path = export_saved_model(
         model_path(args.model), args.base, args.name, args.version, database_images, database_ids, args.search_k
     )

@@ -70,7 +70,7 @@ def _draw_sheet(path, images, names, ids, distances, paths, data, image_shape):
 
     labels = class_names = None
     if data is not None:
-        pixels = data.images[ids]
+        pixels = data.pixels(ids.reshape(-1)).reshape(*ids.shape, *data.image_shape)  # only the k per query
         if data.num_classes > 0:
             labels, class_names = data.labels[ids], data.class_names
     else:

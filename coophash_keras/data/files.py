@@ -17,6 +17,10 @@
 Every set carries extras["paths"]: each item's file path (PATH as given, joined with the file's
 place under it), so an index built from it can name its items.
 
+Nothing is decoded here: a loaded set is a table of file rows (ImageSet with `images` None, its
+`shape` the H x W x C to decode to), and the one tf.data pipeline (ImageSet.as_dataset) decodes
+them batch by batch, so only paths, labels and codes are held, whatever the number of files.
+
 We decode with PIL rather than through image_dataset_from_directory so that a bad file is skipped
 and named instead of failing inside TensorFlow mid-epoch, and so that the default size can be the
 first image's. Each image is turned upright by its EXIF orientation, converted to 1 (greyscale) or
@@ -24,19 +28,26 @@ first image's. Each image is turned upright by its EXIF orientation, converted t
 ratio. `decode_image` is the one function for this, used for the data and for query images on the
 command line alike, so a file gives the same pixels at index and at query time.
 Defaults: H x W = the size of the first image (in the order above); channels = the majority among
-the images (ties: 3). Images of another size or channel count are converted, with a warning.
+the images (ties: 3); finding them reads every file's header (not its pixels). Images of another
+size or channel count are converted, with a warning when the headers were read.
 
 Bad input, the policy. A problem with one file is skipped with a warning (one line naming the
 files and reasons), since one broken download should not stop a run over thousands of photos; a
 problem with the layout means the data is not what was meant, so it is an error before training:
-    skipped, with a warning:  unreadable, truncated or non-image files (by extension in a folder;
-                              by content for any file), files a CSV names that do not exist,
-                              files at the top of a class-folder dataset (outside any class folder);
+    skipped, with a warning:  non-image files (by extension in a folder), files a CSV names that do
+                              not exist, files at the top of a class-folder dataset (outside any
+                              class folder): at loading, one line;
+                              unreadable, truncated or empty image files: they stay rows (so a
+                              split's row indices do not depend on how the set was loaded) and are
+                              skipped when the pipeline decodes them, each named in one line, and a
+                              pass that encodes the set gives their count at the end;
     error:                    a missing path, no readable images at all, a folder with one class or
-                              with no class subfolders, a class folder left without readable images,
+                              with no class subfolders, a class folder left without readable images
+                              (these two when the headers are read, i.e. without a given size and
+                              channels; otherwise when a pass finds no file it can decode),
                               a CSV without the file/labels header, a malformed row (wrong number
                               of fields, no file name, no labels), a file listed twice, only one
-                              distinct label; more than MAX_DATASET_BYTES (4 GiB) of pixels.
+                              distinct label.
 Names starting with '.' (.DS_Store, .git/) and Thumbs.db / desktop.ini are ignored silently."""
 
 import csv
@@ -54,7 +65,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 IGNORED_FILES = ("thumbs.db", "desktop.ini")
 UNLABELED = -1  # the label of every image of an images:PATH set
 FILE_DATASETS = ("folder:", "csv:", "images:")
-MAX_DATASET_BYTES = 4 << 30  # refuse to decode more pixels than this (4 GiB) into memory
 _LISTED_IN_WARNINGS = 5  # name this many skipped files in a warning, then count the rest
 _GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -222,66 +232,52 @@ def _listing(skipped):
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def _decode_all(candidates, what, image_size, channels, warn, skipped):
-    """Decode the candidates into uint8 [N, H, W, C]. Returns (images, kept indices into
-    candidates). Bad files join `skipped` ((name, reason) pairs, reported once here)."""
+def _table(candidates, what, image_size, channels, warn, skipped):
+    """The rows of a file set: (shape (H, W, C), kept indices into candidates). Nothing is decoded:
+    the pipeline decodes (ImageSet.as_dataset), and a file that fails there is skipped and named.
+    With both the size and the channels given (e.g. the model's), no file is even opened. Without,
+    every header is read (PIL reads a few hundred bytes) for the defaults: the first readable
+    image's size and the majority's channels; a file whose header cannot be read stays a row (so
+    the row indices of split.npz do not depend on how the set was loaded) and is skipped when the
+    pipeline reaches it. Listing-time problems (`skipped`) are reported here, in one line."""
     image_size = parse_image_size(image_size)
     channels = _check_channels(channels)
-    probed, bad = [], list(skipped)
-    for i, c in enumerate(candidates):
-        try:
-            probed.append((i, *probe_image(c.path)))
-        except BadImage as exc:
-            bad.append((c.name, str(exc)))
     total = len(candidates) + len(skipped)
-    if not probed:
-        raise ImageFileError(f"{what}: no readable images: {_listing(bad)}")
-
-    grey = sum(p[1] == 1 for p in probed)
-    if channels is None:
-        channels = 1 if grey > len(probed) - grey else 3
-        why = "the majority; pass --channels 1 or 3 to choose"
-    else:
+    kept = np.arange(len(candidates), dtype=np.int64)
+    if image_size is None or channels is None:
+        probed, bad = [], list(skipped)
+        for i, c in enumerate(candidates):
+            try:
+                probed.append((i, *probe_image(c.path)))
+            except BadImage as exc:
+                bad.append((c.name, str(exc)))
+        if not probed:
+            raise ImageFileError(f"{what}: no readable images: {_listing(bad)}")
+        kept = np.asarray([p[0] for p in probed], np.int64)  # the rows known readable (for the checks)
+        grey = sum(p[1] == 1 for p in probed)
         why = f"--channels {channels}"
-    size_given = image_size is not None
-    if not size_given:
-        image_size = probed[0][2]
-    h, w = image_size
-    need = len(probed) * h * w * channels
-    if need > MAX_DATASET_BYTES:
-        raise ImageFileError(
-            f"{what}: {len(probed)} images of {h}x{w}x{channels} need {need / 2**30:.1f} GiB of memory "
-            f"(more than {MAX_DATASET_BYTES / 2**30:g} GiB); pass a smaller --image-size H,W (e.g. 64,64)"
-        )
-
-    images = np.zeros((len(probed), h, w, channels), np.uint8)
-    kept, resized, converted = [], 0, 0
-    for i, file_channels, shape in probed:
-        try:
-            images[len(kept)] = decode_image(candidates[i].path, image_size, channels)
-        except BadImage as exc:
-            bad.append((candidates[i].name, str(exc)))
-            continue
-        resized += shape != image_size
-        converted += file_channels != channels
-        kept.append(i)
-    if not kept:
-        raise ImageFileError(f"{what}: no readable images: {_listing(bad)}")
-    if bad:
-        warn(f"{what}: skipped {len(bad)} of {total} files: {_listing(bad)}")
-    if converted:
-        kind = "RGB" if channels == 1 else "greyscale"
-        warn(f"{what}: converted {converted} {kind} image(s) to {'greyscale' if channels == 1 else 'RGB'} ({why})")
-    if resized and not size_given:
-        warn(
-            f"{what}: resized {resized} of {len(kept)} images to {h}x{w}, the size of the first image "
-            f"({candidates[probed[0][0]].name}); pass --image-size H,W to choose"
-        )
-    return images[: len(kept)], np.asarray(kept, np.int64)
+        if channels is None:
+            channels = 1 if grey > len(probed) - grey else 3
+            why = "the majority; pass --channels 1 or 3 to choose"
+        size_given = image_size is not None
+        image_size = image_size or probed[0][2]
+        converted = sum(p[1] != channels for p in probed)
+        resized = sum(p[2] != image_size for p in probed)
+        if converted:
+            kind = "RGB" if channels == 1 else "greyscale"
+            warn(f"{what}: converted {converted} {kind} image(s) to {'greyscale' if channels == 1 else 'RGB'} ({why})")
+        if resized and not size_given:
+            warn(
+                f"{what}: resized {resized} of {len(probed)} images to {image_size[0]}x{image_size[1]}, the size of "
+                f"the first image ({candidates[probed[0][0]].name}); pass --image-size H,W to choose"
+            )
+    if skipped:
+        warn(f"{what}: skipped {len(skipped)} of {total} files: {_listing(skipped)}")
+    return (*image_size, channels), kept
 
 
-def _paths(candidates, kept):
-    return np.asarray([candidates[i].path for i in kept], dtype=str)
+def _paths(candidates):
+    return np.asarray([c.path for c in candidates], dtype=str)
 
 
 def _require_dir(root, what):
@@ -326,14 +322,15 @@ def load_image_folder(root, image_size=None, channels=None, warn=print_warning):
                 skipped.append((name, "not an image file"))
     if not candidates:
         raise ImageFileError(f"{what}: no images in the class subfolders ({', '.join(class_names)})")
-    images, kept = _decode_all(candidates, what, image_size, channels, warn, skipped)
-    labels = np.asarray(class_of, np.int64)[kept]
-    empty = [name for k, name in enumerate(class_names) if not np.any(labels == k)]
+    shape, readable = _table(candidates, what, image_size, channels, warn, skipped)
+    labels = np.asarray(class_of, np.int64)
+    empty = [name for k, name in enumerate(class_names) if not np.any(labels[readable] == k)]
     if empty:
         raise ImageFileError(
             f"{what}: class folder(s) without readable images: {', '.join(empty)}; add images or remove the folder"
         )
-    return ImageSet(images, labels, len(class_names), False, class_names, what, {"paths": _paths(candidates, kept)})
+    paths = {"paths": _paths(candidates)}
+    return ImageSet(None, labels, len(class_names), False, class_names, what, paths, shape, warn)
 
 
 def _read_csv_rows(csv_path, what):
@@ -404,15 +401,16 @@ def load_image_csv(csv_path, image_size=None, channels=None, warn=print_warning)
         raise ImageFileError(
             f"{what}: none of the {len(rows)} files it lists exists (paths are relative to {base or '.'})"
         )
-    images, kept = _decode_all(candidates, what, image_size, channels, warn, skipped)
-    class_names = sorted({lab for i in kept for lab in labels_of[i]})
+    shape, _ = _table(candidates, what, image_size, channels, warn, skipped)
+    class_names = sorted({lab for labels in labels_of for lab in labels})
     if len(class_names) < 2:
         raise ImageFileError(f"{what}: only one distinct label ({class_names[0]}); hashing by class needs at least two")
     column = {name: k for k, name in enumerate(class_names)}
-    multi_hot = np.zeros((len(kept), len(class_names)), np.float32)
-    for row, i in enumerate(kept):
-        multi_hot[row, [column[lab] for lab in labels_of[i]]] = 1
-    return ImageSet(images, multi_hot, len(class_names), True, class_names, what, {"paths": _paths(candidates, kept)})
+    multi_hot = np.zeros((len(candidates), len(class_names)), np.float32)
+    for row, labels in enumerate(labels_of):
+        multi_hot[row, [column[lab] for lab in labels]] = 1
+    paths = {"paths": _paths(candidates)}
+    return ImageSet(None, multi_hot, len(class_names), True, class_names, what, paths, shape, warn)
 
 
 def load_image_files(root, image_size=None, channels=None, warn=print_warning):
@@ -428,9 +426,9 @@ def load_image_files(root, image_size=None, channels=None, warn=print_warning):
             skipped.append((rel, "not an image file"))
     if not candidates:
         raise ImageFileError(f"{what}: no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    images, kept = _decode_all(candidates, what, image_size, channels, warn, skipped)
-    labels = np.full(len(kept), UNLABELED, np.int64)
-    return ImageSet(images, labels, 0, False, [], what, {"paths": _paths(candidates, kept)})
+    shape, _ = _table(candidates, what, image_size, channels, warn, skipped)
+    labels = np.full(len(candidates), UNLABELED, np.int64)
+    return ImageSet(None, labels, 0, False, [], what, {"paths": _paths(candidates)}, shape, warn)
 
 
 def load_file_dataset(name, image_size=None, channels=None, warn=print_warning):

@@ -1,8 +1,21 @@
-"""The in-memory image set every loader returns (uint8 images [N, H, W, C] of raw pixels, labels as
-int64 class ids [N] or float32 multi-hot [N, C]) and its tf.data pipelines. A module of its own so
-that the loaders (loaders.py, files.py, mosaics.py) all import it and none imports another."""
+"""The image set every loader returns, and the one tf.data pipeline made from it.
+
+A data set is a table of rows with their labels (int64 class ids [N] or float32 multi-hot [N, C]).
+A row is either an in-memory uint8 image (`images` [N, H, W, C]: digits, Fashion-MNIST, npz, TFDS)
+or an image file (`extras["paths"]`, with `images` None: folder:, csv:, images:), decoded in the
+pipeline by data/files.py's `decode_image` at `shape` (H, W, C), batch by batch, so that only paths,
+labels and codes are ever held whole. `as_dataset` is the one pipeline for both kinds: training,
+evaluation, encoding and indexing all read a set through it.
+
+A file that cannot be decoded mid-stream is skipped, never fatal: it is named in one warning line
+(`StreamDecoder`), dropped from training batches, and reported as not `ok` to an encoding pass
+(`as_dataset(rows=True)`), which counts them at the end.
+
+A module of its own so that the loaders (loaders.py, files.py, mosaics.py) all import it and none
+imports another."""
 
 import dataclasses
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,35 +24,86 @@ import tensorflow as tf
 from coophash_keras.data.validation import validate_images, validate_labels
 
 
+def _warn(message):
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+class StreamDecoder:
+    """decode_image of one file row inside the pipeline: (pixels, True), or (zeros, False) for a
+    file that cannot be decoded, named in one warning line the first time. `bad` holds their paths."""
+
+    def __init__(self, name, shape, warn=_warn):
+        self.name, self.shape, self.warn = name, tuple(int(d) for d in shape), warn
+        self.bad = set()
+
+    def __call__(self, path):
+        from coophash_keras.data.files import BadImage, decode_image
+
+        path = path.decode("utf-8", "surrogateescape") if isinstance(path, bytes) else str(path)
+        try:
+            return decode_image(path, self.shape[:2], self.shape[2]), np.bool_(True)
+        except BadImage as exc:
+            if path not in self.bad:
+                self.bad.add(path)
+                self.warn(f"{self.name}: skipped {path} ({exc})")
+            return np.zeros(self.shape, np.uint8), np.bool_(False)
+
+
+def _is_ok(image, label, ok):
+    return ok
+
+
+def _drop_ok(image, label, ok):
+    return image, label
+
+
 @dataclasses.dataclass
 class ImageSet:
-    images: np.ndarray
+    images: np.ndarray | None  # uint8 [N, H, W, C], or None: the rows are the files extras["paths"]
     labels: np.ndarray
     num_classes: int
     multi_label: bool = False
     class_names: Sequence[str] | None = None
     name: str = "arrays"
-    # Extra per-example arrays (e.g. "source_split": 0 = train file, 1 = test file).
+    # Extra per-row arrays (e.g. "source_split": 0 = train file, 1 = test file; "paths": file rows).
     extras: dict = dataclasses.field(default_factory=dict)
+    shape: tuple | None = None  # (H, W, C) the file rows are decoded to; in-memory rows have theirs
+    warn: object = dataclasses.field(default=_warn, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.images is None and (self.shape is None or "paths" not in self.extras):
+            raise ValueError("an ImageSet without images needs extras['paths'] (its file rows) and a shape (H, W, C)")
 
     def __len__(self):
-        return len(self.images)
+        return len(self.labels)
+
+    @property
+    def streamed(self) -> bool:
+        """True when the rows are files, decoded in the pipeline."""
+        return self.images is None
 
     @property
     def image_shape(self):
-        return tuple(self.images.shape[1:])
+        return tuple(int(d) for d in self.shape) if self.streamed else tuple(self.images.shape[1:])
 
     def subset(self, indices):
-        indices = np.asarray(indices)
+        indices = np.asarray(indices, np.int64)
         return dataclasses.replace(
             self,
-            images=self.images[indices],
+            images=None if self.streamed else self.images[indices],
             labels=self.labels[indices],
             extras={k: v[indices] for k, v in self.extras.items()},
         )
 
-    def as_dataset(self, batch_size, shuffle=False, seed=0, drop_remainder=False, repeat=False):
-        """tf.data of (uint8 images, labels) batches. Use drop_remainder=True for training under a
+    def as_dataset(
+        self, batch_size, shuffle=False, seed=0, drop_remainder=False, repeat=False, rows=False, shuffle_buffer=None
+    ):
+        """The pipeline: tf.data of (uint8 images, labels) batches, rows decoded on the fly when they
+        are files (parallel map, in order, prefetched). Undecodable files are dropped (named once).
+        rows=True (one pass in order, for encoding): batches of (images, labels, row indices, ok)
+        with every row kept in place, a bad file as zeros with ok False, so that batch b is always
+        rows [b * batch_size, (b + 1) * batch_size) and a pass can be cut and resumed at a batch.
+        shuffle_buffer: default the whole set. Use drop_remainder=True for training under a
         distribution strategy (an empty replica batch would make the metrics NaN)."""
         if len(self) == 0:
             raise ValueError(f"{self.name}: cannot make a dataset from 0 images")
@@ -48,12 +112,47 @@ class ImageSet:
                 f"{self.name}: {len(self)} images are fewer than one batch of {batch_size} "
                 "with drop_remainder=True; lower the batch size"
             )
-        ds = tf.data.Dataset.from_tensor_slices((self.images, self.labels))
-        if shuffle:
-            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
+        source = np.asarray(self.extras["paths"], dtype=str) if self.streamed else self.images
+        columns = (source, self.labels, np.arange(len(self), dtype=np.int64)) if rows else (source, self.labels)
+        ds = tf.data.Dataset.from_tensor_slices(columns)
+        if shuffle:  # file rows: a buffer of the whole set costs a few bytes per file name
+            ds = ds.shuffle(shuffle_buffer or len(self), seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
-        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+        if self.streamed:
+            ds = self._decoded(ds, rows)
+        elif rows:
+            ds = ds.map(lambda image, label, row: (image, label, row, tf.constant(True)))
+        prefetch = 2 if self.streamed else tf.data.AUTOTUNE
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(prefetch)
+
+    def _decoded(self, ds, rows):
+        shape = self.image_shape
+        self.decoder = StreamDecoder(self.name, shape, self.warn)  # the last pipeline's bad files
+
+        def decode(path, *rest):
+            image, ok = tf.numpy_function(self.decoder, [path], (tf.uint8, tf.bool), stateful=False)
+            return (tf.ensure_shape(image, shape), *rest, tf.ensure_shape(ok, []))
+
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if rows:
+            return ds
+        return ds.filter(_is_ok).map(_drop_ok)
+
+    def image_batches(self, batch_size, **kwargs):
+        """as_dataset's images only (no labels)."""
+        return self.as_dataset(batch_size, **kwargs).map(lambda images, labels: images)
+
+    def pixels(self, indices=None, batch_size=256):
+        """uint8 [n, H, W, C] of rows `indices` (default all), decoded through the pipeline; a file
+        that cannot be decoded gives zeros. For a few rows (a contact sheet, a diagnostic's sample):
+        it holds them all in memory."""
+        part = self if indices is None else self.subset(indices)
+        if not part.streamed:
+            return part.images
+        if len(part) == 0:
+            return np.zeros((0, *self.image_shape), np.uint8)
+        return np.concatenate([b[0].numpy() for b in part.as_dataset(batch_size, rows=True)])
 
 
 def with_unlabeled(labeled_dataset, unlabeled_images, batch_size, seed=0):

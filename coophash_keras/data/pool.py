@@ -36,7 +36,6 @@ from coophash_keras.data.files import (
     _read_csv_rows,
     _require_dir,
     _walk,
-    decode_image,
     is_file_dataset,
     print_warning,
     probe_image,
@@ -84,53 +83,23 @@ class UnlabeledPool:
             "streamed": self.streamed,
         }
 
+    def rows(self):
+        """The pool as an ImageSet (unlabelled rows), so that it streams through the one pipeline."""
+        from coophash_keras.data.files import UNLABELED
+        from coophash_keras.data.image_set import ImageSet
+
+        extras = {"paths": self.paths} if self.streamed else {}
+        labels = np.full(len(self), UNLABELED, np.int64)
+        return ImageSet(self.images, labels, 0, False, [], self.name, extras, self.image_shape, self.warn)
+
     def dataset(self, batch_size, seed=0, shuffle=True, repeat=True, drop_remainder=True):
         """tf.data of uint8 [batch_size, H, W, C] pool batches: shuffled (each pass anew) and
-        repeated for training; `shuffle=False, repeat=False` for one pass in order (fitting)."""
-        import tensorflow as tf
-
-        if not self.streamed:
-            ds = tf.data.Dataset.from_tensor_slices(self.images)
-            if shuffle:
-                ds = ds.shuffle(min(len(self), SHUFFLE_BUFFER_IMAGES), seed=seed, reshuffle_each_iteration=True)
-            if repeat:
-                ds = ds.repeat()
-            return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-        shape = tuple(int(d) for d in self.image_shape)
-        decode = _StreamDecoder(self.name, len(self), shape, self.warn)
-        ds = tf.data.Dataset.from_tensor_slices(self.paths)
-        if shuffle:  # file names only: a buffer of the whole pool costs a few bytes per file
-            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.map(
-            lambda p: tf.numpy_function(decode, [p], (tf.uint8, tf.bool)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
+        repeated for training; `shuffle=False, repeat=False` for one pass in order (fitting). A file
+        pool shuffles all its file names; an array pool uses a buffer of SHUFFLE_BUFFER_IMAGES."""
+        buffer = len(self) if self.streamed else min(len(self), SHUFFLE_BUFFER_IMAGES)
+        return self.rows().image_batches(
+            batch_size, shuffle=shuffle, seed=seed, repeat=repeat, drop_remainder=drop_remainder, shuffle_buffer=buffer
         )
-        ds = ds.filter(lambda image, ok: ok).map(lambda image, ok: tf.ensure_shape(image, shape))
-        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
-
-
-class _StreamDecoder:
-    """decode_image for one file path in the pipeline: (pixels, True), or (zeros, False) for a file
-    that cannot be decoded, named in one warning line the first time."""
-
-    def __init__(self, name, count, shape, warn):
-        self.name, self.count, self.shape, self.warn = name, count, shape, warn
-        self.bad = set()
-
-    def __call__(self, path):
-        path = path.decode("utf-8") if isinstance(path, bytes) else str(path)
-        try:
-            return decode_image(path, self.shape[:2], self.shape[2]), np.bool_(True)
-        except BadImage as exc:
-            if path not in self.bad:
-                self.bad.add(path)
-                self.warn(f"{self.name}: skipped {path} ({exc}) while decoding the pool")
-                if len(self.bad) >= self.count:
-                    raise ImageFileError(f"{self.name}: no readable images (every file failed to decode)") from None
-            return np.zeros(self.shape, np.uint8), np.bool_(False)
 
 
 def _pool_files(name):
@@ -211,7 +180,7 @@ def pool_overlap(pool, data, indices) -> int:
             return 0
         mine = {os.path.realpath(p) for p in pool.paths}
         return sum(os.path.realpath(str(p)) in mine for p in np.asarray(paths)[indices])
-    if tuple(data.image_shape) != tuple(pool.image_shape):
-        return 0
+    if tuple(data.image_shape) != tuple(pool.image_shape) or getattr(data, "streamed", False):
+        return 0  # (an array pool against file rows is not compared: that would decode them all)
     seen = {hashlib.sha1(img.tobytes()).digest() for img in data.images[indices]}
     return sum(hashlib.sha1(img.tobytes()).digest() in seen for img in pool.images)

@@ -164,7 +164,7 @@ def generator_diagnostics(model, data, reference: ReferenceClassifier | None = N
         raise ValueError(f"{type(model).__name__} has no generator to diagnose (CoopHash and DSH-GAN have one)")
     split = reference_split(data)
     reference = reference or ReferenceClassifier.for_data(data, split, verbose=verbose)
-    held_images, held_labels = data.images[split.held_out], data.labels[split.held_out]
+    held_images, held_labels = data.pixels(split.held_out), data.labels[split.held_out]
     C = data.num_classes
     n = frechet_samples_per_class(held_labels, C)
     generated, revised, classes = class_samples(model, C, n, seed)

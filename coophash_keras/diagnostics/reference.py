@@ -131,8 +131,8 @@ class ReferenceClassifier:
         import keras
 
         split = split or reference_split(data)
-        images, labels = data.images[split.train], data.labels[split.train]
-        held_images, held_labels = data.images[split.held_out], data.labels[split.held_out]
+        images, labels = data.pixels(split.train), data.labels[split.train]
+        held_images, held_labels = data.pixels(split.held_out), data.labels[split.held_out]
         key = f"reference-{data.name.replace(':', '_').replace('/', '_')[-40:]}-{_fingerprint(images, labels)}"
         path = os.path.join(cache_dir(), key + ".keras")
         if cache and os.path.exists(path) and os.path.exists(path + ".json"):
