@@ -189,7 +189,8 @@ class _ReadBytes(beam.DoFn):
     def process(self, readable):
         path = readable.metadata.path
         try:
-            data = readable.open(compression_type=CompressionTypes.UNCOMPRESSED).read()
+            with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+                data = fh.read()
         except Exception as exc:  # a vanished file, no permission, a network error: one file's problem
             data, reason = None, f"unreadable: {_reason(exc)}"
         else:
