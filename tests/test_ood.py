@@ -146,3 +146,48 @@ def test_server_flags_ood_queries_and_shows_the_threshold(calibrated, trained_ti
         assert status == 200, body
         assert [r["ood"] for r in body["results"]] == [not i for i in inside]
         assert all(len(r["ids"]) == 3 for r in body["results"])  # flagged, not dropped
+
+
+# -------------------------------------------------------------------- the benchmark's tables
+def fake_record(model, seed, served, file):
+    """A bench_ood.py record with one OOD set whose served AUROC is `served`."""
+    q = list(np.linspace(0, 1, 101))
+    score = {"auroc": served, "fpr@95tpr": 1 - served, "flagged": served, "percentiles": q}
+    return {
+        "file": file,
+        "run_dir": f"runs/{file}",
+        "dataset": "digits",
+        "model": model,
+        "method": model,
+        "seed": seed,
+        "scores": ["energy"],
+        "in_distribution": {"energy": q},
+        "decision": {"energy": {"tpr_held_out": 0.95, "test_images": 100}},
+        "sets": {
+            "uniform_noise": {"group": "far", "energy": score},
+            "gaussian_noise": {"group": "far", "energy": score},
+        },
+        "machine": {"cpu": "cpu"},
+        "alone": {"alone": True},
+        "command": "bench_ood.py",
+    }
+
+
+def test_ood_tables_aggregate_seeds_and_compare_coophash_with_the_best_other_model():
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import ood_tables
+
+    runs = [
+        fake_record("coophash", 0, 0.6, "a"),
+        fake_record("coophash", 1, 0.8, "b"),
+        fake_record("orthohash", 0, 0.9, "c"),
+        fake_record("csq", 0, 0.7, "d"),
+    ]
+    text = ood_tables.document(runs)
+    assert "| `coophash` | served `energy` | 0,1 | 0.700 ± 0.141 | 0.700 ± 0.141 |" in text
+    # seed 0: CoopHash 0.6 against the best other, orthohash's 0.9; seed 1 has no other model
+    assert "| digits | 0 | uniform_noise | 0.600 | 0.900 (`orthohash`) | -0.300 |" in text
+    assert "| digits | 1 |" not in text
+    assert ood_tables.document(runs) == text  # no time stamps, no order dependence
