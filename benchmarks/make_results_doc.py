@@ -17,6 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import ood_tables
 import results_tables as T
 from results_plots import plot_specs, render
 
@@ -200,6 +201,11 @@ def main(argv=None):
         readme = a.readme or (os.path.join(REPO, "README.md") if a.doc == DEFAULT_DOC else None)
         if readme and os.path.exists(readme) and insert(readme, summary, SUMMARY_BEGIN, SUMMARY_END):
             print(f"updated the short table in {display(readme)}", file=sys.stderr)
+        ood_runs = [] if a.only else ood_tables.load()
+        if ood_runs and ood_tables.insert(a.doc, ood_tables.document(ood_runs)):  # benchmarks/bench_ood.py's
+            if not a.no_plots:
+                ood_tables.render(ood_runs, a.out)
+            print(f"updated the OOD detection tables ({len(ood_runs)} runs)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,18 @@ tf.function per serving signature. It imports no training code.
 
 Signatures (inputs -> outputs), the same for every registered model:
   serving_default       images uint8 [N, H, W, C]       -> codes int8 +-1 [N, K], packed uint8 [N, K/8],
-                                                           energy float [N], class_probs float [N, C]
+                                                           energy float [N], class_probs float [N, C],
+                                                           in_distribution bool [N] (when calibrated)
   hash_image_bytes      image_bytes string [N] (PNG/JPEG/GIF/BMP, decoded and resized in the graph)
                                                         -> the same
   search                images (with a database)        -> ids int64 [N, k], distances int32 [N, k],
-                                                           codes, packed
+                                                           codes, packed (+ energy, in_distribution when
+                                                           calibrated)
   search_image_bytes    image_bytes (with a database)   -> the same as search
+
+`in_distribution` is energy >= a threshold chosen at export (export/saved_model.py: the energy that
+a stated share of held-out in-distribution images reach); exports without calibration images keep
+the four outputs above and no more.
 """
 
 import numpy as np
@@ -33,10 +39,19 @@ def hamming_topk(query_packed, database_packed, k):
 
 class HashingExportModule(tf.Module):
     """Serving functions over `network` for images of `image_shape`. With `database_packed`
-    (uint8 [M, K/8]) and `database_ids` (int64 [M]) it also answers top-`search_k` retrieval."""
+    (uint8 [M, K/8]) and `database_ids` (int64 [M]) it also answers top-`search_k` retrieval. With
+    `ood_threshold` (float) every signature also answers `in_distribution` = energy >= it."""
 
     def __init__(
-        self, network, image_shape, num_bits, multi_label=False, database_packed=None, database_ids=None, search_k=10
+        self,
+        network,
+        image_shape,
+        num_bits,
+        multi_label=False,
+        database_packed=None,
+        database_ids=None,
+        search_k=10,
+        ood_threshold=None,
     ):
         super().__init__(name="hashing_export")
         self.hash_network = network
@@ -59,6 +74,12 @@ class HashingExportModule(tf.Module):
                 tf.Variable(packed, trainable=False, name="database_packed_codes"),
                 tf.Variable(ids.astype(np.int64), trainable=False, name="database_ids"),
             )
+        self.ood_threshold = None
+        if ood_threshold is not None:
+            if not np.isfinite(ood_threshold):
+                raise ValueError(f"the OOD threshold must be finite, got {ood_threshold}")
+            # A variable, so the SavedModel itself carries it (loaded.ood_threshold[0]).
+            self.ood_threshold = tf.Variable(float(ood_threshold), trainable=False, name="ood_threshold")
 
     # ------------------------------------------------------------------ the computations
     def serve(self, images):
@@ -66,12 +87,15 @@ class HashingExportModule(tf.Module):
         out = self.hash_network.serving_outputs(normalize_images(images))
         codes = tf.where(out["relaxed_codes"] >= 0, tf.constant(1, tf.int8), tf.constant(-1, tf.int8))
         logits = out["class_logits"]
-        return {
+        outputs = {
             "codes": codes,
             "packed": pack_codes_tf(codes),
             "energy": out["energy"],
             "class_probs": tf.sigmoid(logits) if self.multi_label else tf.nn.softmax(logits),
         }
+        if self.ood_threshold is not None:
+            outputs["in_distribution"] = out["energy"] >= self.ood_threshold
+        return outputs
 
     def decode(self, image_bytes):
         """Encoded images (any format tf.io.decode_image reads) -> uint8 [N, H, W, C] at the model's size."""
@@ -88,7 +112,15 @@ class HashingExportModule(tf.Module):
         out = self.serve(images)
         codes_var, ids_var = self.database
         distances, rows = hamming_topk(out["packed"], codes_var, self.search_k)
-        return {"ids": tf.gather(ids_var, rows), "distances": distances, "codes": out["codes"], "packed": out["packed"]}
+        result = {
+            "ids": tf.gather(ids_var, rows),
+            "distances": distances,
+            "codes": out["codes"],
+            "packed": out["packed"],
+        }
+        if self.ood_threshold is not None:  # flags the queries unlike the training images
+            result.update(energy=out["energy"], in_distribution=out["in_distribution"])
+        return result
 
     # ------------------------------------------------------------------ the signatures
     def signatures(self):
@@ -117,6 +149,8 @@ class HashingExportModule(tf.Module):
         archive.track(self.hash_network)
         if self.database is not None:
             archive.add_variable_collection("database", list(self.database))
+        if self.ood_threshold is not None:
+            archive.add_variable_collection("ood_threshold", [self.ood_threshold])
         for name, fn in self.signatures().items():
             archive.add_endpoint(name, fn)
         return archive

@@ -60,23 +60,55 @@ def write_models_config(base):
     return path
 
 
-def _encode_database(module, images, batch=1024):
+def _serve_batched(module, images, output, what, batch=1024):
+    """One serving output of `images` (uint8, validated against the model's shape), in batches."""
     from coophash_keras.data.validation import validate_images
 
-    images = validate_images(images, module.image_shape, "database images")
+    images = validate_images(images, module.image_shape, what)
     return np.concatenate(
         [
-            module.serve(tf.constant(images[i : i + batch], tf.uint8))["packed"].numpy()
+            module.serve(tf.constant(images[i : i + batch], tf.uint8))[output].numpy()
             for i in range(0, len(images), batch)
         ]
     )
 
 
+def min_calibration_images(tpr):
+    """The fewest held-out images that can tell a threshold at `tpr` (one may fall below it)."""
+    if not 0.0 < tpr < 1.0:
+        raise ValueError(f"--ood-tpr must be strictly between 0 and 1, got {tpr}")
+    return int(np.ceil(1.0 / (1.0 - tpr) - 1e-9))
+
+
+def calibrate_ood_threshold(module, images, tpr):
+    """The energy threshold that keeps `tpr` of `images` (held-out in-distribution images, never
+    trained on) as in distribution, and the share of them it keeps (>= tpr; more with ties)."""
+    from coophash_keras.metrics.ood import threshold_at_tpr
+
+    needed = min_calibration_images(tpr)
+    if len(images) < needed:
+        raise ValueError(f"a threshold at TPR {tpr} needs at least {needed} held-out images, got {len(images)}")
+    energies = _serve_batched(module, images, "energy", "OOD calibration images")
+    threshold = threshold_at_tpr(energies, tpr)
+    return threshold, float(np.mean(energies >= threshold))
+
+
 def export_saved_model(
-    model_path, base, name="coophash", version=None, database_images=None, database_ids=None, search_k=10, warmup=True
+    model_path,
+    base,
+    name="coophash",
+    version=None,
+    database_images=None,
+    database_ids=None,
+    search_k=10,
+    warmup=True,
+    ood_images=None,
+    ood_tpr=0.95,
 ):
     """Write <base>/<name>/<version>/ and return its path. With `database_images` (uint8), their
-    packed codes and ids are embedded and the `search` signatures answer top-k retrieval."""
+    packed codes and ids are embedded and the `search` signatures answer top-k retrieval. With
+    `ood_images` (uint8 held-out in-distribution images), every signature also answers
+    `in_distribution` = energy >= the threshold that keeps `ood_tpr` of them."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"model name must be letters, digits, '_', '.' or '-', got {name!r}")
     network, cfg = load_hashing_network(model_path)
@@ -86,17 +118,26 @@ def export_saved_model(
     export_dir = os.path.join(base, name, str(version))
     if os.path.exists(export_dir):
         raise ValueError(f"{export_dir} already exists; pick another --version (next free: {next_version(base, name)})")
-    module = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"], cfg.get("multi_label", False))
+    multi_label = cfg.get("multi_label", False)
+    plain = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"], multi_label)
+    ood = None
+    if ood_images is not None:
+        threshold, kept = calibrate_ood_threshold(plain, ood_images, ood_tpr)
+        ood = {"score": "energy", "threshold": threshold, "tpr": float(ood_tpr)}
+        ood.update(calibration_images=len(ood_images), calibration_tpr=kept)
+    database_packed = None
     if database_images is not None:
-        module = HashingExportModule(
-            network,
-            cfg["image_shape"],
-            cfg["num_bits"],
-            cfg.get("multi_label", False),
-            _encode_database(module, database_images),
-            database_ids,
-            search_k,
-        )
+        database_packed = _serve_batched(plain, database_images, "packed", "database images")
+    module = HashingExportModule(
+        network,
+        cfg["image_shape"],
+        cfg["num_bits"],
+        multi_label,
+        database_packed,
+        database_ids,
+        search_k,
+        ood_threshold=None if ood is None else ood["threshold"],
+    )
     signatures = list(module.signatures())
     # Write next to the final directory, then rename: TF-Serving polls <base>/<name> and must never
     # see a half-written version.
@@ -117,6 +158,7 @@ def export_saved_model(
             "model_fingerprint": model_fingerprint(model_path),
             "search_k": module.search_k if module.database is not None else None,
             "database_size": None if module.database is None else int(module.database[0].shape[0]),
+            "ood": ood,  # None: exported without held-out images, so no in_distribution output
         }
         with open(os.path.join(tmp_dir, "assets.extra", "coophash.json"), "w") as fh:
             json.dump(info, fh, indent=2)

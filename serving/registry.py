@@ -13,6 +13,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from coophash_keras.serving.errors import ServingError, invalid, not_found
+from coophash_keras.serving.status import load_error_code
 
 log = logging.getLogger("coophash.serving")
 
@@ -198,6 +199,7 @@ class _FailedLoad:
     attempts: int  # failed loads so far (the first try included)
     next_try: float  # time.monotonic() of the next retry
     signature: tuple  # _files_signature when it last failed
+    error: tuple = ("UNKNOWN", "")  # (tensorflow.error.Code name, message) of the last failure
 
 
 class ModelRegistry:
@@ -262,8 +264,9 @@ class ModelRegistry:
             return
 
     def _record_failure(self, key, path, attempts, signature, exc):
+        error = (load_error_code(exc), _first_line(exc))
         with self._lock:
-            self._failed[key] = _FailedLoad(attempts, time.monotonic() + self.load_retry_interval, signature)
+            self._failed[key] = _FailedLoad(attempts, time.monotonic() + self.load_retry_interval, signature, error)
         name, version = key
         if attempts <= self.max_num_load_retries:
             log.warning(
@@ -319,13 +322,21 @@ class ModelRegistry:
         return servable
 
     def status(self, name, version=None):
+        """[(version, state, error code, error message)], newest first as TF-Serving lists them:
+        the served version AVAILABLE; a version that failed to load LOADING while it has retries
+        left, then END with the error of its last attempt (TF-Serving's ServableState health)."""
         with self._lock:
             servable = self._models.get(name)
-        if servable is None:
+            failed = {v: f for (n, v), f in self._failed.items() if n == name}
+        states = {} if servable is None else {servable.version: ("AVAILABLE", "OK", "")}
+        for v, f in failed.items():
+            if v not in states:
+                states[v] = ("END", *f.error) if f.attempts > self.max_num_load_retries else ("LOADING", "OK", "")
+        if not states:
             raise not_found(f"Could not find any versions of model {name}")
-        if version is not None and version != servable.version:
+        if version is not None and version not in states:
             raise not_found(f"Could not find version {version} of model {name}")
-        return [(servable.version, "AVAILABLE")]
+        return [(v, *states[v]) for v in sorted(states, reverse=True) if version is None or v == version]
 
     def names(self):
         with self._lock:

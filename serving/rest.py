@@ -28,15 +28,18 @@ _GET = re.compile(r"(?i)^/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([
 
 
 def metadata_json(servable):
+    metadata = {
+        "signature_def": json_format.MessageToDict(
+            servable.signature_def_map(),
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        )
+    }
+    if servable.info.get("ood"):  # ours, beside TF-Serving's field: how in_distribution was calibrated
+        metadata["ood"] = servable.info["ood"]
     return {
         "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
-        "metadata": {
-            "signature_def": json_format.MessageToDict(
-                servable.signature_def_map(),
-                preserving_proto_field_name=True,
-                always_print_fields_with_no_presence=True,
-            )
-        },
+        "metadata": metadata,
     }
 
 
@@ -127,9 +130,10 @@ class RestApi:
 
     def _search(self, name, version, body):
         """POST /v1/models/{name}:search {"instances": images or b64 objects, "k": 10} ->
-        {"results": [{"ids", "distances", "codes"[, "paths"]}]}: codes from the served model,
+        {"results": [{"ids", "distances", "codes"[, "paths"][, "ood"]}]}: codes from the served model,
         neighbours from the index configured for it (a HammingIndex file or a Milvus collection, for
-        databases too large to embed in the graph); "paths" when the index stores them."""
+        databases too large to embed in the graph); "paths" when the index stores them; "ood" (true
+        for a query unlike the training images) when the export has an `in_distribution` output."""
         servable = self.registry.get(name, version)
         index = self.indexes.get(name)
         if index is None:
@@ -151,7 +155,8 @@ class RestApi:
         sig_name, inputs, _ = parse_predict_object(
             {"signature_name": signature, "instances": instances}, servable.signature
         )
-        packed = self.run(servable.signature(sig_name), inputs, ["packed", "codes"])
+        flags = [o for o in ("in_distribution",) if o in servable.signature(sig_name).outputs]  # a calibrated export
+        packed = self.run(servable.signature(sig_name), inputs, ["packed", "codes", *flags])
         try:
             ids, distances = index.search(packed["packed"], k)
             paths = index.paths_for(ids).tolist() if index.has_paths else None
@@ -163,4 +168,7 @@ class RestApi:
         ]
         for result, p in zip(results, paths or []):
             result["paths"] = p
+        if flags:
+            for result, inside in zip(results, packed["in_distribution"]):
+                result["ood"] = not bool(inside)
         return {"results": results}

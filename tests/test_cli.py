@@ -322,6 +322,15 @@ def test_a_fresh_process_loads_any_saved_model_after_importing_the_package(run_d
 def test_export_takes_a_run_directory(run_dir, tmp_path):
     out = coophash("export", "--model", str(run_dir), "--base", str(tmp_path / "models"))
     assert (tmp_path / "models" / "coophash" / "1" / "saved_model.pb").exists() and "exported" in out.stdout
+    # the run's 50 held-out queries set in_distribution's threshold, at the default TPR
+    info = json.load(open(tmp_path / "models" / "coophash" / "1" / "assets.extra" / "coophash.json"))["ood"]
+    assert info["tpr"] == 0.95 and info["calibration_images"] == 50 and info["calibration_tpr"] >= 0.95
+    assert "in_distribution = energy >=" in out.stdout
+    out = coophash("export", "--model", str(run_dir), "--base", str(tmp_path / "models"), "--ood-tpr", "0.8")
+    info = json.load(open(tmp_path / "models" / "coophash" / "2" / "assets.extra" / "coophash.json"))["ood"]
+    assert info["tpr"] == 0.8 and info["calibration_tpr"] >= 0.8
+    out = coophash("export", "--model", str(run_dir), "--base", str(tmp_path / "m"), "--ood-tpr", "1.5", check=False)
+    assert out.returncode == 2 and "--ood-tpr" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.slow

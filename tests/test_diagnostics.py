@@ -200,3 +200,28 @@ def test_the_default_generator_varies_with_z_and_the_check_catches_the_old_colla
         assert ratios.mean() >= 0.6 and ratios.min() >= 0.4, ratios
     else:
         assert ratios.mean() < 0.4, ratios
+
+
+def test_sample_grid_draws_square_pixels_for_non_square_images():
+    """Every image pixel is an f x f block of the grid, whatever the image's aspect ratio: an
+    8 x 12 image is drawn 48 x 72, not stretched to a square tile (issue #39)."""
+    from coophash_keras import CoopHash, CoopHashConfig
+    from coophash_keras.diagnostics.grid import sample_grid
+
+    cfg = CoopHashConfig(
+        image_shape=(8, 12, 1),
+        num_classes=3,
+        num_bits=16,
+        base_filters=8,
+        feature_dim=32,
+        latent_dim=8,
+        generator_filters=16,
+        langevin_steps=1,
+    )
+    grid = sample_grid(CoopHash(cfg), 3, columns=2)
+    header, label_w, f = 22, 90, 6  # sample_grid's layout: 48-pixel minimum tile -> factor 6
+    tile = grid[header : header + 8 * f, label_w : label_w + 12 * f, 0].astype(int)
+    assert tile.max() > tile.min(), "a constant tile would pass the block check whatever its shape"
+    blocks = tile.reshape(8, f, 12, f)
+    assert (blocks == blocks[:, :1, :, :1]).all(), "a pixel of the image is not one square f x f block"
+    assert grid[header + 8 * f, label_w, 0] == 255  # the tile ends after 8 f rows: white separator

@@ -361,7 +361,9 @@ def wait_for(condition, what, timeout=120):
 
 
 def served_version(srv):
-    return http(srv, "GET", "/v1/models/coophash")[1]["model_version_status"][0]["version"]
+    """The AVAILABLE version (the status lists failed and loading versions too, newest first)."""
+    states = http(srv, "GET", "/v1/models/coophash")[1]["model_version_status"]
+    return next(s["version"] for s in states if s["state"] == "AVAILABLE")
 
 
 def copy_version(src, dst, names):
@@ -385,7 +387,10 @@ def test_version_copied_in_two_steps_is_served_once_complete(model_file, tmp_pat
         copy_version(complete, dst, ["saved_model.pb"])  # step 1: the graph, no variables yet
         wait_for(lambda: srv.registry.failed_loads().get(("coophash", 2), 0) >= 2, "two failed loads of version 2")
         assert served_version(srv) == "1"
-        assert http(srv, "GET", "/v1/models/coophash/versions/2")[0] == 404
+        # retries left: LOADING, as TF-Serving reports a version its loader harness is retrying
+        status, body = http(srv, "GET", "/v1/models/coophash/versions/2")
+        assert status == 200 and body["model_version_status"][0]["state"] == "LOADING"
+        assert http(srv, "POST", "/v1/models/coophash/versions/2:predict", {"instances": [[[[0]] * 8] * 8]})[0] == 404
         copy_version(complete, dst, [n for n in os.listdir(complete) if n != "saved_model.pb"])  # step 2
         wait_for(lambda: served_version(srv) == "2", "version 2 to be served")
         status, body = http(
@@ -419,6 +424,54 @@ def test_broken_version_is_skipped_until_its_files_change(model_file, tmp_path, 
         copy_version(good, broken, os.listdir(good))
         wait_for(lambda: served_version(srv) == "2", "version 2 to be served after its files changed")
         assert_still_serving(srv, digits)
+
+
+def test_broken_versions_are_reported_in_status_and_the_old_one_keeps_answering(model_file, tmp_path, digits):
+    """A garbage saved_model.pb (version 2), then a truncated variables file (version 3): each is
+    END with its error in the status API, REST and gRPC, as TF-Serving reports a failed load,
+    while version 1 keeps answering."""
+    from coophash_keras.export import export_saved_model
+
+    base, staging = str(tmp_path / "models"), str(tmp_path / "staging")
+    export_saved_model(model_file[1], base, "coophash", warmup=False)
+    good = export_saved_model(model_file[1], staging, "coophash", version=3, warmup=False)
+    ok = {"error_code": "OK", "error_message": ""}
+    with ModelServer(
+        base, port=0, grpc_port=0, poll_interval=0.05, max_num_load_retries=1, load_retry_interval=0.05
+    ) as srv:
+        os.makedirs(os.path.join(base, "coophash", "2"))
+        with open(os.path.join(base, "coophash", "2", "saved_model.pb"), "wb") as fh:
+            fh.write(b"garbage")
+        wait_for(lambda: srv.registry.gave_up("coophash", 2), "the registry to give up on version 2")
+        status, body = http(srv, "GET", "/v1/models/coophash")
+        assert status == 200
+        v2, v1 = body["model_version_status"]
+        assert v1 == {"version": "1", "state": "AVAILABLE", "status": ok}
+        assert v2["version"] == "2" and v2["state"] == "END" and v2["status"]["error_code"] == "DATA_LOSS"
+        assert "saved_model.pb" in v2["status"]["error_message"]
+        assert http(srv, "GET", "/v1/models/coophash/versions/2")[1] == {"model_version_status": [v2]}
+        assert_still_serving(srv, digits)
+
+        truncated = os.path.join(staging, "coophash", "3", "variables", "variables.data-00000-of-00001")
+        os.truncate(truncated, os.path.getsize(truncated) // 2)
+        shutil.copytree(good, os.path.join(base, "coophash", "3"))
+        wait_for(lambda: srv.registry.gave_up("coophash", 3), "the registry to give up on version 3")
+        states = http(srv, "GET", "/v1/models/coophash")[1]["model_version_status"]
+        assert [(s["version"], s["state"]) for s in states] == [("3", "END"), ("2", "END"), ("1", "AVAILABLE")]
+        assert states[0]["status"]["error_code"] != "OK" and states[0]["status"]["error_message"]
+        assert_still_serving(srv, digits)
+
+        channel = grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}")
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "coophash"
+        reply = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=30)
+        channel.close()
+        assert [(s.version, s.state) for s in reply.model_version_status] == [
+            (3, get_model_status_pb2.ModelVersionStatus.END),
+            (2, get_model_status_pb2.ModelVersionStatus.END),
+            (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE),
+        ]
+        assert reply.model_version_status[1].status.error_message == v2["status"]["error_message"]
 
 
 def test_coophash_query_cli(server, tmp_path, digits):

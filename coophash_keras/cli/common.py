@@ -26,6 +26,7 @@ def _typed(cast, check, what):
 positive_int = _typed(int, lambda v: v > 0, "an integer > 0")
 nonnegative_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _typed(float, lambda v: v > 0, "a number > 0")
+open_rate = _typed(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
 port_number = _typed(int, lambda v: 0 <= v <= 65535, "a port in [0, 65535]")
 
 

@@ -62,6 +62,7 @@ def export_serve_and_query(run_dir):
         database_images=data.images[split.database],
         database_ids=split.database,
         search_k=5,
+        ood_images=data.images[split.query],  # held out of training: they set in_distribution's threshold
     )
     tmp = tempfile.mkdtemp()
     paths = []

@@ -1,6 +1,9 @@
 """`coophash export`: a TF-Serving SavedModel <base>/<name>/<version>/ (export/ holds the contract)."""
 
-from coophash_keras.cli.common import positive_int
+import json
+import os
+
+from coophash_keras.cli.common import open_rate, positive_int
 
 
 def add_parser(sub):
@@ -16,7 +19,30 @@ def add_parser(sub):
         help="embed the packed codes of this run's database split and add the `search` signature",
     )
     x.add_argument("--search-k", type=positive_int, default=10, help="results per query of the search signature")
+    x.add_argument(
+        "--ood-tpr",
+        type=open_rate,
+        default=0.95,
+        help="share of held-out in-distribution images the `in_distribution` output keeps (default 0.95)",
+    )
+    x.add_argument(
+        "--ood-calibration",
+        default=None,
+        metavar="RUN",
+        help="run whose held-out query images set the `in_distribution` threshold "
+        "(default: --model when it is a run directory, else --database)",
+    )
     x.set_defaults(func=run)
+
+
+def _run_images(run_dir, part):
+    """(images, indices) of one split part ('database', 'query') of a run, decoded as trained."""
+    from coophash_keras.data import RetrievalSplit
+    from coophash_keras.evaluation import load_run, load_run_data
+
+    data = load_run_data(load_run(run_dir))
+    indices = getattr(RetrievalSplit.load(os.path.join(run_dir, "split.npz")), part)
+    return data.pixels(indices), indices
 
 
 def run(args):
@@ -24,18 +50,40 @@ def run(args):
 
     from coophash_keras.evaluation import model_path
     from coophash_keras.export import export_saved_model
+    from coophash_keras.export.saved_model import min_calibration_images
 
     database_images = database_ids = None
     if args.database:
-        from coophash_keras.data import RetrievalSplit
-        from coophash_keras.evaluation import load_run, load_run_data
-
-        data = load_run_data(load_run(args.database))
-        split = RetrievalSplit.load(f"{args.database}/split.npz")
-        database_images, database_ids = data.pixels(split.database), split.database.astype(np.int64)
+        database_images, database_ids = _run_images(args.database, "database")
+        database_ids = database_ids.astype(np.int64)
+    # The queries of a run were never trained on: held-out in-distribution images.
+    calibration = args.ood_calibration or next(
+        (r for r in (args.model, args.database) if r and os.path.exists(os.path.join(r, "split.npz"))), None
+    )
+    ood_images = _run_images(calibration, "query")[0] if calibration else None
+    if ood_images is not None and not args.ood_calibration and len(ood_images) < min_calibration_images(args.ood_tpr):
+        print(f"{calibration} holds only {len(ood_images)} held-out images: too few to set in_distribution's threshold")
+        ood_images = None
     path = export_saved_model(
-        model_path(args.model), args.base, args.name, args.version, database_images, database_ids, args.search_k
+        model_path(args.model),
+        args.base,
+        args.name,
+        args.version,
+        database_images,
+        database_ids,
+        args.search_k,
+        ood_images=ood_images,
+        ood_tpr=args.ood_tpr,
     )
     sigs = "serving_default, hash_image_bytes" + (", search" if args.database else "")
     print(f"exported {args.model} -> {path} (signatures: {sigs})")
+    with open(os.path.join(path, "assets.extra", "coophash.json")) as fh:
+        ood = json.load(fh)["ood"]
+    if ood:
+        print(
+            f"in_distribution = energy >= {ood['threshold']:.4g}: keeps {100 * ood['calibration_tpr']:.1f}% of "
+            f"{ood['calibration_images']} held-out images of {calibration} (asked {100 * ood['tpr']:.1f}%)"
+        )
+    else:
+        print("no in_distribution output: no held-out images to set its threshold (--ood-calibration RUN)")
     return path
