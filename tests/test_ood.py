@@ -76,6 +76,14 @@ def calibrated(trained_tiny, digits, tmp_path_factory):
     return base, path, calibration, test
 
 
+def sampling_tolerance(tpr, n_calibration, n_test):
+    """3 standard deviations of the difference between the share kept of two independent samples
+    of held-out images at rate `tpr` (binomial): about 3 points at 0.95 and 770 + 770 digits, 6 at
+    0.8. A threshold set from the wrong tail or the wrong quantile misses by far more; a fixed 3
+    points would fail at 0.8 on some CPUs' trained weights by sampling alone."""
+    return 3 * np.sqrt(tpr * (1 - tpr) * (1 / n_calibration + 1 / n_test))
+
+
 def test_in_distribution_keeps_the_asked_tpr_on_held_out_images(calibrated, trained_tiny, digits):
     from coophash_keras.export import HashingExportModule, load_hashing_network
     from coophash_keras.export.saved_model import calibrate_ood_threshold
@@ -87,7 +95,8 @@ def test_in_distribution_keeps_the_asked_tpr_on_held_out_images(calibrated, trai
     assert float(loaded.ood_threshold[0].numpy()) == pytest.approx(info["threshold"])
     out = loaded.signatures["serving_default"](images=tf.constant(digits.images[test]))
     kept = float(np.mean(out["in_distribution"].numpy()))
-    assert abs(kept - 0.95) <= 0.03, f"in_distribution kept {kept:.3f} of held-out images at an asked TPR of 0.95"
+    tolerance = sampling_tolerance(0.95, len(calibration), len(test))
+    assert abs(kept - 0.95) <= tolerance, f"in_distribution kept {kept:.3f} of held-out images at an asked TPR of 0.95"
     np.testing.assert_array_equal(out["in_distribution"].numpy(), out["energy"].numpy() >= info["threshold"])
     # another operating point, through the same calibration
     network, cfg = load_hashing_network(trained_tiny[1])
@@ -95,7 +104,7 @@ def test_in_distribution_keeps_the_asked_tpr_on_held_out_images(calibrated, trai
     threshold, on_calibration = calibrate_ood_threshold(module, digits.images[calibration], 0.8)
     assert on_calibration >= 0.8
     energy = module.serve(tf.constant(digits.images[test]))["energy"].numpy()
-    assert abs(np.mean(energy >= threshold) - 0.8) <= 0.03
+    assert abs(np.mean(energy >= threshold) - 0.8) <= sampling_tolerance(0.8, len(calibration), len(test))
     with pytest.raises(ValueError, match="at least 20 held-out images"):
         calibrate_ood_threshold(module, digits.images[:10], 0.95)
 
