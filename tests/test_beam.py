@@ -121,6 +121,19 @@ def test_in_process_pipeline_logs_and_counts_each_bad_file(trained_tiny, exporte
     assert sorted(line.split(":")[0] for line in skipped) == sorted(f"skipped {p}" for p in bad)
     codes, _ = read_shards(str(tmp_path / "out" / "c"))
     assert codes == encode_packed(trained_tiny[1], good)
+    # the shards become an index with `index build --from-shards`, checked against the model
+    from coophash_keras.index import HammingIndex
+
+    index_file = tmp_path / "photos.idx"
+    shards = str(tmp_path / "out" / "c*")
+    out = run_cli_in_process(
+        ["index", "build", "--from-shards", shards, "--model", trained_tiny[1], "--out", index_file]
+    )
+    assert out.returncode == 0, out.stderr
+    index = HammingIndex.load(str(index_file))
+    paths = index.paths_for(index.ids).tolist()
+    assert sorted(paths) == sorted(good)
+    assert {p: bytes(c) for p, c in zip(paths, index.packed_codes())} == codes
 
 
 def test_a_pattern_that_matches_nothing_is_one_clear_line(exported, tmp_path):
