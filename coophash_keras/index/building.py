@@ -19,26 +19,15 @@ import shutil
 import numpy as np
 
 from coophash_keras.encoding import ENCODE_BATCH, Progress, encode_rows
+from coophash_keras.io import atomic_path, atomic_write_json
 
 CHUNK_ROWS = 64 * ENCODE_BATCH  # 16,384 rows: a kill loses at most this much work
 MANIFEST = "manifest.json"
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _save_array(path, array):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
+    with atomic_path(path, ".npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def rows_fingerprint(data):
@@ -64,14 +53,7 @@ def _open_work(work, identity, warn):
             pass
         warn(f"{work} holds another build's (or a damaged) partial work: starting afresh")
         shutil.rmtree(work)
-    os.makedirs(work)
-    tmp = manifest + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(identity, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, manifest)
-    _fsync_dir(work)
+    atomic_write_json(manifest, identity)
 
 
 def encode_in_chunks(model, model_version, data, work, verbose=0, chunk_rows=CHUNK_ROWS, after_chunk=None):
@@ -103,7 +85,6 @@ def encode_in_chunks(model, model_version, data, work, verbose=0, chunk_rows=CHU
         codes = np.concatenate([c for _, c in parts]) if parts else np.zeros((0, model.config.num_bits // 8), np.uint8)
         _save_array(os.path.join(work, f"rows-{k:08d}.npy"), rows)
         _save_array(codes_file, codes)  # last: its presence marks the chunk done
-        _fsync_dir(work)
         if after_chunk is not None:
             after_chunk(k)
     rows = [np.load(os.path.join(work, f"rows-{k:08d}.npy")) for k in chunks]
