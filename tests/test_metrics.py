@@ -75,6 +75,36 @@ def test_all_metrics_match_brute_force(multi, topk):
     assert res["P@r2"] == pytest.approx(p_r, abs=1e-12)
 
 
+@pytest.mark.parametrize("multi", [False, True])
+def test_memory_bounds_change_no_number(monkeypatch, multi):
+    # Tiny bounds force one query per chunk and 7-row database blocks: every metric must be the
+    # same to the last bit as with one chunk and one block.
+    from coophash_keras.metrics import retrieval as retrieval_module
+
+    q, ql, db, dl = random_case(np.random.default_rng(3), nq=40, ndb=150, bits=8, classes=5, multi=multi)
+    whole = retrieval_metrics(q, ql, db, dl, topk=(10, 100), chunk_size=1000)
+    monkeypatch.setattr(retrieval_module, "CHUNK_ELEMENTS", 150)
+    np.testing.assert_array_equal(hamming_distances(q, db, block=7), hamming_distances(q, db))
+    assert retrieval_metrics(q, ql, db, dl, topk=(10, 100), chunk_size=1000) == whole
+
+
+def test_scoring_a_large_database_holds_memory_linear_in_its_size():
+    # 64 queries against 400,000 codes: scored all at once, the query x database arrays would
+    # take about 64 x 400,000 x 40 bytes = 1 GB; the chunking keeps them to CHUNK_ELEMENTS cells.
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    db = np.where(rng.random((400_000, 16)) > 0.5, 1, -1).astype(np.int8)  # 6.4 MB
+    q, ql, dl = db[:64].copy(), rng.integers(0, 10, 64), rng.integers(0, 10, len(db))
+    tracemalloc.start()
+    try:
+        retrieval_metrics(q, ql, db, dl, topk=(1000,))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 150e6, f"peak {peak / 1e6:.0f} MB"
+
+
 def test_empty_query_conventions_differ_when_a_query_has_no_relevant_item():
     q = np.array([[1] * 8, [-1] * 8], np.int8)
     db = np.array([[1] * 8, [1] * 7 + [-1]], np.int8)

@@ -17,8 +17,13 @@ Pinned definitions (docs/METRICS.md):
 
 import numpy as np
 
+# Memory bounds, so that scoring a database of millions of codes holds O(N) bytes, not O(Q x N):
+DATABASE_BLOCK = 65536  # database rows turned into floats at a time for the distance product
+CHUNK_ELEMENTS = 1 << 20  # query x database cells per chunk of queries (about 40 bytes each in flight)
+
 
 def _as_pm1(codes, what):
+    """{0,1} or {-1,+1} codes (any numeric dtype) -> float32 {-1,+1}; packed bytes are refused."""
     codes = np.asarray(codes)
     if codes.ndim != 2:
         raise ValueError(f"{what} must be [N, K] codes, got shape {codes.shape}")
@@ -27,14 +32,22 @@ def _as_pm1(codes, what):
     return np.where(codes > 0, 1.0, -1.0).astype(np.float32)
 
 
-def hamming_distances(query_codes, database_codes):
-    """Hamming distances [Q, N] between {-1,+1} (or {0,1}) codes, as uint16."""
-    q, db = _as_pm1(query_codes, "query codes"), _as_pm1(database_codes, "database codes")
-    if q.shape[1] != db.shape[1]:
-        raise ValueError(f"query codes have {q.shape[1]} bits but database codes have {db.shape[1]}")
+def hamming_distances(query_codes, database_codes, block=DATABASE_BLOCK):
+    """Hamming distances [Q, N] between {-1,+1} (or {0,1}) codes, as uint16. The database is
+    read `block` rows at a time, so no float copy of it is held whole."""
+    q = _as_pm1(query_codes, "query codes")
+    database_codes = np.asarray(database_codes)
+    if database_codes.ndim != 2:
+        raise ValueError(f"database codes must be [N, K] codes, got shape {database_codes.shape}")
+    if q.shape[1] != database_codes.shape[1]:
+        raise ValueError(f"query codes have {q.shape[1]} bits but database codes have {database_codes.shape[1]}")
     k = q.shape[1]
-    # For +-1 vectors: hamming = (K - <q, d>) / 2; exact in float32 for K < 2^24.
-    return np.rint((k - q @ db.T) / 2).astype(np.uint16)
+    out = np.empty((len(q), len(database_codes)), np.uint16)
+    for start in range(0, len(database_codes), block):
+        db = _as_pm1(database_codes[start : start + block], "database codes")
+        # For +-1 vectors: hamming = (K - <q, d>) / 2; exact in float32 for K < 2^24.
+        out[:, start : start + block] = np.rint((k - q @ db.T) / 2)
+    return out
 
 
 def hamming_rank(query_codes, database_codes, topk=None):
@@ -66,7 +79,8 @@ def _check_inputs(query_codes, query_labels, database_codes, database_labels):
 def retrieval_metrics(
     query_codes, query_labels, database_codes, database_labels, topk=(1000,), radius=2, pr_curve=True, chunk_size=200
 ):
-    """All metrics in one pass over chunks of queries. Returns a dict:
+    """All metrics in one pass over chunks of queries (at most `chunk_size`, fewer for a large
+    database: CHUNK_ELEMENTS bounds the query x database arrays in flight). Returns a dict:
     'mAP@all', 'mAP@all_exclude_empty', 'mAP@K', 'mAP@K_exclude_empty', 'P@K' for K in topk,
     'P@r<radius>', and 'pr_curve' {'radius', 'precision', 'recall'}."""
     _check_inputs(query_codes, query_labels, database_codes, database_labels)
@@ -81,8 +95,10 @@ def retrieval_metrics(
     p_at = {name: [] for name, _ in cutoffs[1:]}
     radii = np.arange(k_bits + 1)
     cum_all_parts, cum_rel_parts = [], []
-    db_codes = _as_pm1(database_codes, "database codes")
+    db_codes = np.asarray(database_codes)
     ranks = np.arange(1, n_db + 1, dtype=np.float64)
+    # Queries are independent, so the chunking changes memory, never a number.
+    chunk_size = max(1, min(chunk_size, CHUNK_ELEMENTS // n_db))
     for start in range(0, len(query_codes), chunk_size):
         stop = start + chunk_size
         dist = hamming_distances(np.asarray(query_codes)[start:stop], db_codes)
