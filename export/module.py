@@ -6,7 +6,8 @@ Signatures (inputs -> outputs), the same for every registered model:
   serving_default       images uint8 [N, H, W, C]       -> codes int8 +-1 [N, K], packed uint8 [N, K/8],
                                                            energy float [N], class_probs float [N, C],
                                                            in_distribution bool [N] (when calibrated)
-  hash_image_bytes      image_bytes string [N] (PNG/JPEG/GIF/BMP, decoded and resized in the graph)
+  hash_image_bytes      image_bytes string [N] (PNG/JPEG/GIF/BMP, decoded and resized in the graph
+                                                           as the package decodes files: image_decode.py)
                                                         -> the same
   search                images (with a database)        -> ids int64 [N, k], distances int32 [N, k],
                                                            codes, packed (+ energy, in_distribution when
@@ -22,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from coophash_keras.codes import pack_codes_tf
+from coophash_keras.export.image_decode import decode_like_pil
 from coophash_keras.preprocessing import normalize_images
 
 SIGNATURES = ("serving_default", "hash_image_bytes", "search", "search_image_bytes")
@@ -98,15 +100,15 @@ class HashingExportModule(tf.Module):
         return outputs
 
     def decode(self, image_bytes):
-        """Encoded images (any format tf.io.decode_image reads) -> uint8 [N, H, W, C] at the model's size."""
+        """Encoded images (PNG, JPEG, GIF, BMP) -> uint8 [N, H, W, C] at the model's size: the
+        pixels the package's own decoder gives for the same files (export/image_decode.py), so a
+        photo sent as bytes gets the codes it was indexed with."""
         h, w, c = self.image_shape
-
-        def one(data):
-            img = tf.io.decode_image(data, channels=c, expand_animations=False)
-            img = tf.image.resize(tf.cast(img, tf.float32), [h, w])
-            return tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
-
-        return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8))
+        return tf.map_fn(
+            lambda data: decode_like_pil(data, h, w, c),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8),
+        )
 
     def search(self, images):
         out = self.serve(images)

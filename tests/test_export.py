@@ -70,6 +70,28 @@ def test_loaded_saved_model_gives_identical_codes(trained, exported, digits):
     np.testing.assert_array_equal(out_b["codes"].numpy(), out["codes"].numpy()[:20])
 
 
+def test_photos_sent_as_bytes_get_the_codes_they_are_indexed_with(trained, exported, digits, tmp_path):
+    # Colour JPEGs of another size than the model's: the package decodes files with PIL (greyscale
+    # conversion, antialiased resize), the export in the graph; the codes must be the same.
+    from coophash_keras.data.files import decode_image
+
+    model, _ = trained
+    loaded = tf.saved_model.load(exported[1])
+    h, w, c = model.config.image_shape
+    rng = np.random.default_rng(0)
+    payloads, pixels = [], []
+    for k, image in enumerate(digits.images[:24]):
+        big = Image.fromarray(image[..., 0]).resize((w * 5 + k, h * 3 + 2 * k), Image.BICUBIC).convert("RGB")
+        tinted = np.clip(np.asarray(big) * rng.uniform(0.7, 1.0, 3), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(tinted).save(buf, format="JPEG", quality=85)
+        (tmp_path / f"{k}.jpg").write_bytes(buf.getvalue())
+        payloads.append(buf.getvalue())
+        pixels.append(decode_image(str(tmp_path / f"{k}.jpg"), (h, w), c))
+    out = loaded.signatures["hash_image_bytes"](image_bytes=tf.constant(payloads))
+    np.testing.assert_array_equal(out["codes"].numpy(), model.encode(np.stack(pixels)))
+
+
 def test_search_signature_matches_brute_force_ranking(trained, exported, digits):
     model, _ = trained
     loaded = tf.saved_model.load(exported[1])

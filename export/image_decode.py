@@ -1,0 +1,106 @@
+"""Encoded image bytes -> the pixels the package's own decoder gives, in the graph.
+
+The package decodes files with PIL (coophash_keras/data/files.py: `decode_image`), and an index is
+built from those pixels; the export's `hash_image_bytes` / `search_image_bytes` (and so Beam and
+every served query sent as bytes) decode in TensorFlow. If the two differ, a photo sent to the
+server does not find itself in the index at distance 0. TensorFlow's defaults differ from PIL in
+three places, each fixed here to give PIL's (Pillow 13's) pixels bit for bit (tests/test_image_decode.py):
+
+* JPEG: `tf.io.decode_jpeg`'s default IDCT is libjpeg's fast integer one; PIL uses the accurate one
+  (`dct_method="INTEGER_ACCURATE"` here).
+* Greyscale: TensorFlow's `channels=1` keeps a colour JPEG's luma plane; PIL converts RGB with
+  L = (19595 R + 38470 G + 7471 B + 2^15) >> 16 (ITU-R 601-2, in 16-bit fixed point). Images are
+  decoded to RGB and converted that way.
+* Resizing: `tf.image.resize` samples two pixels per output pixel (no antialiasing; up to 67 grey
+  levels away from PIL when a 224x224 photo goes to 32x32). PIL's bilinear filter widens with the
+  scale, and computes in 22-bit fixed point, rounding to uint8 after the horizontal pass and again
+  after the vertical one (Pillow's src/libImaging/Resample.c). `pil_bilinear_resize` ports it.
+
+Not followed: PIL turns an image upright by its EXIF orientation tag; TensorFlow ignores the tag.
+A JPEG whose EXIF orientation is not 1 (phones' portrait photos) gives other pixels when sent as
+bytes; send such images as pixels, or rotate them before sending (docs/SERVING.md)."""
+
+import tensorflow as tf
+
+_PRECISION_BITS = 32 - 8 - 2  # Resample.c: fixed-point coefficients for 8-bit images
+
+
+def _bilinear_coefficients(in_size, out_size):
+    """Pillow's precompute_coeffs + normalize_coeffs_8bpc for the bilinear filter, as a dense
+    float64 [out_size, in_size] matrix of integer weights (fixed point, 2^22 = 1)."""
+    in_f = tf.cast(in_size, tf.float64)
+    scale = in_f / tf.cast(out_size, tf.float64)
+    filterscale = tf.maximum(scale, 1.0)
+    support = filterscale  # the bilinear filter's support is 1, widened by the scale
+    center = (tf.cast(tf.range(out_size), tf.float64) + 0.5) * scale
+    # C's (int) cast truncates toward zero; the lower bound is clipped to 0 right after.
+    xmin = tf.maximum(tf.floor(center - support + 0.5), 0.0)
+    xmax = tf.minimum(tf.floor(center + support + 0.5), in_f)
+    x = tf.cast(tf.range(in_size), tf.float64)[None, :]
+    inside = (x >= xmin[:, None]) & (x < xmax[:, None])
+    ss = 1.0 / filterscale  # Resample.c multiplies by the reciprocal: the same rounding as C
+    weights = tf.where(inside, tf.maximum(1.0 - tf.abs((x - center[:, None] + 0.5) * ss), 0.0), 0.0)
+    # C sums a window left to right; a cumulative sum keeps that order (zeros add nothing).
+    total = tf.math.cumsum(weights, axis=1)[:, -1:]
+    weights = tf.where(total != 0.0, weights / tf.where(total != 0.0, total, 1.0), weights)
+    return tf.floor(0.5 + weights * float(1 << _PRECISION_BITS))  # weights >= 0: (int)(0.5 + k) is a floor
+
+
+def _fixed_point_pass(pixels, coefficients):
+    """One resampling pass over axis 0 of float64 [in, ..., C] pixels: 2^21 + sum(pixel x weight),
+    shifted right by 22 bits and clipped to 0..255, as Resample.c does."""
+    total = tf.tensordot(coefficients, pixels, axes=[[1], [0]]) + float(1 << (_PRECISION_BITS - 1))
+    return tf.clip_by_value(tf.floor(total / float(1 << _PRECISION_BITS)), 0.0, 255.0)
+
+
+def _horizontal_pass(pixels, width):
+    return tf.transpose(_fixed_point_pass(tf.transpose(pixels, [1, 0, 2]), _bilinear_coefficients(tf.shape(pixels)[1], width)), [1, 0, 2])
+
+
+def _vertical_pass(pixels, height):
+    return _fixed_point_pass(pixels, _bilinear_coefficients(tf.shape(pixels)[0], height))
+
+
+def pil_bilinear_resize(image, height, width):
+    """uint8 [h, w, C] -> uint8 [height, width, C], equal to Pillow 13's `Image.resize((width,
+    height), Image.BILINEAR)` of the same pixels: two passes, each rounded to uint8, a pass skipped
+    where its size already matches.
+
+    The order of the passes matters (the uint8 rounding between them). Pillow 13 runs the vertical
+    pass first when it shrinks the height by more than twice what the horizontal pass shrinks the
+    width: h - height > 2 (w - width), with height < h; otherwise the horizontal one first (as all
+    earlier Pillows did). That rule was read off Pillow 13.0.0's output, not its source (whose
+    published copy here predates it), and is checked against the installed Pillow on random sizes
+    by tests/test_image_decode.py."""
+    pixels = tf.cast(image, tf.float64)
+    in_h, in_w = tf.shape(image)[0], tf.shape(image)[1]
+    keep = lambda: pixels  # noqa: E731
+
+    def horizontal_first():
+        once = tf.cond(tf.equal(in_w, width), keep, lambda: _horizontal_pass(pixels, width))
+        return tf.cond(tf.equal(in_h, height), lambda: once, lambda: _vertical_pass(once, height))
+
+    def vertical_first():
+        return _horizontal_pass(_vertical_pass(pixels, height), width)
+
+    vertical_first_wins = (height < in_h) & (width != in_w) & (in_h - height > 2 * (in_w - width))
+    return tf.cast(tf.cond(vertical_first_wins, vertical_first, horizontal_first), tf.uint8)
+
+
+def pil_grey(rgb):
+    """uint8 [h, w, 3] -> uint8 [h, w, 1] as PIL's convert("L")."""
+    r, g, b = tf.unstack(tf.cast(rgb, tf.int32), axis=-1)
+    return tf.cast(tf.bitwise.right_shift(r * 19595 + g * 38470 + b * 7471 + (1 << 15), 16), tf.uint8)[..., None]
+
+
+def decode_like_pil(data, height, width, channels):
+    """One encoded image (scalar string: PNG, JPEG, GIF, BMP) -> uint8 [height, width, channels],
+    the pixels coophash_keras.data.files.decode_image gives for the same file (EXIF orientation
+    aside, see the module docstring)."""
+    rgb = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.ensure_shape(tf.io.decode_image(data, channels=3, expand_animations=False), [None, None, 3]),
+    )
+    image = pil_grey(rgb) if channels == 1 else rgb
+    return pil_bilinear_resize(image, height, width)
