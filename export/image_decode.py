@@ -49,7 +49,13 @@ def _bilinear_coefficients(in_size, out_size):
 def _fixed_point_pass(pixels, coefficients):
     """One resampling pass over axis 0 of float64 [in, ..., C] pixels: 2^21 + sum(pixel x weight),
     shifted right by 22 bits and clipped to 0..255, as Resample.c does."""
-    total = tf.tensordot(coefficients, pixels, axes=[[1], [0]]) + float(1 << (_PRECISION_BITS - 1))
+    # The matrix is sparse (a window of about 2 x scale taps per row): a dense product would cost
+    # seconds per phone photo. Sums of integers below 2^53 are exact in any order.
+    shape = tf.shape(pixels)
+    flat = tf.reshape(pixels, [shape[0], -1])
+    total = tf.sparse.sparse_dense_matmul(tf.sparse.from_dense(coefficients), flat)
+    total = tf.reshape(total, tf.concat([[tf.shape(coefficients)[0]], shape[1:]], axis=0))
+    total += float(1 << (_PRECISION_BITS - 1))
     return tf.clip_by_value(tf.floor(total / float(1 << _PRECISION_BITS)), 0.0, 255.0)
 
 
