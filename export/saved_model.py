@@ -104,11 +104,16 @@ def export_saved_model(
     warmup=True,
     ood_images=None,
     ood_tpr=0.95,
+    database_batches=None,
 ):
     """Write <base>/<name>/<version>/ and return its path. With `database_images` (uint8), their
-    packed codes and ids are embedded and the `search` signatures answer top-k retrieval. With
-    `ood_images` (uint8 held-out in-distribution images), every signature also answers
-    `in_distribution` = energy >= the threshold that keeps `ood_tpr` of them."""
+    packed codes and ids are embedded and the `search` signatures answer top-k retrieval; or, for
+    a database too large to decode at once, `database_batches`: an iterable of (uint8 images,
+    int64 ids) pairs, encoded one at a time (only the codes are held). With `ood_images` (uint8
+    held-out in-distribution images), every signature also answers `in_distribution` = energy >=
+    the threshold that keeps `ood_tpr` of them."""
+    if database_batches is not None and database_images is not None:
+        raise ValueError("pass database_images or database_batches, not both")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"model name must be letters, digits, '_', '.' or '-', got {name!r}")
     network, cfg = load_hashing_network(model_path)
@@ -128,6 +133,14 @@ def export_saved_model(
     database_packed = None
     if database_images is not None:
         database_packed = _serve_batched(plain, database_images, "packed", "database images")
+    elif database_batches is not None:
+        packed, ids = [], []
+        for images, batch_ids in database_batches:
+            packed.append(_serve_batched(plain, images, "packed", "database images"))
+            ids.append(np.asarray(batch_ids, np.int64))
+        if not packed or sum(len(p) for p in packed) == 0:
+            raise ValueError("the database is empty: no image could be encoded")
+        database_packed, database_ids = np.concatenate(packed), np.concatenate(ids)
     module = HashingExportModule(
         network,
         cfg["image_shape"],

@@ -333,6 +333,24 @@ def test_export_takes_a_run_directory(run_dir, tmp_path):
     assert out.returncode == 2 and "--ood-tpr" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_export_database_embeds_the_codes_of_the_runs_database_split(run_dir, tmp_path):
+    # `--database` streams the split through the pipeline: the embedded rows are exactly the
+    # split's database rows, with the codes the model gives them.
+    import tensorflow as tf
+
+    from coophash_keras.data import RetrievalSplit, load_dataset
+    from coophash_keras.io import load_model
+
+    out = coophash("export", "--model", str(run_dir), "--database", str(run_dir), "--base", str(tmp_path / "m"))
+    assert "search" in out.stdout
+    loaded = tf.saved_model.load(str(tmp_path / "m" / "coophash" / "1"))
+    codes, ids = (v.numpy() for v in loaded.database)
+    split = RetrievalSplit.load(str(run_dir / "split.npz"))
+    np.testing.assert_array_equal(ids, split.database)
+    images = load_dataset("digits").images[split.database]
+    np.testing.assert_array_equal(codes, load_model(str(run_dir / "model.keras")).encode(images, packed=True))
+
+
 @pytest.mark.slow
 def test_an_unprepared_tfds_dataset_is_one_clear_line(tmp_path):
     out = coophash(

@@ -35,32 +35,45 @@ def add_parser(sub):
     x.set_defaults(func=run)
 
 
-def _run_images(run_dir, part):
-    """(images, indices) of one split part ('database', 'query') of a run, decoded as trained."""
+def _run_rows(run_dir, part, batch_size=1024):
+    """(uint8 images, row indices) batches of one split part ('database', 'query') of a run,
+    decoded as trained, streamed; a file that no longer decodes is left out (named, counted)."""
     from coophash_keras.data import RetrievalSplit
     from coophash_keras.evaluation import load_run, load_run_data
 
     data = load_run_data(load_run(run_dir))
     indices = getattr(RetrievalSplit.load(os.path.join(run_dir, "split.npz")), part)
-    return data.pixels(indices), indices
+    if len(indices) == 0:
+        return
+    skipped = 0
+    for images, _, rows, ok in data.subset(indices).as_dataset(batch_size, rows=True):
+        ok = ok.numpy()
+        skipped += int(len(ok) - ok.sum())
+        yield images.numpy()[ok], indices[rows.numpy()[ok]].astype("int64")
+    if skipped:
+        data.warn(f"{data.name}: skipped {skipped} of {len(indices)} {part} files that could not be decoded")
+
+
+def _run_images(run_dir, part):
+    """uint8 images of one split part of a run (for the held-out queries: a few thousand)."""
+    import numpy as np
+
+    batches = [images for images, _ in _run_rows(run_dir, part)]
+    return np.concatenate(batches) if batches else np.zeros((0,), np.uint8)  # a label-free run has no queries
 
 
 def run(args):
-    import numpy as np
-
     from coophash_keras.evaluation import model_path
     from coophash_keras.export import export_saved_model
     from coophash_keras.export.saved_model import min_calibration_images
 
-    database_images = database_ids = None
-    if args.database:
-        database_images, database_ids = _run_images(args.database, "database")
-        database_ids = database_ids.astype(np.int64)
+    # The database is streamed: only its codes are held, whatever its size.
+    database = _run_rows(args.database, "database") if args.database else None
     # The queries of a run were never trained on: held-out in-distribution images.
     calibration = args.ood_calibration or next(
         (r for r in (args.model, args.database) if r and os.path.exists(os.path.join(r, "split.npz"))), None
     )
-    ood_images = _run_images(calibration, "query")[0] if calibration else None
+    ood_images = _run_images(calibration, "query") if calibration else None
     if ood_images is not None and not args.ood_calibration and len(ood_images) < min_calibration_images(args.ood_tpr):
         print(f"{calibration} holds only {len(ood_images)} held-out images: too few to set in_distribution's threshold")
         ood_images = None
@@ -69,11 +82,10 @@ def run(args):
         args.base,
         args.name,
         args.version,
-        database_images,
-        database_ids,
-        args.search_k,
+        search_k=args.search_k,
         ood_images=ood_images,
         ood_tpr=args.ood_tpr,
+        database_batches=database,
     )
     sigs = "serving_default, hash_image_bytes" + (", search" if args.database else "")
     print(f"exported {args.model} -> {path} (signatures: {sigs})")
