@@ -16,9 +16,12 @@ three places, each fixed here to give PIL's (Pillow 13's) pixels bit for bit (te
   scale, and computes in 22-bit fixed point, rounding to uint8 after the horizontal pass and again
   after the vertical one (Pillow's src/libImaging/Resample.c). `pil_bilinear_resize` ports it.
 
-Not followed: PIL turns an image upright by its EXIF orientation tag; TensorFlow ignores the tag.
-A JPEG whose EXIF orientation is not 1 (phones' portrait photos) gives other pixels when sent as
-bytes; send such images as pixels, or rotate them before sending (docs/SERVING.md)."""
+* EXIF orientation: PIL turns a JPEG upright by the orientation tag of its EXIF block (phones'
+  portrait photos); TensorFlow ignores it. `exif_orientation` reads the tag in the graph and
+  `upright` applies it as PIL's `ImageOps.exif_transpose` does.
+
+Not followed: 16-bit PNGs (TensorFlow keeps the high byte, PIL rounds v / 257) and EXIF blocks in
+formats other than JPEG; both are rare in photo collections."""
 
 import tensorflow as tf
 
@@ -99,13 +102,66 @@ def pil_grey(rgb):
     return tf.cast(tf.bitwise.right_shift(r * 19595 + g * 38470 + b * 7471 + (1 << 15), 16), tf.uint8)[..., None]
 
 
+_EXIF_SEARCH_BYTES = 65536  # an APP1 segment is at most 64 KiB and comes first in practice
+_ORIENTATION_TAG = 0x0112
+
+
+def exif_orientation(data):
+    """The EXIF orientation (int32, 1 = upright) of JPEG bytes, as PIL's getexif() reads it: the
+    first APP1 segment that starts with "Exif\\0\\0", its TIFF header's byte order, IFD0's entry
+    0x0112. 1 when there is none or the block is malformed."""
+    head = tf.io.decode_raw(tf.strings.substr(data, 0, _EXIF_SEARCH_BYTES), tf.uint8)
+    b = tf.concat([tf.cast(head, tf.int32), tf.zeros([16], tf.int32)], 0)  # reads past the end get 0
+    n = tf.size(head)
+    # FF E1 <length> "Exif" 00 00: the marker, then the EXIF header
+    pattern = [0xFF, 0xE1, None, None, 0x45, 0x78, 0x69, 0x66, 0x00, 0x00]
+    length = tf.maximum(n - len(pattern) + 1, 0)
+    found = tf.ones([length], tf.bool)
+    for offset, byte in enumerate(pattern):
+        if byte is not None:
+            found &= b[offset : offset + length] == byte
+    found = tf.concat([found, [False]], 0)  # never empty, for argmax
+    tiff = tf.cast(tf.argmax(tf.cast(found, tf.int32)), tf.int32) + len(pattern)
+    at = lambda i: tf.gather(b, tf.clip_by_value(i, 0, tf.size(b) - 1))  # noqa: E731
+    little = tf.equal(at(tiff), 0x49)  # "II"; "MM" is big-endian
+
+    def u16(i):
+        return tf.where(little, at(i) + at(i + 1) * 256, at(i) * 256 + at(i + 1))
+
+    def u32(i):
+        return tf.where(little, u16(i) + u16(i + 2) * 65536, u16(i) * 65536 + u16(i + 2))
+
+    ifd = tiff + u32(tiff + 4)
+    entries = ifd + 2 + 12 * tf.range(tf.minimum(u16(ifd), 256))
+    tags = u16(entries)
+    hit = tf.equal(tags, _ORIENTATION_TAG)
+    value = tf.where(tf.reduce_any(hit), u16(tf.reduce_sum(tf.where(hit, entries, 0)) + 8), 1)
+    valid = tf.reduce_any(found) & (ifd < n) & (value >= 1) & (value <= 8)
+    return tf.where(valid, value, 1)
+
+
+def upright(image, orientation):
+    """`image` [h, w, C] turned as PIL's ImageOps.exif_transpose turns it for `orientation`."""
+    transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
+    branches = [
+        lambda: image,  # 1 (and anything unknown)
+        lambda: tf.reverse(image, [1]),  # 2: FLIP_LEFT_RIGHT
+        lambda: tf.reverse(image, [0, 1]),  # 3: ROTATE_180
+        lambda: tf.reverse(image, [0]),  # 4: FLIP_TOP_BOTTOM
+        lambda: transpose(image),  # 5: TRANSPOSE
+        lambda: tf.reverse(transpose(image), [1]),  # 6: ROTATE_270 (90 degrees clockwise)
+        lambda: tf.reverse(transpose(image), [0, 1]),  # 7: TRANSVERSE
+        lambda: tf.reverse(transpose(image), [0]),  # 8: ROTATE_90 (counter-clockwise)
+    ]
+    return tf.switch_case(tf.clip_by_value(orientation - 1, 0, 7), branches)
+
+
 def decode_like_pil(data, height, width, channels):
     """One encoded image (scalar string: PNG, JPEG, GIF, BMP) -> uint8 [height, width, channels],
-    the pixels coophash_keras.data.files.decode_image gives for the same file (EXIF orientation
-    aside, see the module docstring)."""
+    the pixels coophash_keras.data.files.decode_image gives for the same file."""
     rgb = tf.cond(
         tf.io.is_jpeg(data),
-        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: upright(tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"), exif_orientation(data)),
         lambda: tf.ensure_shape(tf.io.decode_image(data, channels=3, expand_animations=False), [None, None, 3]),
     )
     image = pil_grey(rgb) if channels == 1 else rgb

@@ -95,3 +95,33 @@ def test_greyscale_rgba_and_palette_pngs(tmp_path):
             expected = decode_image(str(path), (16, 24), channels)
             got = decode_like_pil(tf.constant(buf.getvalue()), 16, 24, channels).numpy()
             np.testing.assert_array_equal(got, expected, err_msg=f"{name}, {channels} channels")
+
+
+def _exif(orientation, big_endian):
+    """An EXIF block (with its "Exif\\0\\0" header) holding a camera make and `orientation`."""
+    if not big_endian:
+        exif = Image.Exif()
+        exif[0x010F] = "Camera"
+        exif[0x0112] = orientation
+        return exif.tobytes()
+    import struct
+
+    entries = struct.pack(">HHI4s", 0x010F, 2, 4, b"Cam\0") + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)
+    return b"Exif\0\0" + b"MM\0\x2a" + struct.pack(">IH", 8, 2) + entries + struct.pack(">I", 0)
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_jpegs_are_turned_upright_by_their_exif_orientation_as_pil_does(tmp_path, big_endian):
+    from coophash_keras.export.image_decode import exif_orientation
+
+    pixels = photo(np.random.default_rng(4), 40, 60)  # not square: a turn changes the shape
+    for orientation in range(1, 10):  # 9 is not a valid orientation: left as it is, as PIL does
+        data = encoded(pixels, "JPEG", quality=90, exif=_exif(orientation, big_endian))
+        path = tmp_path / "photo.jpg"
+        path.write_bytes(data)
+        assert int(exif_orientation(tf.constant(data))) == (orientation if orientation <= 8 else 1)
+        expected = decode_image(str(path), (32, 24), 3)
+        got = decode_like_pil(tf.constant(data), 32, 24, 3).numpy()
+        np.testing.assert_array_equal(got, expected, err_msg=f"orientation {orientation}")
+    for data in (encoded(pixels, "JPEG"), b"\xff\xd8", b""):  # no EXIF block, a stub, nothing
+        assert int(exif_orientation(tf.constant(data))) == 1
