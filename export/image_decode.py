@@ -81,19 +81,23 @@ def pil_bilinear_resize(image, height, width):
     earlier Pillows did). That rule was read off Pillow 13.0.0's output, not its source (whose
     published copy here predates it), and is checked against the installed Pillow on random sizes
     by tests/test_image_decode.py."""
-    pixels = tf.cast(image, tf.float64)
     in_h, in_w = tf.shape(image)[0], tf.shape(image)[1]
-    keep = lambda: pixels  # noqa: E731
 
-    def horizontal_first():
-        once = tf.cond(tf.equal(in_w, width), keep, lambda: _horizontal_pass(pixels, width))
-        return tf.cond(tf.equal(in_h, height), lambda: once, lambda: _vertical_pass(once, height))
+    def resized():
+        pixels = tf.cast(image, tf.float64)
 
-    def vertical_first():
-        return _horizontal_pass(_vertical_pass(pixels, height), width)
+        def horizontal_first():
+            once = tf.cond(tf.equal(in_w, width), lambda: pixels, lambda: _horizontal_pass(pixels, width))
+            return tf.cond(tf.equal(in_h, height), lambda: once, lambda: _vertical_pass(once, height))
 
-    vertical_first_wins = (height < in_h) & (width != in_w) & (in_h - height > 2 * (in_w - width))
-    return tf.cast(tf.cond(vertical_first_wins, vertical_first, horizontal_first), tf.uint8)
+        def vertical_first():
+            return _horizontal_pass(_vertical_pass(pixels, height), width)
+
+        vertical_first_wins = (height < in_h) & (width != in_w) & (in_h - height > 2 * (in_w - width))
+        return tf.cast(tf.cond(vertical_first_wins, vertical_first, horizontal_first), tf.uint8)
+
+    # Images already at the model's size (what a client that resizes sends) skip it all.
+    return tf.cond(tf.equal(in_h, height) & tf.equal(in_w, width), lambda: tf.cast(image, tf.uint8), resized)
 
 
 def pil_grey(rgb):
