@@ -1,4 +1,5 @@
-"""coophash_keras.beam: the Beam pipeline over image files gives `coophash encode`'s codes, in
+"""coophash_keras.beam: the Beam pipeline over image files gives `coophash encode`'s codes (PNGs at
+the model's size, and colour JPEGs of other sizes with EXIF orientations), in
 codes-1 Parquet shards; bad files are skipped and counted; a pattern that matches nothing is one
 line. scripts/setup.sh installs the [beam] extra, so these run on a fresh machine."""
 
@@ -43,6 +44,27 @@ def write_pngs(folder, images, start=0):
     return paths
 
 
+def write_photos(folder, images):
+    """Colour JPEGs of other sizes than the model's, some turned by an EXIF orientation: what a
+    camera makes. The export decodes them in the graph to the pixels PIL gives (image_decode.py)."""
+    import io
+
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        big = Image.fromarray(image[..., 0]).resize((20 + i, 14 + 2 * i), Image.BICUBIC).convert("RGB")
+        exif = Image.Exif()
+        exif[0x0112] = (1, 3, 6, 8)[i % 4]
+        buf = io.BytesIO()
+        big.save(buf, format="JPEG", quality=85, exif=exif.tobytes())
+        paths.append(os.path.join(folder, f"{i:04d}.jpg"))
+        with open(paths[-1], "wb") as fh:
+            fh.write(buf.getvalue())
+    return paths
+
+
 def write_bad_files(folder):
     """A zero-byte file, a truncated PNG and text named .png: {path: why it is bad}."""
     os.makedirs(folder, exist_ok=True)
@@ -83,9 +105,10 @@ def test_two_worker_pipeline_gives_coophash_encode_codes_and_skips_bad_files(tra
 
     good = write_pngs(tmp_path / "photos", digits.images[:200])
     good += write_pngs(tmp_path / "photos" / "more", digits.images[200:300], start=200)  # ** crosses folders
+    good += write_photos(tmp_path / "photos" / "camera", digits.images[300:340])
     bad = write_bad_files(tmp_path / "photos" / "bad")
     summary = encode_files([str(tmp_path / "photos" / "**")], exported, str(tmp_path / "codes" / "c"), TWO_WORKERS)
-    assert (summary["encoded"], summary["skipped"]) == (300, 3)
+    assert (summary["encoded"], summary["skipped"]) == (340, 3)
 
     codes, metadata = read_shards(str(tmp_path / "codes" / "c"))
     assert sorted(codes) == sorted(good)  # every good file once (its batch neighbours' bad files did not drop it)
