@@ -106,66 +106,92 @@ def pil_grey(rgb):
     return tf.cast(tf.bitwise.right_shift(r * 19595 + g * 38470 + b * 7471 + (1 << 15), 16), tf.uint8)[..., None]
 
 
-_EXIF_SEARCH_BYTES = 65536  # an APP1 segment is at most 64 KiB and comes first in practice
 _ORIENTATION_TAG = 0x0112
+_MAX_SEGMENTS = 16  # JPEG segments walked before the image data: an EXIF block comes in the first few
+_MAX_IFD_ENTRIES = 64
+
+
+def _bytes_at(data, pos, length):
+    """int32 [N, length]: `length` bytes of each string of `data` [N] from its `pos` [N] (zeros
+    past its end)."""
+    pos = tf.clip_by_value(pos, 0, tf.strings.length(data))  # substr refuses a start past the end
+    piece = tf.strings.substr(data, pos, tf.fill(tf.shape(pos), length))
+    return tf.cast(tf.io.decode_raw(piece, tf.uint8, fixed_length=length), tf.int32)
 
 
 def exif_orientation(data):
-    """The EXIF orientation (int32, 1 = upright) of JPEG bytes, as PIL's getexif() reads it: the
-    first APP1 segment that starts with "Exif\\0\\0", its TIFF header's byte order, IFD0's entry
-    0x0112. 1 when there is none or the block is malformed."""
-    head = tf.io.decode_raw(tf.strings.substr(data, 0, _EXIF_SEARCH_BYTES), tf.uint8)
-    b = tf.concat([tf.cast(head, tf.int32), tf.zeros([16], tf.int32)], 0)  # reads past the end get 0
-    n = tf.size(head)
-    # FF E1 <length> "Exif" 00 00: the marker, then the EXIF header
-    pattern = [0xFF, 0xE1, None, None, 0x45, 0x78, 0x69, 0x66, 0x00, 0x00]
-    length = tf.maximum(n - len(pattern) + 1, 0)
-    found = tf.ones([length], tf.bool)
-    for offset, byte in enumerate(pattern):
-        if byte is not None:
-            found &= b[offset : offset + length] == byte
-    found = tf.concat([found, [False]], 0)  # never empty, for argmax
-    tiff = tf.cast(tf.argmax(tf.cast(found, tf.int32)), tf.int32) + len(pattern)
-    at = lambda i: tf.gather(b, tf.clip_by_value(i, 0, tf.size(b) - 1))  # noqa: E731
-    little = tf.equal(at(tiff), 0x49)  # "II"; "MM" is big-endian
+    """int32 [N] EXIF orientations (1 = upright) of encoded images `data` [N] (a scalar gives a
+    scalar), as PIL's getexif() reads a JPEG's: walking the segments after SOI up to the image
+    data, the first APP1 segment that starts with "Exif\\0\\0", its TIFF header's byte order, IFD0's
+    entry 0x0112. 1 for other formats, JPEGs without it, and malformed blocks. Vectorised over the
+    batch (a few dozen ops per batch, not per image: inside a map over images every op counts)."""
+    data = tf.convert_to_tensor(data)
+    scalar = data.shape.rank == 0
+    data = tf.reshape(data, [-1])
+    n = tf.shape(data)[0]
+    start = _bytes_at(data, tf.zeros([n], tf.int32), 2)
+    is_jpeg = tf.equal(start[:, 0], 0xFF) & tf.equal(start[:, 1], 0xD8)
+    exif_header = tf.constant([0x45, 0x78, 0x69, 0x66, 0x00, 0x00])  # "Exif\0\0"
 
-    def u16(i):
-        return tf.where(little, at(i) + at(i + 1) * 256, at(i) * 256 + at(i + 1))
+    def step(k, pos, tiff, walking):
+        seg = _bytes_at(data, pos, 10)  # marker (2), length (2), and the first 6 bytes of the payload
+        marker_ok = tf.equal(seg[:, 0], 0xFF)
+        is_exif = marker_ok & tf.equal(seg[:, 1], 0xE1) & tf.reduce_all(tf.equal(seg[:, 4:10], exif_header), axis=1)
+        tiff = tf.where(walking & is_exif, pos + 10, tiff)
+        walking &= marker_ok & tf.not_equal(seg[:, 1], 0xDA) & (tiff < 0)  # stop at the image data (SOS)
+        return k + 1, tf.where(walking, pos + 2 + seg[:, 2] * 256 + seg[:, 3], pos), tiff, walking
 
-    def u32(i):
-        return tf.where(little, u16(i) + u16(i + 2) * 65536, u16(i) * 65536 + u16(i + 2))
+    # A loop that ends when no image is still walking: no step at all for a batch of PNGs.
+    _, _, tiff, _ = tf.while_loop(
+        lambda k, pos, tiff, walking: (k < _MAX_SEGMENTS) & tf.reduce_any(walking),
+        step,
+        (tf.constant(0), tf.fill([n], 2), tf.fill([n], -1), is_jpeg),
+    )
+    header = _bytes_at(data, tiff, 8)
+    little = tf.equal(header[:, 0], 0x49)  # "II"; "MM" is big-endian
 
-    ifd = tiff + u32(tiff + 4)
-    entries = ifd + 2 + 12 * tf.range(tf.minimum(u16(ifd), 256))
-    tags = u16(entries)
-    hit = tf.equal(tags, _ORIENTATION_TAG)
-    value = tf.where(tf.reduce_any(hit), u16(tf.reduce_sum(tf.where(hit, entries, 0)) + 8), 1)
-    valid = tf.reduce_any(found) & (ifd < n) & (value >= 1) & (value <= 8)
-    return tf.where(valid, value, 1)
+    def u16(b, i):
+        return tf.where(little, b[:, i] + b[:, i + 1] * 256, b[:, i] * 256 + b[:, i + 1])
+
+    def u32(b, i):
+        return tf.where(little, u16(b, i) + u16(b, i + 2) * 65536, u16(b, i) * 65536 + u16(b, i + 2))
+
+    ifd = _bytes_at(data, tiff + u32(header, 4), 2 + 12 * _MAX_IFD_ENTRIES)
+    count = tf.minimum(u16(ifd, 0), _MAX_IFD_ENTRIES)
+    entries = tf.reshape(ifd[:, 2:], [n, _MAX_IFD_ENTRIES, 12])
+    lo, hi = entries[:, :, 0], entries[:, :, 1]
+    little_e = little[:, None]
+    tags = tf.where(little_e, lo + hi * 256, lo * 256 + hi)
+    values = tf.where(little_e, entries[:, :, 8] + entries[:, :, 9] * 256, entries[:, :, 8] * 256 + entries[:, :, 9])
+    hit = tf.equal(tags, _ORIENTATION_TAG) & (tf.range(_MAX_IFD_ENTRIES)[None, :] < count[:, None])
+    first = tf.argmax(tf.cast(hit, tf.int32), axis=1, output_type=tf.int32)
+    value = tf.gather(values, first, batch_dims=1)
+    valid = (tiff >= 0) & tf.reduce_any(hit, axis=1) & (value >= 1) & (value <= 8)
+    orientation = tf.where(valid, value, 1)
+    return orientation[0] if scalar else orientation
 
 
 def upright(image, orientation):
-    """`image` [h, w, C] turned as PIL's ImageOps.exif_transpose turns it for `orientation`."""
-    transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
-    branches = [
-        lambda: image,  # 1 (and anything unknown)
-        lambda: tf.reverse(image, [1]),  # 2: FLIP_LEFT_RIGHT
-        lambda: tf.reverse(image, [0, 1]),  # 3: ROTATE_180
-        lambda: tf.reverse(image, [0]),  # 4: FLIP_TOP_BOTTOM
-        lambda: transpose(image),  # 5: TRANSPOSE
-        lambda: tf.reverse(transpose(image), [1]),  # 6: ROTATE_270 (90 degrees clockwise)
-        lambda: tf.reverse(transpose(image), [0, 1]),  # 7: TRANSVERSE
-        lambda: tf.reverse(transpose(image), [0]),  # 8: ROTATE_90 (counter-clockwise)
-    ]
-    return tf.switch_case(tf.clip_by_value(orientation - 1, 0, 7), branches)
+    """`image` [h, w, C] turned as PIL's ImageOps.exif_transpose turns it for `orientation`:
+    5-8 transpose first, then 2, 3, 6, 7 flip left-right and 3, 4, 7, 8 top-bottom (e.g. 6, a
+    phone held upright, is ROTATE_270: transposed, then flipped left-right). Few ops, no branch
+    per orientation: inside the signature's map over images every op of an untaken branch costs
+    time too."""
+    o = tf.where((orientation >= 1) & (orientation <= 8), orientation, 1)
+    turned = tf.transpose(image, tf.where(o >= 5, [1, 0, 2], [0, 1, 2]))
+    flip_rows = (o == 3) | (o == 4) | (o == 7) | (o == 8)
+    flip_columns = (o == 2) | (o == 3) | (o == 6) | (o == 7)
+    return tf.reverse(turned, tf.boolean_mask(tf.constant([0, 1]), tf.stack([flip_rows, flip_columns])))
 
 
-def decode_like_pil(data, height, width, channels):
+def decode_like_pil(data, height, width, channels, orientation=None):
     """One encoded image (scalar string: PNG, JPEG, GIF, BMP) -> uint8 [height, width, channels],
-    the pixels coophash_keras.data.files.decode_image gives for the same file."""
+    the pixels coophash_keras.data.files.decode_image gives for the same file. `orientation`: its
+    `exif_orientation`, when the caller has it for the whole batch already."""
+    orientation = exif_orientation(data) if orientation is None else orientation
     rgb = tf.cond(
         tf.io.is_jpeg(data),
-        lambda: upright(tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"), exif_orientation(data)),
+        lambda: upright(tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"), orientation),
         lambda: tf.ensure_shape(tf.io.decode_image(data, channels=3, expand_animations=False), [None, None, 3]),
     )
     image = pil_grey(rgb) if channels == 1 else rgb

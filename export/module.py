@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from coophash_keras.codes import pack_codes_tf
-from coophash_keras.export.image_decode import decode_like_pil
+from coophash_keras.export.image_decode import decode_like_pil, exif_orientation
 from coophash_keras.preprocessing import normalize_images
 
 SIGNATURES = ("serving_default", "hash_image_bytes", "search", "search_image_bytes")
@@ -105,8 +105,8 @@ class HashingExportModule(tf.Module):
         photo sent as bytes gets the codes it was indexed with."""
         h, w, c = self.image_shape
         return tf.map_fn(
-            lambda data: decode_like_pil(data, h, w, c),
-            image_bytes,
+            lambda item: decode_like_pil(item[0], h, w, c, orientation=item[1]),
+            (image_bytes, exif_orientation(image_bytes)),
             fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8),
         )
 

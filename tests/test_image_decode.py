@@ -125,3 +125,18 @@ def test_jpegs_are_turned_upright_by_their_exif_orientation_as_pil_does(tmp_path
         np.testing.assert_array_equal(got, expected, err_msg=f"orientation {orientation}")
     for data in (encoded(pixels, "JPEG"), b"\xff\xd8", b""):  # no EXIF block, a stub, nothing
         assert int(exif_orientation(tf.constant(data))) == 1
+
+
+def test_orientations_of_a_mixed_batch_at_once():
+    # The export reads the orientations of a whole request in one vectorised pass.
+    from coophash_keras.export.image_decode import exif_orientation
+
+    pixels = photo(np.random.default_rng(5), 20, 30)
+    batch = [
+        encoded(pixels, "JPEG", exif=_exif(6, False)),
+        encoded(pixels, "PNG"),
+        encoded(pixels, "JPEG"),
+        encoded(pixels, "JPEG", exif=_exif(3, True)),
+        b"",
+    ]
+    np.testing.assert_array_equal(exif_orientation(tf.constant(batch)).numpy(), [6, 1, 1, 3, 1])
