@@ -4,7 +4,7 @@ The package decodes files with PIL (coophash_keras/data/files.py: `decode_image`
 built from those pixels; the export's `hash_image_bytes` / `search_image_bytes` (and so Beam and
 every served query sent as bytes) decode in TensorFlow. If the two differ, a photo sent to the
 server does not find itself in the index at distance 0. TensorFlow's defaults differ from PIL in
-three places, each fixed here to give PIL's (Pillow 13's) pixels bit for bit (tests/test_image_decode.py):
+four places, each fixed here to give PIL's (Pillow 13's) pixels bit for bit (tests/test_image_decode.py):
 
 * JPEG: `tf.io.decode_jpeg`'s default IDCT is libjpeg's fast integer one; PIL uses the accurate one
   (`dct_method="INTEGER_ACCURATE"` here).
@@ -15,7 +15,6 @@ three places, each fixed here to give PIL's (Pillow 13's) pixels bit for bit (te
   levels away from PIL when a 224x224 photo goes to 32x32). PIL's bilinear filter widens with the
   scale, and computes in 22-bit fixed point, rounding to uint8 after the horizontal pass and again
   after the vertical one (Pillow's src/libImaging/Resample.c). `pil_bilinear_resize` ports it.
-
 * EXIF orientation: PIL turns a JPEG upright by the orientation tag of its EXIF block (phones'
   portrait photos); TensorFlow ignores it. `exif_orientation` reads the tag in the graph and
   `upright` applies it as PIL's `ImageOps.exif_transpose` does.
@@ -63,7 +62,10 @@ def _fixed_point_pass(pixels, coefficients):
 
 
 def _horizontal_pass(pixels, width):
-    return tf.transpose(_fixed_point_pass(tf.transpose(pixels, [1, 0, 2]), _bilinear_coefficients(tf.shape(pixels)[1], width)), [1, 0, 2])
+    return tf.transpose(
+        _fixed_point_pass(tf.transpose(pixels, [1, 0, 2]), _bilinear_coefficients(tf.shape(pixels)[1], width)),
+        [1, 0, 2],
+    )
 
 
 def _vertical_pass(pixels, height):

@@ -40,14 +40,22 @@ def test_resize_equals_pillow_on_random_sizes(resize_fn):
             th = h  # one pass only
         channels = 1 if trial % 4 == 0 else 3
         pixels = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
-        expected = np.asarray(Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).resize((tw, th), Image.BILINEAR))
+        expected = np.asarray(
+            Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).resize((tw, th), Image.BILINEAR)
+        )
         got = resize_fn(tf.constant(pixels), th, tw).numpy()
         np.testing.assert_array_equal(got.reshape(expected.shape), expected, err_msg=f"{h}x{w} -> {th}x{tw}")
 
 
 @pytest.mark.parametrize(
     "in_size, out_size",
-    [((100, 100), (10, 50)), ((100, 100), (10, 51)), ((100, 100), (10, 52)), ((200, 100), (40, 21)), ((80, 90), (100, 20))],
+    [
+        ((100, 100), (10, 50)),
+        ((100, 100), (10, 51)),
+        ((100, 100), (10, 52)),
+        ((200, 100), (40, 21)),
+        ((80, 90), (100, 20)),
+    ],
 )
 def test_resize_follows_pillows_order_of_passes_at_its_boundary(resize_fn, in_size, out_size):
     # Pillow 13 runs the vertical pass first when h - height > 2 (w - width): either side of that line.
