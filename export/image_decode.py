@@ -183,7 +183,8 @@ def upright(image, orientation):
     turned = tf.transpose(image, tf.where(o >= 5, [1, 0, 2], [0, 1, 2]))
     flip_rows = (o == 3) | (o == 4) | (o == 7) | (o == 8)
     flip_columns = (o == 2) | (o == 3) | (o == 6) | (o == 7)
-    return tf.reverse(turned, tf.boolean_mask(tf.constant([0, 1]), tf.stack([flip_rows, flip_columns])))
+    turned = tf.reverse(turned, tf.boolean_mask(tf.constant([0, 1]), tf.stack([flip_rows, flip_columns])))
+    return tf.ensure_shape(turned, [None, None, image.shape[-1]])  # a computed perm hides the channels
 
 
 def decode_like_pil(data, height, width, channels, orientation=None):
