@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from coophash_keras.diagnostics.reference import FEATURE_DIM, ReferenceClassifier, reference_split
+from coophash_keras.diagnostics.reference import FEATURE_DIM, ReferenceClassifier, reference_split, warn_once
 from coophash_keras.preprocessing import normalize_images, to_pixels
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda, Grosse and Salakhutdinov 2016
@@ -238,6 +238,7 @@ def generator_diagnostics(model, data, reference: ReferenceClassifier | None = N
     if not has_generator(model):
         raise ValueError(f"{type(model).__name__} has no generator to diagnose (CoopHash and DSH-GAN have one)")
     split = reference_split(data)
+    data = warn_once(data)
     reference = reference or ReferenceClassifier.for_data(data, split, verbose=verbose)
     held = data.subset(split.held_out)  # rows only: a file set decodes nothing here
     held_labels = held.labels

@@ -57,6 +57,23 @@ def reference_split(data) -> ReferenceSplit:
     return ReferenceSplit(np.sort(np.concatenate(train)), np.sort(np.concatenate(held)))
 
 
+def warn_once(data):
+    """`data` with its warnings given once each over all of its pipelines: every pass of the
+    diagnostics (training, scoring, spread, ...) is a pipeline of its own, whose decoder would name
+    the same undecodable file again."""
+    if not data.streamed or getattr(data.warn, "once", False):
+        return data
+    seen, warn = set(), data.warn
+
+    def once(message):
+        if message not in seen:
+            seen.add(message)
+            warn(message)
+
+    once.once = True
+    return dataclasses.replace(data, warn=once)
+
+
 def _fingerprint(data, split):
     """The cache key's hash of the training rows. A file set: its paths and labels (data/files.py's
     `fingerprint`, what a run records), the decode shape and the split, so that no pixel is read.
@@ -157,6 +174,7 @@ class ReferenceClassifier:
         import keras
 
         split = split or reference_split(data)
+        data = warn_once(data)
         key = f"reference-{data.name.replace(':', '_').replace('/', '_')[-40:]}-{_fingerprint(data, split)}"
         path = os.path.join(cache_dir(), key + ".keras")
         if cache and os.path.exists(path) and os.path.exists(path + ".json"):
