@@ -144,6 +144,87 @@ def test_diagnose_command_reports_coophash_and_dshgan_and_refuses_a_model_withou
     assert out.returncode == 2 and "no generator" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory, digits):
+    """(streamed, in_memory): the digits as 8x8 PNGs in class folders (folder:, rows are files), and
+    the same rows with digits' own pixels in memory."""
+    import dataclasses
+
+    from PIL import Image
+
+    from coophash_keras.data import load_dataset
+
+    root = tmp_path_factory.mktemp("digits") / "folder"
+    for i, (image, label) in enumerate(zip(digits.images, digits.labels)):
+        os.makedirs(root / f"c{label}", exist_ok=True)
+        Image.fromarray(image[..., 0]).save(root / f"c{label}" / f"{i:05d}.png")
+    streamed = load_dataset(f"folder:{root}", image_size=(8, 8), channels=1)
+    order = np.array([int(os.path.basename(p)[:5]) for p in streamed.extras["paths"]])
+    np.testing.assert_array_equal(streamed.labels, digits.labels[order])
+    return streamed, dataclasses.replace(streamed, images=digits.images[order], shape=None)
+
+
+@pytest.mark.slow
+def test_diagnostics_of_a_streamed_folder_equal_those_of_the_same_images_in_memory(digits_folder, tiny_config):
+    """The reference classifier trained from the pipeline, the spread, the Fréchet features, the
+    posterior and the energies of file rows decoded batch by batch: the in-memory numbers bit for
+    bit (the same rows, pixels, shuffle order and network batches)."""
+    import keras
+
+    from coophash_keras import CoopHash
+    from coophash_keras.diagnostics import generator_diagnostics
+
+    streamed, in_memory = digits_folder
+    assert streamed.streamed and not in_memory.streamed
+    rows = np.arange(0, len(streamed), 37)
+    np.testing.assert_array_equal(streamed.pixels(rows), in_memory.images[rows])
+    keras.utils.set_random_seed(0)
+    model = CoopHash(tiny_config)
+    expected = generator_diagnostics(model, in_memory)
+    report = generator_diagnostics(model, streamed)
+    assert report == expected
+    assert report["class_consistency"]["reference_accuracy"] > 0.9  # an instrument that was trained
+    assert {"latent_real", "energy", "spread_ratio_revised"} <= set(report)
+    tail = streamed.name.replace(":", "_").replace("/", "_")[-40:]
+    caches = [f for f in os.listdir(os.environ["COOPHASH_CACHE"]) if f.startswith(f"reference-{tail}-")]
+    assert len(caches) == 4  # two instruments (.keras + .json each): a file set is keyed by its fingerprint
+
+
+@pytest.mark.slow
+def test_diagnostics_of_a_file_set_decode_a_bounded_batch_at_a_time(digits_folder, tiny_config, monkeypatch):
+    """Memory does not grow with the set: no pixels() of a whole split (the old code decoded both
+    halves of the set into arrays), every file is decoded in pipeline batches of at most 512 rows.
+    The spread's batch is shrunk to 64 rows here so that 512 bounds every batch of this small set."""
+    import keras
+
+    from coophash_keras import CoopHash
+    from coophash_keras.data import ImageSet
+    from coophash_keras.diagnostics import generator, generator_diagnostics, reference_split
+
+    streamed, _ = digits_folder
+    monkeypatch.setattr(generator, "SPREAD_CHUNK", 64 * 64, raising=False)
+    pixels_rows, batch_rows = [], []
+    pixels, as_dataset = ImageSet.pixels, ImageSet.as_dataset
+
+    def spy_pixels(self, indices=None, batch_size=256):
+        pixels_rows.append(len(self) if indices is None else len(indices))
+        return pixels(self, indices, batch_size)
+
+    def spy_as_dataset(self, batch_size, *args, **kwargs):
+        if self.streamed:
+            batch_rows.append(min(batch_size, len(self)))
+        return as_dataset(self, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(ImageSet, "pixels", spy_pixels)
+    monkeypatch.setattr(ImageSet, "as_dataset", spy_as_dataset)
+    keras.utils.set_random_seed(0)
+    report = generator_diagnostics(CoopHash(tiny_config), streamed)
+    held_out = len(reference_split(streamed).held_out)
+    assert held_out > 512 and report["samples_per_class"] == 40
+    assert max(pixels_rows, default=0) <= 512, f"pixels() decoded {max(pixels_rows)} rows into one array"
+    assert batch_rows and max(batch_rows) <= 512, max(batch_rows)
+
+
 def test_tensorboard_gets_the_generator_diagnostics_and_the_logs_keep_them(tmp_path, tiny_config, digits):
     import tensorflow as tf
 

@@ -14,6 +14,12 @@ DSH-GAN), each a number a collapsed generator cannot fake:
   energies            (CoopHash) mean f_E of real, generated and Langevin-revised images.
 
 CoopHash's samples are measured raw (x^ = g(z, c)) and revised (x~, its Langevin revision).
+
+The real images are read through the data set's pipeline (`ImageSet.as_dataset`), a bounded batch at
+a time, so that a file data set of any size is never decoded whole: only the Fréchet distances'
+2N real images per class are predicted, and the pixel spread, the posterior and the energies of the
+real held-out images are accumulated batch by batch. What is held whole is per row and small
+(labels, latent means, energies), or per class (N samples).
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from coophash_keras.diagnostics.reference import FEATURE_DIM, ReferenceClassifier, reference_split
+from coophash_keras.diagnostics.reference import FEATURE_DIM, ReferenceClassifier, reference_split, warn_once
 from coophash_keras.preprocessing import normalize_images, to_pixels
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda, Grosse and Salakhutdinov 2016
 MAX_FRECHET_SAMPLES = 500
+SPREAD_CHUNK = 2**20  # pixel values per batch of the streamed spread (8 MiB as float64)
+LATENT_BATCH = 500  # images per posterior / energy call (the batches of `_in_batches`)
 
 
 def has_generator(model) -> bool:
@@ -61,18 +69,62 @@ def frechet_samples_per_class(held_out_labels, num_classes):
     return n
 
 
+class _Spread:
+    """The per-pixel std over images, accumulated batch by batch (Chan et al.'s pairwise update of
+    count, mean and M2). One batch gives numpy's `std(axis=0)` bit for bit (the same operations), so
+    a class that fits in one batch (every class of digits) keeps the in-memory number exactly."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, images):
+        x = np.asarray(images, np.float64)
+        n = len(x)
+        if n == 0:
+            return self
+        mean = x.mean(axis=0)
+        m2 = np.square(x - mean).sum(axis=0)
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, mean, m2
+        else:
+            total = self.count + n
+            delta = mean - self.mean
+            self.mean = self.mean + delta * (n / total)
+            self.m2 = self.m2 + m2 + np.square(delta) * (self.count * n / total)
+            self.count = total
+        return self
+
+    def value(self):
+        """Mean over pixels of the std over images, in [0, 1] pixel units (nan without images)."""
+        if self.count == 0:
+            return float("nan")
+        return float(np.sqrt(self.m2 / self.count).mean() / 255.0)
+
+
 def _pixel_spread(images):
     """Mean over pixels of the std over images, in [0, 1] pixel units."""
-    return float(np.asarray(images, np.float64).std(axis=0).mean() / 255.0)
+    return _Spread().add(images).value()
 
 
-def _class_spread_ratios(samples, sample_classes, real, real_labels, num_classes):
+def _real_spreads(data, num_classes):
+    """Per class c: the pixel spread of the ImageSet `data`'s images of class c, one class at a time
+    through its pipeline in batches of SPREAD_CHUNK pixel values, so that memory does not grow with
+    the set (nor with the number of classes). Undecodable files are left out."""
+    batch = max(1, SPREAD_CHUNK // int(np.prod(data.image_shape)))
+    spreads = []
+    for c in range(num_classes):
+        acc, rows = _Spread(), np.flatnonzero(data.labels == c)
+        if len(rows):
+            for images, _ in data.subset(rows).as_dataset(batch):
+                acc.add(images)
+        spreads.append(acc.value())
+    return np.array(spreads)
+
+
+def _class_spread_ratios(samples, sample_classes, real_spreads, num_classes):
     """Per class c: the pixel spread of the samples of c over that of the real images of c."""
     return np.array(
-        [
-            _pixel_spread(samples[sample_classes == c]) / max(_pixel_spread(real[real_labels == c]), 1e-8)
-            for c in range(num_classes)
-        ]
+        [_pixel_spread(samples[sample_classes == c]) / max(real_spreads[c], 1e-8) for c in range(num_classes)]
     )
 
 
@@ -117,21 +169,23 @@ def spread_ratios(model, images, labels, num_classes, per_class=64, seed=0):
         ratios = spread_ratios(model, data.images, data.labels, data.num_classes)
         assert ratios.mean() >= 0.7 and ratios.min() >= 0.5
     """
+    from coophash_keras.data import ImageSet
+
     generated, _, classes = class_samples(model, num_classes, per_class, seed)
     generated = _to_pixels_at_image_size(model, generated)
-    return _class_spread_ratios(generated, classes, images, np.asarray(labels), num_classes)
+    real = _real_spreads(ImageSet(np.asarray(images), np.asarray(labels), num_classes), num_classes)
+    return _class_spread_ratios(generated, classes, real, num_classes)
 
 
 def _to_pixels_at_image_size(model, images):
     return np.asarray(to_pixels(model.hash_network.to_image_size(tf.convert_to_tensor(images))))
 
 
-def _latent_statistics(model, normalized_images, made_by=None):
-    """KL per dimension (mean over images) and active units of q(z|x) on the given images; with
-    `made_by` (the z that made each image), how much of it E_q[z|x] recovers: the mean over
-    dimensions of the squared correlation (R^2 of a linear fit per dimension)."""
-    d = model.hash_network
-    z_mean, z_log_var = _in_batches(d.infer_latent, normalized_images)
+def _latent_statistics(z_mean, z_log_var, made_by=None):
+    """KL per dimension (mean over images) and active units of q(z|x), from its mean and log
+    variance [N, latent_dim] on the images; with `made_by` (the z that made each image), how much of
+    it E_q[z|x] recovers: the mean over dimensions of the squared correlation (R^2 of a linear fit
+    per dimension)."""
     recovery = {}
     if made_by is not None:
         r = [
@@ -151,10 +205,31 @@ def _latent_statistics(model, normalized_images, made_by=None):
     }
 
 
+def _real_posterior_and_energies(model, data, num_classes):
+    """(z_mean, z_log_var, energies) of q(z|x) and f_E(x, y) on the ImageSet `data`'s images, read
+    through its pipeline in order, LATENT_BATCH at a time (the batches of `_in_batches`, so the
+    same numbers as on the array); per row only latent_dim + 1 numbers are kept."""
+    d = model.hash_network
+    z_mean, z_log_var, energies = [], [], []
+    for images, labels in data.as_dataset(LATENT_BATCH):
+        x = normalize_images(images)
+        mean, log_var = d.infer_latent(x)
+        z_mean.append(np.asarray(mean))
+        z_log_var.append(np.asarray(log_var))
+        energies.append(np.asarray(d.energy(x, tf.one_hot(labels, num_classes))))
+    return np.concatenate(z_mean), np.concatenate(z_log_var), np.concatenate(energies)
+
+
 def generator_diagnostics(model, data, reference: ReferenceClassifier | None = None, seed=0, verbose=0):
-    """Every measurement of the module docstring for `model` (CoopHash or DSH-GAN) on the
-    single-label ImageSet it was trained on, as a JSON-ready dict. `reference` defaults to the
-    data set's cached reference classifier (trained on first use).
+    """Every measurement of the module docstring for `model` (CoopHash or DSH-GAN), as a JSON-ready dict.
+
+    Args:
+        model: a CoopHash or DSH-GAN model.
+        data: the single-label ImageSet it was trained on; file rows are read through the pipeline
+            a batch at a time (memory does not grow with the set), giving the in-memory numbers.
+        reference: default the data set's cached reference classifier (trained on first use).
+        seed: seed of the latents z of the samples and of the choice of real images.
+        verbose: 1 says when the reference classifier is trained.
 
     Example:
         report = generator_diagnostics(model, load_dataset("digits"))
@@ -163,8 +238,10 @@ def generator_diagnostics(model, data, reference: ReferenceClassifier | None = N
     if not has_generator(model):
         raise ValueError(f"{type(model).__name__} has no generator to diagnose (CoopHash and DSH-GAN have one)")
     split = reference_split(data)
+    data = warn_once(data)
     reference = reference or ReferenceClassifier.for_data(data, split, verbose=verbose)
-    held_images, held_labels = data.pixels(split.held_out), data.labels[split.held_out]
+    held = data.subset(split.held_out)  # rows only: a file set decodes nothing here
+    held_labels = held.labels
     C = data.num_classes
     n = frechet_samples_per_class(held_labels, C)
     generated, revised, classes = class_samples(model, C, n, seed)
@@ -176,17 +253,19 @@ def generator_diagnostics(model, data, reference: ReferenceClassifier | None = N
     real_a, real_b = [], []  # per class: two disjoint halves of n held-out images each
     for c in range(C):
         idx = rng.permutation(np.flatnonzero(held_labels == c))
-        real_a.append(held_images[idx[:n]])
-        real_b.append(held_images[idx[n : 2 * n]])
-    _, feat_a = reference.predict(np.concatenate(real_a))
-    _, feat_b = reference.predict(np.concatenate(real_b))
+        real_a.append(idx[:n])
+        real_b.append(idx[n : 2 * n])
+    # Streamed in the same batches as the array was: the same features bit for bit.
+    _, feat_a = reference.predict(held.subset(np.concatenate(real_a)))
+    _, feat_b = reference.predict(held.subset(np.concatenate(real_b)))
     frechet = {"real": _per_class_frechet(feat_a, feat_b, C, n)}
+    real_spreads = _real_spreads(held, C)
     spread, consistency = {}, {}
     for name, images in sets.items():
         logits, features = reference.predict(images)
         consistency[name] = float(np.mean(logits.argmax(-1) == classes))
         frechet[name] = _per_class_frechet(features, feat_b, C, n)
-        ratios = _class_spread_ratios(images, classes, held_images, held_labels, C)
+        ratios = _class_spread_ratios(images, classes, real_spreads, C)
         spread[name] = {
             "per_class": [round(float(r), 4) for r in ratios],
             "mean": float(ratios.mean()),
@@ -203,10 +282,11 @@ def generator_diagnostics(model, data, reference: ReferenceClassifier | None = N
         "frechet": dict(frechet, feature_dim=FEATURE_DIM, samples_per_class=n),
     }
     if hasattr(model, "langevin_revise"):
-        normalized_real = np.asarray(normalize_images(held_images))
-        report["latent_real"] = _latent_statistics(model, normalized_real)
-        report["latent_revised"] = _latent_statistics(model, revised, latents(model, len(classes), seed))
-        report["energy"] = _energies(model, normalized_real, held_labels, generated, revised, classes, C)
+        z_mean, z_log_var, real_energies = _real_posterior_and_energies(model, held, C)
+        report["latent_real"] = _latent_statistics(z_mean, z_log_var)
+        z_mean, z_log_var = _in_batches(model.hash_network.infer_latent, revised, batch_size=LATENT_BATCH)
+        report["latent_revised"] = _latent_statistics(z_mean, z_log_var, latents(model, len(classes), seed))
+        report["energy"] = dict(real=float(real_energies.mean()), **_energies(model, generated, revised, classes, C))
     return report
 
 
@@ -223,13 +303,12 @@ def _per_class_frechet(features, reference_features, num_classes, n):
     )
 
 
-def _energies(model, real, real_labels, generated, revised, classes, num_classes):
+def _energies(model, generated, revised, classes, num_classes):
     d = model.hash_network
     energy = lambda x, y: d.energy(x, tf.one_hot(y, num_classes))  # noqa: E731
     return {
-        "real": float(_in_batches(energy, real, real_labels).mean()),
-        "generated": float(_in_batches(energy, generated, classes).mean()),
-        "revised": float(_in_batches(energy, revised, classes).mean()),
+        "generated": float(_in_batches(energy, generated, classes, batch_size=LATENT_BATCH).mean()),
+        "revised": float(_in_batches(energy, revised, classes, batch_size=LATENT_BATCH).mean()),
     }
 
 

@@ -9,6 +9,9 @@ Which images train it and which are held out (`reference_split`):
   other data     a seeded half of every class trains it; the other half is held out.
 The trained classifier is cached on disk (`COOPHASH_CACHE`, default ~/.cache/coophash-keras),
 keyed by the data's fingerprint, so every diagnosis of one data set uses the same instrument.
+
+It trains and is scored through the data set's one pipeline (`ImageSet.as_dataset`), batch by batch:
+a file data set of any size is never held in memory, only its paths and labels.
 """
 
 from __future__ import annotations
@@ -54,11 +57,39 @@ def reference_split(data) -> ReferenceSplit:
     return ReferenceSplit(np.sort(np.concatenate(train)), np.sort(np.concatenate(held)))
 
 
-def _fingerprint(images, labels):
+def warn_once(data):
+    """`data` with its warnings given once each over all of its pipelines: every pass of the
+    diagnostics (training, scoring, spread, ...) is a pipeline of its own, whose decoder would name
+    the same undecodable file again."""
+    if not data.streamed or getattr(data.warn, "once", False):
+        return data
+    seen, warn = set(), data.warn
+
+    def once(message):
+        if message not in seen:
+            seen.add(message)
+            warn(message)
+
+    once.once = True
+    return dataclasses.replace(data, warn=once)
+
+
+def _fingerprint(data, split):
+    """The cache key's hash of the training rows. A file set: its paths and labels (data/files.py's
+    `fingerprint`, what a run records), the decode shape and the split, so that no pixel is read.
+    An in-memory set: the training pixels and labels themselves, as before (caches stay valid)."""
     h = hashlib.sha256()
+    if data.streamed:
+        from coophash_keras.data.files import fingerprint
+
+        h.update(f"{fingerprint(data)} {data.image_shape}".encode())
+        h.update(np.ascontiguousarray(split.train, np.int64).tobytes())
+        h.update(np.ascontiguousarray(split.held_out, np.int64).tobytes())
+        return h.hexdigest()[:16]
+    images = data.images[split.train]
     h.update(str(images.shape).encode())
     h.update(np.ascontiguousarray(images).tobytes())
-    h.update(np.ascontiguousarray(labels).tobytes())
+    h.update(np.ascontiguousarray(data.labels[split.train]).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -84,8 +115,8 @@ def _build(image_shape, num_classes):
 
 class ReferenceClassifier:
     """A trained reference CNN. `predict(images)` -> (logits, features) of uint8/float pixel
-    images in [0, 255] at the data's image shape; `accuracy` is its accuracy on the held-out
-    images it was not trained on.
+    images in [0, 255] at the data's image shape, or of an ImageSet's rows (streamed); `accuracy`
+    is its accuracy on the held-out images it was not trained on.
 
     Example:
         data = load_dataset("digits")
@@ -100,12 +131,24 @@ class ReferenceClassifier:
         self.num_classes = int(num_classes)
 
     @classmethod
-    def train(cls, images, labels, num_classes, held_images, held_labels, epochs=None, verbose=0):
+    def train(cls, train_set, held_out_set, epochs=None, verbose=0):
+        """Trains the reference CNN on the ImageSet `train_set` and scores it on `held_out_set`.
+
+        Both are read through `as_dataset`, batch by batch; the training batches are shuffled with
+        `REFERENCE_SEED` (for in-memory rows the same order as a `from_tensor_slices` of the array),
+        and a file that cannot be decoded is given no weight.
+
+        Args:
+            train_set: single-label ImageSet the classifier learns from.
+            held_out_set: single-label ImageSet of the same shape; `accuracy` is measured on it.
+            epochs: default about 6,000 optimizer steps at batch 64, between 6 and 60 epochs.
+            verbose: Keras `fit` verbosity.
+        """
         import keras
         import tensorflow as tf
 
-        keras.utils.set_random_seed(REFERENCE_SEED)
-        net = _build(images.shape[1:], num_classes)
+        keras.utils.set_random_seed(REFERENCE_SEED)  # before the pipeline: its shuffle reads the global seed
+        net = _build(train_set.image_shape, train_set.num_classes)
         # Trained on the logits only; the features follow.
         trainer = keras.Model(net.input, net.output[0])
         trainer.compile(
@@ -114,15 +157,15 @@ class ReferenceClassifier:
             metrics=["accuracy"],
         )
         if epochs is None:  # about 6,000 optimizer steps at batch 64 on a small set, 6 epochs on a large one
-            epochs = int(np.clip(6000 * 64 // max(len(images), 1), 6, 60))
-        ds = (
-            tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels.astype(np.int64)))
-            .shuffle(len(images), seed=REFERENCE_SEED)
-            .batch(64)
-        )
+            epochs = int(np.clip(6000 * 64 // max(len(train_set), 1), 6, 60))
+        # rows=True keeps every row (an undecodable file is zeros with weight 0), so the pipeline's
+        # length is known and each epoch starts a fresh shuffle as for an array: a filtered pipeline of
+        # unknown length trains on another order from the second epoch on.
+        ds = train_set.as_dataset(64, shuffle=True, seed=REFERENCE_SEED, rows=True)
+        ds = ds.map(lambda images, labels, rows, ok: (images, labels, tf.cast(ok, tf.float32)))
         trainer.fit(ds, epochs=epochs, verbose=verbose)
-        ref = cls(net, 0.0, images.shape[1:], num_classes)
-        ref.accuracy = float(np.mean(ref.classify(held_images) == held_labels))
+        ref = cls(net, 0.0, train_set.image_shape, train_set.num_classes)
+        ref.accuracy = float(np.mean(ref.classify(held_out_set) == held_out_set.labels))
         return ref
 
     @classmethod
@@ -131,9 +174,8 @@ class ReferenceClassifier:
         import keras
 
         split = split or reference_split(data)
-        images, labels = data.pixels(split.train), data.labels[split.train]
-        held_images, held_labels = data.pixels(split.held_out), data.labels[split.held_out]
-        key = f"reference-{data.name.replace(':', '_').replace('/', '_')[-40:]}-{_fingerprint(images, labels)}"
+        data = warn_once(data)
+        key = f"reference-{data.name.replace(':', '_').replace('/', '_')[-40:]}-{_fingerprint(data, split)}"
         path = os.path.join(cache_dir(), key + ".keras")
         if cache and os.path.exists(path) and os.path.exists(path + ".json"):
             with open(path + ".json") as fh:
@@ -143,29 +185,45 @@ class ReferenceClassifier:
             )
         if verbose:
             print(
-                f"training the reference classifier on {len(images)} {data.name} images (cached in {path})", flush=True
+                f"training the reference classifier on {len(split.train)} {data.name} images (cached in {path})",
+                flush=True,
             )
-        ref = cls.train(images, labels, data.num_classes, held_images, held_labels)
+        ref = cls.train(data.subset(split.train), data.subset(split.held_out))
         if cache:
             from coophash_keras.io import atomic_path, atomic_write_json
 
             with atomic_path(path, ".keras") as tmp:
                 ref.network.save(tmp)
-            atomic_write_json(path + ".json", {"accuracy": ref.accuracy, "train_images": int(len(images))})
+            atomic_write_json(path + ".json", {"accuracy": ref.accuracy, "train_images": int(len(split.train))})
         return ref
 
     def predict(self, images, batch_size=512):
-        images = np.asarray(images, np.float32)
-        if images.shape[1:] != self.image_shape:
-            raise ValueError(
-                f"the reference classifier takes images of shape {self.image_shape}, got {images.shape[1:]}"
-            )
-        logits, features = [], []
-        for i in range(0, len(images), batch_size):
-            lo, fe = self.network(images[i : i + batch_size], training=False)
+        """(logits [N, C], features [N, FEATURE_DIM]) of `images`, in batches of `batch_size`.
+
+        Args:
+            images: uint8/float pixels [N, H, W, C] in [0, 255], or an ImageSet, read through its
+                pipeline in order (`as_dataset(rows=True)`: a file that cannot be decoded is a row
+                of zeros, as in `ImageSet.pixels`), so that only one batch is decoded at a time.
+            batch_size: images per network call; the same rows in the same batches give the same
+                numbers bit for bit.
+        """
+        from coophash_keras.data import ImageSet
+
+        rows = isinstance(images, ImageSet)
+        shape = tuple(images.image_shape if rows else np.shape(images)[1:])
+        if shape != self.image_shape:
+            raise ValueError(f"the reference classifier takes images of shape {self.image_shape}, got {shape}")
+        if rows:  # rows=True keeps every row in place, so that logits[i] is row i's
+            batches = (b[0] for b in images.as_dataset(batch_size, rows=True)) if len(images) else ()
+        else:
+            batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+        logits, features = [np.zeros((0, self.num_classes), np.float32)], [np.zeros((0, FEATURE_DIM), np.float32)]
+        for batch in batches:
+            lo, fe = self.network(np.asarray(batch, np.float32), training=False)
             logits.append(np.asarray(lo))
             features.append(np.asarray(fe))
         return np.concatenate(logits), np.concatenate(features)
 
     def classify(self, images):
+        """Class ids [N] of `images` (pixels or an ImageSet, as for `predict`)."""
         return self.predict(images)[0].argmax(-1)
