@@ -182,6 +182,16 @@ class CoopHashConfig:
         high=1.0,
     )
 
+    served_energy: str = _f(
+        "energy_head",
+        "ours",
+        "what CoopHash's served `energy` output (and so its `in_distribution`) is: 'energy_head' = log sum_c exp "
+        "f_E(x, c), the descriptor's density view; 'class_free_energy' = log sum_c exp of its class logits (Liu et "
+        "al. 2020), what the pointwise baselines serve. Both are measured as OOD scores in docs/OOD.md. A model "
+        "saved before this field existed keeps serving its energy head",
+        choices=("energy_head", "class_free_energy"),
+    )
+
     negative_labels: str = _f(
         "one_absent_class",
         "ours",

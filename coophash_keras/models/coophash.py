@@ -117,6 +117,7 @@ class CoopHash(GenerativeHashingModel):
     def build(self, input_shape=None):
         super().build(input_shape)
         c = self.config
+        self.hash_network.served_energy = c.served_energy  # CoopHash's only (DSH-GAN serves its adversary)
         self.chain_buffer = self._add_chain_buffer("persistent_chains", c.seed)
         self.noise_chain_buffer = self._add_chain_buffer("noise_chains", c.seed + 1)
         self.built = True

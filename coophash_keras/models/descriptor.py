@@ -30,6 +30,7 @@ from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
 
 
 CLASSIFIER_INPUTS = ("features", "codes", "codebook")
+SERVED_ENERGIES = ("energy_head", "class_free_energy")
 
 
 def resize(x, size, antialias=False):
@@ -58,9 +59,13 @@ class MultipurposeDescriptor(layers.Layer):
         readout_scale=8.0,
         energy_reads_dropout=True,
         inference_reads_map=False,
+        served_energy="energy_head",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if served_energy not in SERVED_ENERGIES:
+            raise ValueError(f"served_energy must be one of {SERVED_ENERGIES}, got {served_energy!r}")
+        self.served_energy = served_energy
         if classifier_input not in CLASSIFIER_INPUTS:
             raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}")
         self.classifier_input, self.readout_scale = classifier_input, float(readout_scale)
@@ -147,17 +152,23 @@ class MultipurposeDescriptor(layers.Layer):
         return self.classifier_head(features if self.classifier_input == "features" else relaxed_codes)
 
     def serving_outputs(self, x):
-        """Codes, class logits and the label-free energy log sum_c exp f_E(x, c) (an OOD score),
-        the energy read from `synthetic_view(x)` as in training (one more base pass when the
-        synthesis size is below the image size)."""
+        """What export and serving read, for normalised images x.
+
+        Returns:
+            A dict of `relaxed_codes` [N, K], `class_logits` [N, C], `energy_head` [N] (the
+            label-free energy log sum_c exp f_E(x, c), read from `synthetic_view(x)` as in
+            training: one more base pass when the synthesis size is below the image size), and
+            `energy` [N], the served OOD score (higher = more like the training data): the
+            energy head's, or with served_energy 'class_free_energy' log sum_c exp of the class
+            logits.
+        """
         f = self.features(x)
         f_energy = self.features(self.synthetic_view(x)) if self.synthesizes_smaller else f
         codes = self.hash_head(f)
-        return {
-            "relaxed_codes": codes,
-            "class_logits": self.class_logits(f, codes),
-            "energy": ops.logsumexp(self.energy_head(f_energy), axis=-1),
-        }
+        logits = self.class_logits(f, codes)
+        energy_head = ops.logsumexp(self.energy_head(f_energy), axis=-1)
+        served = energy_head if self.served_energy == "energy_head" else ops.logsumexp(logits, axis=-1)
+        return {"relaxed_codes": codes, "class_logits": logits, "energy": served, "energy_head": energy_head}
 
     def inference_features(self, x):
         """What the inference head reads: f0(x), or with inference_reads_map f0's last map before its
@@ -195,6 +206,7 @@ class MultipurposeDescriptor(layers.Layer):
             readout_scale=self.readout_scale,
             energy_reads_dropout=self.energy_reads_dropout,
             inference_reads_map=self.inference_reads_map,
+            served_energy=self.served_energy,
         )
         return config
 
