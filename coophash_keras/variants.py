@@ -20,6 +20,8 @@ VARIANTS = {
         "paper": {},  # the paper's form as built here: synthetic triplets, classification beside the codes
         # The default with the noise chains of fewlabels+noise_chains (the digits demo's OOD study).
         "noise_chains": {"noise_chains": 100},
+        # The same training, serving min_z of the energy head and the free energy (docs/OOD.md).
+        "noise_chains+min_z": {"noise_chains": 100, "served_energy": "min_z"},
         "codes": _CODES,  # + classification through the codes
         "codes+synth": {**_CODES, **_SYNTH},  # + the revised pairs as labelled augmentation
         "codes+synth+real": {**_CODES, **_SYNTH, "synthetic_realness_weighting": True},

@@ -94,6 +94,11 @@ def served_energy_meaning(network):
     from coophash_keras.models.networks import ProjectionHashNetwork
 
     served = getattr(network, "served_energy", None)
+    if served == "min_z":
+        return (
+            "min_z: the smaller of the energy head's and the class logits' free energy's z-scores "
+            "(each by its mean and std on the training images)"
+        )
     if served == "energy_head":
         return "energy_head: log sum_c exp f_E(x, c) of the descriptor's energy head (DSH-GAN: its adversary logit)"
     if isinstance(network, ProjectionHashNetwork):

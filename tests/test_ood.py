@@ -254,3 +254,47 @@ def test_coophash_serves_the_score_its_config_names_and_old_models_keep_their_en
     network, cfg = load_hashing_network(legacy)
     served = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"]).serve(tf.constant(images))
     np.testing.assert_allclose(served["energy"], out["energy_head"], rtol=1e-5, atol=1e-5)
+
+
+def test_min_z_serves_the_smaller_standardised_score_with_statistics_saved_and_exported(tiny_config, digits, tmp_path):
+    from coophash_keras import CoopHash
+    from coophash_keras.export import HashingExportModule, load_hashing_network
+    from coophash_keras.io import load_model, save_model
+    from coophash_keras.preprocessing import normalize_images
+
+    model = CoopHash(tiny_config.replace(served_energy="min_z"))
+    model.compile()
+    train, queries = digits.images[:300], digits.images[300:340]
+    stats = model.fit_score_statistics(train)
+    out = model.hash_network.serving_outputs(normalize_images(tf.constant(train)))
+    head, free = np.asarray(out["energy_head"]), np.asarray(tf.reduce_logsumexp(out["class_logits"], -1))
+    np.testing.assert_allclose(stats, [[head.mean(), head.std()], [free.mean(), free.std()]], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.hash_network.score_statistics.numpy(), stats, rtol=1e-6)
+    expected = np.minimum((head - head.mean()) / head.std(), (free - free.mean()) / free.std())
+    np.testing.assert_allclose(out["energy"], expected, rtol=1e-4, atol=1e-4)
+    assert abs(np.median(out["energy"])) < 1.5 and np.asarray(out["energy"]).max() <= expected.max() + 1e-4
+    path = str(tmp_path / "min_z.keras")
+    save_model(model, path)
+    served = model.hash_network.serving_outputs(normalize_images(tf.constant(queries)))["energy"]
+    np.testing.assert_allclose(load_model(path).hash_network.serving_outputs(
+        normalize_images(tf.constant(queries)))["energy"], served, rtol=1e-5, atol=1e-5)
+    network, cfg = load_hashing_network(path)
+    exported = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"]).serve(tf.constant(queries))
+    np.testing.assert_allclose(exported["energy"], served, rtol=1e-5, atol=1e-5)
+    assert CoopHash(tiny_config).fit_score_statistics(train) is None  # nothing to fit for another score
+
+
+def test_coophash_train_sets_the_min_z_statistics_from_the_training_images(tmp_path):
+    from coophash_keras.data import load_digits
+    from coophash_keras.io import load_model
+    from coophash_keras.runs import RunSpec, train_run
+
+    overrides = dict(served_energy="min_z", base_filters=8, feature_dim=32, latent_dim=8, generator_filters=16)
+    spec = RunSpec(run_dir=str(tmp_path / "run"), epochs=1, steps_per_epoch=2, bits=16, overrides=overrides)
+    result = train_run(spec)
+    stats = result.model.hash_network.score_statistics.numpy()
+    assert not np.allclose(stats, [[0.0, 1.0], [0.0, 1.0]]) and np.all(stats[:, 1] > 0)
+    split = np.load(tmp_path / "run" / "split.npz")
+    expected = result.model.fit_score_statistics(load_digits().images[split["train"]])
+    np.testing.assert_allclose(stats, expected, rtol=1e-5)  # the training images, not the queries
+    np.testing.assert_allclose(load_model(str(tmp_path / "run" / "model.keras")).hash_network.score_statistics, stats)

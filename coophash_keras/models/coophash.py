@@ -115,9 +115,9 @@ class CoopHash(GenerativeHashingModel):
         return tuple(n for n in self.all_tracker_names if n not in off)
 
     def build(self, input_shape=None):
-        super().build(input_shape)
         c = self.config
         self.hash_network.served_energy = c.served_energy  # CoopHash's only (DSH-GAN serves its adversary)
+        super().build(input_shape)
         self.chain_buffer = self._add_chain_buffer("persistent_chains", c.seed)
         self.noise_chain_buffer = self._add_chain_buffer("noise_chains", c.seed + 1)
         self.built = True
@@ -238,7 +238,8 @@ class CoopHash(GenerativeHashingModel):
         """JEM's sample_q on f_E(., c) for the descriptor's likelihood term (config.noise_chains):
         one chain per label row, started from a buffer slot of its class or, at
         noise_chain_reinit_rate, from fresh U[-1, 1] noise; `noise_chain_steps` Langevin steps with
-        the revision's step size, noise and clips; the result goes back into its slot.
+        the revision's step size, noise and clips; the result goes back into its slot. Called by
+        `train_step` only (`test_step` keeps the paper's terms and writes no buffer).
 
         Args:
             labels_one_hot: float [N, num_classes], the classes to sample (the batch's labels).
@@ -500,6 +501,31 @@ class CoopHash(GenerativeHashingModel):
         return self._logs(d_terms, g_terms, grad_norm, self.revision_distance(pairs, revised), batch.labels, finite)
 
     # ----------------------------------------------------------------------------- user API
+    def fit_score_statistics(self, images, batch_size=256):
+        """With served_energy 'min_z': store the mean and standard deviation of the energy head's
+        and the free energy's scores on `images` (the labelled training images; `coophash train`
+        calls it after fitting), which the served `energy` standardises by. A no-op otherwise.
+
+        Args:
+            images: uint8 [N, *image_shape], in-distribution images (never the queries).
+            batch_size: images per forward pass.
+
+        Returns:
+            float [2, 2]: rows (energy head, free energy), columns (mean, std); None when not 'min_z'.
+        """
+        stats = self.hash_network.score_statistics
+        if stats is None:
+            return None
+        images = validate_images(images, self.config.image_shape)
+        head, free = [], []
+        for i in range(0, len(images), batch_size):
+            out = self.hash_network.serving_outputs(normalize_images(images[i : i + batch_size]))
+            head.append(np.asarray(out["energy_head"], np.float64))
+            free.append(np.asarray(tf.reduce_logsumexp(out["class_logits"], axis=-1), np.float64))
+        values = np.array([[np.mean(v), max(np.std(v), 1e-6)] for v in (np.concatenate(head), np.concatenate(free))])
+        stats.assign(values.astype(np.float32))
+        return values
+
     def generate(self, labels, z=None, seed=0):
         """Generator samples g(z, c) as uint8 images (at the synthesis size), for a list of class ids
         (or multi-hot rows)."""
