@@ -2,8 +2,10 @@
 model has, against far, near and shifted out-of-distribution sets; one JSON per run.
 
 In distribution: the run's own queries (never trained on). Scores (higher = more like the data):
-  energy        the served `energy` output: CoopHash's energy head log sum_c exp f_E(x, c),
-                DSH-GAN's adversary logit, the pointwise baselines' free energy of their class logits
+  energy        the served `energy` output: CoopHash's energy head log sum_c exp f_E(x, c) or, with
+                served_energy 'class_free_energy', its free energy; DSH-GAN's adversary logit; the
+                pointwise baselines' free energy of their class logits
+  energy_head   CoopHash's energy head, when it is not the served score
   free_energy   log sum_c exp(class logit) of the model's class read-out (Liu et al. 2020)
   msp           the largest softmax probability of the class read-out (Hendrycks & Gimpel 2017)
 (a score that is constant on the queries, e.g. a label-free model's class read-out, is left out).
@@ -54,10 +56,14 @@ def model_scores(model, images, batch=512):
     from coophash_keras.preprocessing import normalize_images
 
     parts = {"energy": [], "free_energy": [], "msp": []}
+    if getattr(model.hash_network, "served_energy", "energy_head") != "energy_head":
+        parts["energy_head"] = []  # CoopHash serving another score: its energy head beside it
     for i in range(0, len(images), batch):
         out = model.hash_network.serving_outputs(normalize_images(tf.constant(images[i : i + batch])))
         logits = np.asarray(out["class_logits"], np.float64)
         parts["energy"].append(np.asarray(out["energy"], np.float64))
+        if "energy_head" in parts:
+            parts["energy_head"].append(np.asarray(out["energy_head"], np.float64))
         top = logits.max(axis=1, keepdims=True)
         lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
         parts["free_energy"].append(lse)

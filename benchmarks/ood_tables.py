@@ -18,7 +18,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OOD_DIR = os.path.join(REPO, "results", "ood")
 BEGIN, END = "<!-- ood-tables -->", "<!-- /ood-tables -->"
 GROUPS = ("far", "near", "shifted")
-SCORE_NAMES = {"energy": "served `energy`", "free_energy": "free energy of class logits", "msp": "max softmax"}
+SCORE_NAMES = {
+    "energy": "served `energy`",
+    "energy_head": "energy head log Σ exp f_E",
+    "free_energy": "free energy of class logits",
+    "msp": "max softmax",
+}
 HIST_SETS = ("other_dataset", "uniform_noise", "upside_down", "held_out_classes")
 
 
@@ -115,17 +120,20 @@ def coophash_vs_best_table(runs):
     for r in runs:
         by.setdefault((_key(r)[0], r["seed"]), []).append(r)
     for (data, seed), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
-        ours = [r for r in rs if r["model"] == "coophash"]
+        ours = sorted((r for r in rs if r["model"] == "coophash"), key=lambda r: r["method"])
         others = [r for r in rs if r["model"] != "coophash"]
         if not ours or not others:
             continue
-        for name in ours[0]["sets"]:
-            best = max(others, key=lambda r: r["sets"].get(name, {}).get("energy", {}).get("auroc", -1))
-            if name not in best["sets"]:
-                continue
-            a, b = ours[0]["sets"][name]["energy"]["auroc"], best["sets"][name]["energy"]["auroc"]
-            rows.append([data, str(seed), name, f"{a:.3f}", f"{b:.3f} (`{best['method']}`)", f"{a - b:+.3f}"])
-    return _table(["data", "seed", "OOD set", "CoopHash `energy`", "best other served score", "change"], rows)
+        for mine in ours:
+            for name in mine["sets"]:
+                best = max(others, key=lambda r: r["sets"].get(name, {}).get("energy", {}).get("auroc", -1))
+                if name not in best["sets"]:
+                    continue
+                a, b = mine["sets"][name]["energy"]["auroc"], best["sets"][name]["energy"]["auroc"]
+                row = [data, str(seed), f"`{mine['method']}`", name, f"{a:.3f}", f"{b:.3f} (`{best['method']}`)"]
+                rows.append(row + [f"{a - b:+.3f}"])
+    header = ["data", "seed", "CoopHash method", "OOD set", "its served `energy`", "best other served score"]
+    return _table(header + ["change"], rows)
 
 
 def runs_list(runs):

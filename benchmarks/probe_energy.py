@@ -3,7 +3,9 @@ log sum_c exp f_E(x, c) of real queries, of the generator's samples g(z, c), of 
 revisions (the config's T steps, as in training), of noise, and of Langevin chains started from
 uniform noise and run K steps on f_E(., c); the AUROC of the real queries against each; a picture
 of the chains from noise (a row per K, a column per class). With --train-epochs, trains the run's
-configuration again and measures the same energies after every epoch (the trajectory).
+configuration again and measures the same energies after every epoch (the trajectory). A run with
+noise chains (config.noise_chains) also gets its replay buffer's energy and a picture of it
+(PICTURE_buffer.png: a row per slot, a column per class).
 
     python benchmarks/probe_energy.py --run runs/ood/digits_coophash_s0 --out results/ood/probe_digits.json \\
         --picture docs/ood/langevin_from_noise_digits.png [--train-epochs 20]
@@ -32,8 +34,9 @@ CHAIN_STEPS = (0, 5, 20, 100, 500)
 
 
 def served_energy(model, x):
-    """log sum_c exp f_E(x, c) of normalised images x (what the export serves)."""
-    return np.asarray(model.hash_network.serving_outputs(x)["energy"], np.float64)
+    """log sum_c exp f_E(x, c) of normalised images x: the energy head (what the export serves
+    with served_energy 'energy_head', the default before issue 39)."""
+    return np.asarray(model.hash_network.serving_outputs(x)["energy_head"], np.float64)
 
 
 def measure(model, queries, num_classes, seed=0, per_class=20, chain_steps=CHAIN_STEPS):
@@ -59,7 +62,21 @@ def measure(model, queries, num_classes, seed=0, per_class=20, chain_steps=CHAIN
             done = k
         energies[f"Langevin from noise, {k} steps"] = served_energy(model, x)
         chains[k] = np.asarray(x)[::per_class]  # the first chain of each class
+    buffer = getattr(model, "noise_chain_buffer", None)
+    if buffer is not None:  # config.noise_chains: the training's chains from noise, where they ended
+        images = np.asarray(buffer.numpy())
+        energies["noise-chain replay buffer"] = served_energy(model, images.reshape(-1, *images.shape[2:]))
     return energies, chains
+
+
+def buffer_rows(model, slots=10):
+    """{slot: [num_classes, H, W, C]}: the first `slots` noise-chain buffer slots of each class
+    (for save_picture: a row per slot, a column per class); None without noise chains."""
+    buffer = getattr(model, "noise_chain_buffer", None)
+    if buffer is None:
+        return None
+    images = np.asarray(buffer.numpy())
+    return {s: images[:, s] for s in range(min(slots, images.shape[1]))}
 
 
 def summary(energies):
@@ -133,6 +150,9 @@ def main(argv=None):
     model = load_model(os.path.join(a.run, "model.keras"))
     energies, chains = measure(model, queries, data.num_classes, a.seed)
     save_picture(chains, a.picture)
+    rows = buffer_rows(model)
+    if rows is not None:
+        save_picture(rows, os.path.splitext(a.picture)[0] + "_buffer.png")
     record = {
         "run_dir": a.run,
         "langevin": {

@@ -149,6 +149,51 @@ class CoopHashConfig:
         high=1.0,
     )
 
+    noise_chains: int = _f(
+        0,
+        "ours",
+        "slots per class of a second replay buffer, of Langevin chains started from uniform noise U[-1, 1] "
+        "(JEM's sample_q, class-conditional: 10,000 slots for CIFAR-10's 10 classes); each step runs one chain per "
+        "labelled image under its class, and their energies are negatives of the descriptor's likelihood term only "
+        "(never the triplet, the synthetic labels or the generator's teaching), so f_E also learns away from the "
+        "generator's neighbourhood (docs/OOD.md); 0 = off (the paper: the revised pairs are the only negatives)",
+        low=0,
+    )
+    noise_chain_reinit_rate: float = _f(
+        0.05,
+        "reference",
+        "share of noise chains restarted from U[-1, 1] each step (JEM's reinit_freq 0.05; Du & Mordatch: 5%)",
+        low=0.0,
+        high=1.0,
+    )
+    noise_chain_steps: int = _f(
+        20,
+        "reference",
+        "Langevin steps per noise chain and training step, with the revision's step size, noise and clips (JEM's "
+        "n_steps: 20; Du & Mordatch: 60)",
+        low=1,
+    )
+    noise_chain_share: float = _f(
+        0.5,
+        "ours",
+        "with noise_chains: the share of the likelihood term's negative energy that the noise chains give, the rest "
+        "the revised pairs' (0.5: as much weight to each kind of negative)",
+        low=0.0,
+        high=1.0,
+    )
+
+    served_energy: str = _f(
+        "class_free_energy",
+        "ours",
+        "what CoopHash's served `energy` output (and so its `in_distribution`) is: 'energy_head' = log sum_c exp "
+        "f_E(x, c), the descriptor's density view; 'class_free_energy' = log sum_c exp of its class logits (Liu et "
+        "al. 2020), what the pointwise baselines serve; 'min_z' = the smaller of the two, each as a z-score by its "
+        "mean and standard deviation on the labelled training images at the end of `coophash train` "
+        "(CoopHash.fit_score_statistics; best with noise_chains). All measured as OOD scores in docs/OOD.md. A "
+        "model saved before this field existed keeps serving its energy head",
+        choices=("energy_head", "class_free_energy", "min_z"),
+    )
+
     negative_labels: str = _f(
         "one_absent_class",
         "ours",
@@ -229,7 +274,7 @@ class CoopHashConfig:
         low=0.0,
     )
     energy_l2_weight: float = _f(
-        0.1, "ours", "penalty on mean f_E^2 of real and revised images (keeps energies bounded)", low=0.0
+        0.1, "ours", "penalty on mean f_E^2 of real and revised images (and noise-chain images) (keeps energies bounded)", low=0.0
     )
 
     # --- generator / inference-path loss (Eq. 2 + KL) ------------------------------------------
@@ -552,7 +597,7 @@ ABLATIONS = {
         "real_triplet_weight": c.triplet_weight or 1.0,
         "synthetic_classification_weight": 0.0,
     },
-    "no_energy_head": lambda c: {"nll_weight": 0.0, "energy_l2_weight": 0.0, "langevin_steps": 0},
+    "no_energy_head": lambda c: {"nll_weight": 0.0, "energy_l2_weight": 0.0, "langevin_steps": 0, "noise_chains": 0},
     "no_inference_head": lambda c: {"generator_latent": "prior"},
     "no_classifier_head": lambda c: {
         "classification_weight": 0.0,

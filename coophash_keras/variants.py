@@ -18,6 +18,10 @@ _FEWLABELS = {**_CODES, **_SYNTH, **_FIXMATCH, "nll_weight": 0.1, "langevin_step
 VARIANTS = {
     "coophash": {
         "paper": {},  # the paper's form as built here: synthetic triplets, classification beside the codes
+        # The default with the noise chains of fewlabels+noise_chains (the digits demo's OOD study).
+        "noise_chains": {"noise_chains": 100},
+        # The same training, serving min_z of the energy head and the free energy (docs/OOD.md).
+        "noise_chains+min_z": {"noise_chains": 100, "served_energy": "min_z"},
         "codes": _CODES,  # + classification through the codes
         "codes+synth": {**_CODES, **_SYNTH},  # + the revised pairs as labelled augmentation
         "codes+synth+real": {**_CODES, **_SYNTH, "synthetic_realness_weighting": True},
@@ -37,6 +41,10 @@ VARIANTS = {
         "fewlabels+recovery": {**_FEWLABELS, "recovery_consistency_weight": 1.0},
         # Langevin chains that persist across steps (100 slots per class, JEM's 5% restarts).
         "fewlabels+persistent": {**_FEWLABELS, "persistent_chains": 100},
+        # Negatives away from the generator's neighbourhood for the likelihood term only: 100 slots
+        # per class of chains from U[-1, 1] (JEM's 5% restarts, 20 steps), half the negative energy
+        # (issue 39, docs/OOD.md).
+        "fewlabels+noise_chains": {**_FEWLABELS, "noise_chains": 100},
         # Classification through the codes by OrthoHash's codebook read-out and margin instead of a
         # Dense layer: the generative part on top of the best pointwise baseline's loss.
         "fewlabels+codebook": {**_FEWLABELS, "classifier_input": "codebook"},

@@ -80,6 +80,32 @@ def min_calibration_images(tpr):
     return int(np.ceil(1.0 / (1.0 - tpr) - 1e-9))
 
 
+def served_energy_meaning(network):
+    """What the export's `energy` output is for `network`, in words (the export's metadata).
+
+    Args:
+        network: a hashing network as `load_hashing_network` returns it.
+
+    Returns:
+        A string naming the score: CoopHash's energy head or its class logits' free energy
+        (config.served_energy), DSH-GAN's adversary logit, a pointwise model's free energy, or a
+        label-free model's feature distance.
+    """
+    from coophash_keras.models.networks import ProjectionHashNetwork
+
+    served = getattr(network, "served_energy", None)
+    if served == "min_z":
+        return (
+            "min_z: the smaller of the energy head's and the class logits' free energy's z-scores "
+            "(each by its mean and std on the training images)"
+        )
+    if served == "energy_head":
+        return "energy_head: log sum_c exp f_E(x, c) of the descriptor's energy head (DSH-GAN: its adversary logit)"
+    if isinstance(network, ProjectionHashNetwork):
+        return "feature_distance: minus the squared distance of the features to their mean (label-free model)"
+    return "class_free_energy: log sum_c exp of the class logits (free energy, Liu et al. 2020)"
+
+
 def calibrate_ood_threshold(module, images, tpr):
     """The energy threshold that keeps `tpr` of `images` (held-out in-distribution images, never
     trained on) as in distribution, and the share of them it keeps (>= tpr; more with ties)."""
@@ -128,7 +154,8 @@ def export_saved_model(
     ood = None
     if ood_images is not None:
         threshold, kept = calibrate_ood_threshold(plain, ood_images, ood_tpr)
-        ood = {"score": "energy", "threshold": threshold, "tpr": float(ood_tpr)}
+        ood = {"score": "energy", "energy": served_energy_meaning(network), "threshold": threshold}
+        ood["tpr"] = float(ood_tpr)
         ood.update(calibration_images=len(ood_images), calibration_tpr=kept)
     database_packed = None
     if database_images is not None:
@@ -171,6 +198,7 @@ def export_saved_model(
             "model_fingerprint": model_fingerprint(model_path),
             "search_k": module.search_k if module.database is not None else None,
             "database_size": None if module.database is None else int(module.database[0].shape[0]),
+            "energy": served_energy_meaning(network),  # what the `energy` output is (docs/SERVING.md)
             "ood": ood,  # None: exported without held-out images, so no in_distribution output
         }
         with open(os.path.join(tmp_dir, "assets.extra", "coophash.json"), "w") as fh:

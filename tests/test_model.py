@@ -457,7 +457,7 @@ def test_persistent_chains_start_from_and_write_back_to_the_buffer(tmp_path, tin
     labels = model.labels_to_multi_hot(tf.constant(digits.labels[:32]))
     seed = tf.constant([3, 4])
     pairs = model.generate_contrastive_pairs(labels, seed)
-    starts, slots = model._chain_starts(pairs.images(), pairs.labels(), seed)
+    starts, slots = model._chain_starts(model.chain_buffer, pairs.images(), pairs.labels(), seed, 0.0)
     # with no restarts every chain starts at its class's buffer slot
     np.testing.assert_array_equal(starts.numpy(), before[slots[:, 0].numpy(), slots[:, 1].numpy()])
     np.testing.assert_array_equal(slots[:, 0].numpy(), np.argmax(pairs.labels().numpy(), -1))
@@ -468,6 +468,65 @@ def test_persistent_chains_start_from_and_write_back_to_the_buffer(tmp_path, tin
     np.testing.assert_array_equal(load_model(path).chain_buffer.numpy(), model.chain_buffer.numpy())
     with pytest.raises(ValueError, match="single-label"):
         make_model(cfg.replace(multi_label=True))
+
+
+def test_noise_chains_start_from_uniform_noise_at_the_reinit_rate_and_write_back(tiny_config):
+    # A Langevin step too small to move a pixel and no noise: each chain ends where it started.
+    cfg = tiny_config.replace(noise_chains=40, langevin_step_size=1e-12, langevin_noise_scale=0.0, noise_chain_steps=1)
+    model = make_model(cfg)
+    fresh = model.noise_chain_buffer.numpy()
+    assert fresh.shape == (10, 40, 8, 8, 1) and fresh.min() >= -1.0 and fresh.max() <= 1.0
+    assert abs(fresh.mean()) < 0.05 and abs(fresh.std() - 1 / np.sqrt(3)) < 0.02  # U[-1, 1]
+    model.noise_chain_buffer.assign(np.zeros_like(fresh))
+    n = 4000
+    labels = tf.one_hot(np.arange(n) % 10, 10)
+    samples = model.noise_chain_samples(labels, tf.constant([5, 6])).numpy()
+    restarted = np.abs(samples).reshape(n, -1).max(axis=1) > 1e-6
+    # the rows not restarted start (and end, to ~1e-20) at their buffer slot, all zeros here
+    assert abs(restarted.mean() - cfg.noise_chain_reinit_rate) < 0.015  # 0.05 +- ~4 binomial sd
+    fresh_noise = samples[restarted].ravel()
+    assert fresh_noise.min() >= -1.0 and fresh_noise.max() <= 1.0 and fresh_noise.std() > 0.5
+    # the ends went back into the buffer: every slot now holds zeros or one of the restarted chains
+    buffer = model.noise_chain_buffer.numpy().reshape(10, 40, -1)
+    written = np.abs(buffer).max(axis=-1) > 1e-6
+    assert 0 < written.sum() <= restarted.sum()
+    rows = {tuple(np.round(r, 6)) for r in samples[restarted].reshape(-1, 64)}
+    assert all(tuple(np.round(r, 6)) in rows for r in buffer[written])
+    assert model.noise_chain_samples(labels, tf.constant([5, 6])) is not None
+    assert make_model(tiny_config).noise_chain_samples(labels, tf.constant([5, 6])) is None
+
+
+def test_noise_chains_feed_only_the_likelihood_term_not_the_generators_teaching(tiny_config, digits):
+    cfg = tiny_config.replace(base_dropout=0.0, energy_l2_weight=0.0)
+    plain, noisy = make_model(cfg), make_model(cfg.replace(noise_chains=8))
+    noisy.hash_network.set_weights(plain.hash_network.get_weights())
+    noisy.generator.set_weights(plain.generator.get_weights())
+    generator_before = [v.numpy().copy() for v in plain.generator.trainable_variables]
+    # the likelihood term's negative: (1 - s) f_E(revised) + s f_E(noise chain)
+    x = normalize_images(tf.constant(digits.images[:16]))
+    c = tf.one_hot(digits.labels[:16], 10)
+    rev = tf.random.stateless_uniform([16, 8, 8, 1], [0, 2], -1, 1)
+    chains = tf.random.stateless_uniform([16, 8, 8, 1], [0, 3], -1, 1)
+    pairs = ContrastivePairs(rev, rev, c, c, tf.zeros([16, 8]))
+    with_chains = noisy.descriptor_losses(Batch(x, c, None), pairs, chains)
+    without = noisy.descriptor_losses(Batch(x, c, None), pairs)
+    energy_chains = noisy.hash_network(chains)["class_energies"]
+    energy_chains = tf.reduce_sum(energy_chains * c, axis=-1)
+    s = noisy.config.noise_chain_share
+    expected = s * (energy_chains - without["energy_revised"])
+    np.testing.assert_allclose(with_chains["nll_loss"] - without["nll_loss"], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(with_chains["triplet_loss"], without["triplet_loss"])
+    # one training step each on the same batch: the generator learns exactly the same revised pairs
+    data = digits.subset(np.arange(32)).as_dataset(32, drop_remainder=True)
+    plain.fit(data, epochs=1, verbose=0)
+    noisy.fit(data, epochs=1, verbose=0)
+    for before, a, b in zip(generator_before, plain.generator.trainable_variables, noisy.generator.trainable_variables):
+        assert not np.array_equal(before, a.numpy())  # the generator did learn
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    # while the descriptor learned something else
+    assert not all(
+        np.allclose(a.numpy(), b.numpy()) for a, b in zip(plain.hash_network.weights, noisy.hash_network.weights)
+    )
 
 
 def test_tuning_validates_on_held_out_labelled_images_never_the_queries():

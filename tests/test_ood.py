@@ -100,6 +100,7 @@ def test_in_distribution_keeps_the_asked_tpr_on_held_out_images(calibrated, trai
     np.testing.assert_array_equal(out["in_distribution"].numpy(), out["energy"].numpy() >= info["threshold"])
     # another operating point, through the same calibration
     network, cfg = load_hashing_network(trained_tiny[1])
+    assert info["energy"].startswith(f"{network.served_energy}: ")  # the metadata names the served score
     module = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"])
     threshold, on_calibration = calibrate_ood_threshold(module, digits.images[calibration], 0.8)
     assert on_calibration >= 0.8
@@ -197,6 +198,103 @@ def test_ood_tables_aggregate_seeds_and_compare_coophash_with_the_best_other_mod
     text = ood_tables.document(runs)
     assert "| `coophash` | served `energy` | 0,1 | 0.700 ± 0.141 | 0.700 ± 0.141 |" in text
     # seed 0: CoopHash 0.6 against the best other, orthohash's 0.9; seed 1 has no other model
-    assert "| digits | 0 | uniform_noise | 0.600 | 0.900 (`orthohash`) | -0.300 |" in text
+    assert "| digits | 0 | `coophash` | uniform_noise | 0.600 | 0.900 (`orthohash`) | -0.300 |" in text
     assert "| digits | 1 |" not in text
     assert ood_tables.document(runs) == text  # no time stamps, no order dependence
+    # two CoopHash methods of one seed: a row each against the same best other model
+    variant = {**fake_record("coophash", 0, 0.95, "e"), "method": "coophash:noise_chains"}
+    text = ood_tables.document(runs + [variant])
+    assert "| digits | 0 | `coophash` | uniform_noise | 0.600 | 0.900 (`orthohash`) | -0.300 |" in text
+    assert "| digits | 0 | `coophash:noise_chains` | uniform_noise | 0.950 | 0.900 (`orthohash`) | +0.050 |" in text
+
+
+# ------------------------------------------------------------------------- the served score
+def _without_served_energy(src, dst):
+    """A copy of a .keras file as saved before config.served_energy existed."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                saved = json.loads(data)
+                saved["config"]["config"].pop("served_energy")
+                saved["config"]["network"]["config"].pop("served_energy")
+                data = json.dumps(saved).encode()
+            zout.writestr(item, data)
+
+
+def test_coophash_serves_the_score_its_config_names_and_old_models_keep_their_energy_head(
+    tiny_config, digits, tmp_path
+):
+    from coophash_keras import CoopHash
+    from coophash_keras.export import HashingExportModule, load_hashing_network
+    from coophash_keras.io import load_model, save_model
+    from coophash_keras.preprocessing import normalize_images
+
+    model = CoopHash(tiny_config.replace(served_energy="class_free_energy"))
+    model.compile()
+    images = digits.images[:16]
+    out = model.hash_network.serving_outputs(normalize_images(tf.constant(images)))
+    np.testing.assert_allclose(out["energy"], tf.reduce_logsumexp(out["class_logits"], -1), rtol=1e-5, atol=1e-5)
+    head = tf.reduce_logsumexp(model.hash_network.class_energies(normalize_images(tf.constant(images))), -1)
+    np.testing.assert_allclose(out["energy_head"], head, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(out["energy"], out["energy_head"])
+    path = str(tmp_path / "free_energy.keras")
+    save_model(model, path)
+    assert load_model(path).hash_network.served_energy == "class_free_energy"
+    network, cfg = load_hashing_network(path)
+    served = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"]).serve(tf.constant(images))
+    assert set(served) == {"codes", "packed", "energy", "class_probs"}  # the contract: same outputs
+    np.testing.assert_allclose(served["energy"], out["energy"], rtol=1e-5, atol=1e-5)
+    # saved before the field existed: the energy head, through Keras and through export alike
+    legacy = str(tmp_path / "legacy.keras")
+    _without_served_energy(path, legacy)
+    assert load_model(legacy).hash_network.served_energy == "energy_head"
+    network, cfg = load_hashing_network(legacy)
+    served = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"]).serve(tf.constant(images))
+    np.testing.assert_allclose(served["energy"], out["energy_head"], rtol=1e-5, atol=1e-5)
+
+
+def test_min_z_serves_the_smaller_standardised_score_with_statistics_saved_and_exported(tiny_config, digits, tmp_path):
+    from coophash_keras import CoopHash
+    from coophash_keras.export import HashingExportModule, load_hashing_network
+    from coophash_keras.io import load_model, save_model
+    from coophash_keras.preprocessing import normalize_images
+
+    model = CoopHash(tiny_config.replace(served_energy="min_z"))
+    model.compile()
+    train, queries = digits.images[:300], digits.images[300:340]
+    stats = model.fit_score_statistics(train)
+    out = model.hash_network.serving_outputs(normalize_images(tf.constant(train)))
+    head, free = np.asarray(out["energy_head"]), np.asarray(tf.reduce_logsumexp(out["class_logits"], -1))
+    np.testing.assert_allclose(stats, [[head.mean(), head.std()], [free.mean(), free.std()]], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.hash_network.score_statistics.numpy(), stats, rtol=1e-6)
+    expected = np.minimum((head - head.mean()) / head.std(), (free - free.mean()) / free.std())
+    np.testing.assert_allclose(out["energy"], expected, rtol=1e-4, atol=1e-4)
+    assert abs(np.median(out["energy"])) < 1.5 and np.asarray(out["energy"]).max() <= expected.max() + 1e-4
+    path = str(tmp_path / "min_z.keras")
+    save_model(model, path)
+    served = model.hash_network.serving_outputs(normalize_images(tf.constant(queries)))["energy"]
+    np.testing.assert_allclose(load_model(path).hash_network.serving_outputs(
+        normalize_images(tf.constant(queries)))["energy"], served, rtol=1e-5, atol=1e-5)
+    network, cfg = load_hashing_network(path)
+    exported = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"]).serve(tf.constant(queries))
+    np.testing.assert_allclose(exported["energy"], served, rtol=1e-5, atol=1e-5)
+    assert CoopHash(tiny_config).fit_score_statistics(train) is None  # nothing to fit for another score
+
+
+def test_coophash_train_sets_the_min_z_statistics_from_the_training_images(tmp_path):
+    from coophash_keras.data import load_digits
+    from coophash_keras.io import load_model
+    from coophash_keras.runs import RunSpec, train_run
+
+    overrides = dict(served_energy="min_z", base_filters=8, feature_dim=32, latent_dim=8, generator_filters=16)
+    spec = RunSpec(run_dir=str(tmp_path / "run"), epochs=1, steps_per_epoch=2, bits=16, overrides=overrides)
+    result = train_run(spec)
+    stats = result.model.hash_network.score_statistics.numpy()
+    assert not np.allclose(stats, [[0.0, 1.0], [0.0, 1.0]]) and np.all(stats[:, 1] > 0)
+    split = np.load(tmp_path / "run" / "split.npz")
+    expected = result.model.fit_score_statistics(load_digits().images[split["train"]])
+    np.testing.assert_allclose(stats, expected, rtol=1e-5)  # the training images, not the queries
+    np.testing.assert_allclose(load_model(str(tmp_path / "run" / "model.keras")).hash_network.score_statistics, stats)

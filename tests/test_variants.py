@@ -24,7 +24,7 @@ def test_an_ablation_of_a_variant_switches_off_one_thing_and_keeps_the_rest():
         "no_pseudo_labels": {"pseudo_label_weight": 0.0},
         "no_synthetic_labels": {"synthetic_classification_weight": 0.0},
         "classifier_beside_codes": {"classifier_input": "features"},
-        "no_energy_head": {"nll_weight": 0.0, "energy_l2_weight": 0.0, "langevin_steps": 0},
+        "no_energy_head": {"nll_weight": 0.0, "energy_l2_weight": 0.0, "langevin_steps": 0, "noise_chains": 0},
         "no_inference_head": {"generator_latent": "prior"},
         # no class signal from the classifier at all: neither on real nor revised images, nor pseudo-labels
         "no_classifier_head": {

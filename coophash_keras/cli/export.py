@@ -90,7 +90,9 @@ def run(args):
     sigs = "serving_default, hash_image_bytes" + (", search" if args.database else "")
     print(f"exported {args.model} -> {path} (signatures: {sigs})")
     with open(os.path.join(path, "assets.extra", "coophash.json")) as fh:
-        ood = json.load(fh)["ood"]
+        info = json.load(fh)
+    ood = info["ood"]
+    print(f"energy = {info['energy']}")
     if ood:
         print(
             f"in_distribution = energy >= {ood['threshold']:.4g}: keeps {100 * ood['calibration_tpr']:.1f}% of "

@@ -293,4 +293,8 @@ class HashingModel(FiniteAtomicSaves, keras.Model):
         # description: a backbone's architecture without its pretrained weights, which come from
         # the file (so loading never downloads; layers/bases.py).
         with restoring_base(network.get("config", {}).get("base_kwargs")):
-            return cls(config=CoopHashConfig.from_dict(config.pop("config")), **config)
+            saved = dict(config.pop("config"))
+            # A model saved before served_energy existed served its energy head (and its saved
+            # network, which export rebuilds, still does): it keeps doing so when loaded.
+            saved.setdefault("served_energy", "energy_head")
+            return cls(config=CoopHashConfig.from_dict(saved), **config)

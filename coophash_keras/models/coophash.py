@@ -26,8 +26,9 @@ from coophash_keras.preprocessing import denormalize_images, normalize_images
 
 __all__ = ["CoopHash", "ContrastivePairs", "DivergenceGuard", "TrainingDivergedError"]
 
-# Sub-streams of a step's random seed (z, negative labels, Langevin noise, reparameterisation).
-_LATENT, _NEGATIVES, _LANGEVIN, _REPARAM = 0, 1, 2, 3
+# Sub-streams of a step's random seed (z, negative labels, Langevin noise, reparameterisation,
+# the noise chains' starts and Langevin noise).
+_LATENT, _NEGATIVES, _LANGEVIN, _REPARAM, _NOISE_CHAINS = 0, 1, 2, 3, 4
 
 
 class ContrastivePairs(NamedTuple):
@@ -66,6 +67,7 @@ class CoopHash(GenerativeHashingModel):
         "inference_loss",
         "energy_real",
         "energy_revised",
+        "energy_noise_chains",
         "langevin_grad_norm",
         "revision_distance",
         "energy_gap",
@@ -108,23 +110,35 @@ class CoopHash(GenerativeHashingModel):
             off.add("recovery_consistency_loss")
         if c.generator_latent != "taught":  # the generator's own loss is the inference head's
             off.add("inference_loss")
+        if not c.noise_chains:
+            off.add("energy_noise_chains")
         return tuple(n for n in self.all_tracker_names if n not in off)
 
     def build(self, input_shape=None):
-        super().build(input_shape)
         c = self.config
-        self.chain_buffer = None
-        if c.persistent_chains:
-            if c.multi_label:
-                raise ValueError("persistent_chains needs single-label data (one buffer per class)")
-            # Saved with the model, so a resumed run keeps its chains.
-            self.chain_buffer = self.add_weight(
-                shape=(c.num_classes, c.persistent_chains, *c.image_shape),
-                initializer=keras.initializers.RandomUniform(-1.0, 1.0, seed=c.seed),
-                trainable=False,
-                name="chain_buffer",
-            )
+        self.hash_network.served_energy = c.served_energy  # CoopHash's only (DSH-GAN serves its adversary)
+        super().build(input_shape)
+        self.chain_buffer = self._add_chain_buffer("persistent_chains", c.seed)
+        self.noise_chain_buffer = self._add_chain_buffer("noise_chains", c.seed + 1)
         self.built = True
+
+    def _add_chain_buffer(self, field, seed):
+        """A replay buffer [classes, slots, *image_shape] of Langevin chains (config field `field`
+        gives the slots per class; None when 0), started at U[-1, 1] and saved with the model, so a
+        resumed run keeps its chains."""
+        c = self.config
+        slots = getattr(c, field)
+        if not slots:
+            return None
+        if c.multi_label:
+            raise ValueError(f"{field} needs single-label data (one buffer per class)")
+        name = "chain_buffer" if field == "persistent_chains" else "noise_chain_buffer"
+        return self.add_weight(
+            shape=(c.num_classes, slots, *synthesis_shape(c)),
+            initializer=keras.initializers.RandomUniform(-1.0, 1.0, seed=seed),
+            trainable=False,
+            name=name,
+        )
 
     def optimizer_variables(self, group):
         """What each optimizer updates. A part that no term of the config teaches is left out, so it
@@ -213,31 +227,62 @@ class CoopHash(GenerativeHashingModel):
         generator's sample) and the revised image goes back into that slot."""
         start, labels = pairs.images(), pairs.labels()
         if self.chain_buffer is not None:
-            start, slots = self._chain_starts(start, labels, seed)
+            start, slots = self._chain_starts(self.chain_buffer, start, labels, seed, self.config.chain_reinit_rate)
         revised, grad_norm = self.langevin_revise(start, labels, seed)
         if self.chain_buffer is not None:
             self.chain_buffer.assign(tf.tensor_scatter_nd_update(self.chain_buffer.value, slots, revised))
         positive, negative = tf.split(revised, 2, axis=0)
         return pairs._replace(positive=positive, negative=negative), grad_norm
 
-    def _chain_starts(self, generated, labels_one_hot, seed):
-        """(chain starts, [N, 2] buffer slots (class, index)) for a batch of generated images."""
+    def noise_chain_samples(self, labels_one_hot, seed):
+        """JEM's sample_q on f_E(., c) for the descriptor's likelihood term (config.noise_chains):
+        one chain per label row, started from a buffer slot of its class or, at
+        noise_chain_reinit_rate, from fresh U[-1, 1] noise; `noise_chain_steps` Langevin steps with
+        the revision's step size, noise and clips; the result goes back into its slot. Called by
+        `train_step` only (`test_step` keeps the paper's terms and writes no buffer).
+
+        Args:
+            labels_one_hot: float [N, num_classes], the classes to sample (the batch's labels).
+            seed: int32 [2], the step's stateless seed.
+
+        Returns:
+            float [N, *image_shape], the revised chains (constants); None when noise_chains is 0.
+        """
+        if self.noise_chain_buffer is None:
+            return None
         c = self.config
+        seed = tf.random.experimental.stateless_fold_in(seed, _NOISE_CHAINS)
+        shape = tf.concat([tf.shape(labels_one_hot)[:1], self.noise_chain_buffer.shape[2:]], 0)
+        noise = tf.random.stateless_uniform(shape, tf.random.experimental.stateless_fold_in(seed, 13), -1.0, 1.0)
+        buffer = self.noise_chain_buffer
+        start, slots = self._chain_starts(buffer, noise, labels_one_hot, seed, c.noise_chain_reinit_rate)
+        revised, _ = self.langevin_revise(start, labels_one_hot, seed, steps=c.noise_chain_steps)
+        buffer.assign(tf.tensor_scatter_nd_update(buffer.value, slots, revised))
+        return revised
+
+    @staticmethod
+    def _chain_starts(buffer, restarts, labels_one_hot, seed, reinit_rate):
+        """Where a batch of chains of a replay buffer [classes, slots, ...] starts: a random slot of
+        each row's class, or, at `reinit_rate`, the row of `restarts` (the generator's sample for the
+        persistent chains, U[-1, 1] for the noise chains). Returns (starts, [N, 2] slots (class, index))."""
         if tf.distribute.get_replica_context() is not None and tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            raise ValueError("persistent_chains is not supported across replicas (one buffer is written per step)")
-        n = tf.shape(generated)[0]
+            raise ValueError("replay-buffer chains are not supported across replicas (one buffer is written per step)")
+        n = tf.shape(restarts)[0]
         fold = tf.random.experimental.stateless_fold_in
         classes = tf.argmax(labels_one_hot, axis=-1, output_type=tf.int32)
-        index = tf.random.stateless_uniform([n], fold(seed, 11), 0, c.persistent_chains, dtype=tf.int32)
+        index = tf.random.stateless_uniform([n], fold(seed, 11), 0, buffer.shape[1], dtype=tf.int32)
         slots = tf.stack([classes, index], axis=1)
-        from_buffer = tf.gather_nd(self.chain_buffer, slots)
-        restart = tf.random.stateless_uniform([n], fold(seed, 12)) < c.chain_reinit_rate
-        return tf.where(restart[:, None, None, None], generated, from_buffer), slots
+        from_buffer = tf.gather_nd(buffer, slots)
+        restart = tf.random.stateless_uniform([n], fold(seed, 12)) < reinit_rate
+        return tf.where(restart[:, None, None, None], restarts, from_buffer), slots
 
-    def descriptor_losses(self, batch: Batch, revised: ContrastivePairs):
+    def descriptor_losses(self, batch: Batch, revised: ContrastivePairs, noise_samples=None):
         """Per-example descriptor terms on the real images (labels c+) and the revised pair
         (x~+ under c+, x~- under c-); with unlabelled images in the batch and
-        unlabeled_nll_weight > 0, also the marginal-energy likelihood on them (ours)."""
+        unlabeled_nll_weight > 0, also the marginal-energy likelihood on them (ours). With
+        `noise_samples` (one noise chain per real image, under its label: `noise_chain_samples`),
+        the likelihood term's negative energy is (1 - s) f_E(revised) + s f_E(noise chain), s =
+        noise_chain_share; nothing else reads them."""
         c = self.config
         d = self.hash_network
         labels = batch.labels
@@ -251,8 +296,9 @@ class CoopHash(GenerativeHashingModel):
         energy_real = EnergyHead.select(real_energies, labels)
         energy_rev = EnergyHead.select(scored["class_energies"], revised.labels())
         energy_rev = 0.5 * (energy_rev[:n] + energy_rev[n:])
+        energy_negative, energy_noise = self._likelihood_negatives(energy_rev, noise_samples, labels)
         terms = {
-            "nll_loss": losses.maximum_likelihood_loss(energy_real, energy_rev),
+            "nll_loss": losses.maximum_likelihood_loss(energy_real, energy_negative),
             "classification_loss": self.labelled_classification_loss(real["logits"], labels),
             "triplet_loss": losses.triplet_loss(real["hash"], scored["hash"][:n], scored["hash"][n:], c.triplet_margin),
             "quantization_loss": losses.quantization_loss(real["hash"]),
@@ -264,6 +310,8 @@ class CoopHash(GenerativeHashingModel):
             + c.quantization_weight * terms["quantization_loss"]
             + c.energy_l2_weight * (tf.square(energy_real) + tf.square(energy_rev))
         )
+        if energy_noise is not None:
+            total += c.energy_l2_weight * tf.square(energy_noise)
         if c.real_triplet_weight:
             total += c.real_triplet_weight * losses.in_batch_triplet_loss(real["hash"], labels, c.triplet_margin)
         if c.synthetic_classification_weight:
@@ -279,9 +327,23 @@ class CoopHash(GenerativeHashingModel):
             terms.update({k: v for k, v in unlabeled.items() if k != "total"})
             total += unlabeled["total"]
         terms.update(
-            total=total, energy_real=energy_real, energy_revised=energy_rev, logits=real["logits"], hash=real["hash"]
+            total=total,
+            energy_real=energy_real,
+            energy_revised=energy_rev,
+            energy_noise_chains=energy_noise,
+            logits=real["logits"],
+            hash=real["hash"],
         )
         return terms
+
+    def _likelihood_negatives(self, energy_rev, noise_samples, labels):
+        """(the likelihood term's negative energy per example, f_E of the noise chains or None)."""
+        if noise_samples is None:
+            return energy_rev, None
+        d = self.hash_network
+        energy_noise = EnergyHead.select(d(noise_samples, training=True)["class_energies"], labels)
+        share = self.config.noise_chain_share
+        return (1.0 - share) * energy_rev + share * energy_noise, energy_noise
 
     def unlabeled_losses(self, unlabeled, scored, n):
         """Terms on a batch of unlabeled images (ours, not in the paper), each its mean over the
@@ -391,6 +453,7 @@ class CoopHash(GenerativeHashingModel):
                 **{k: d_terms.get(k) for k in self.tracker_names if k.endswith("_loss") and k in d_terms},
                 "energy_real": d_terms["energy_real"],
                 "energy_revised": d_terms["energy_revised"],
+                "energy_noise_chains": d_terms.get("energy_noise_chains"),
                 "generator_loss": g_terms["total"],
                 "reconstruction_loss": g_terms["reconstruction_loss"],
                 "kl_loss": g_terms["kl_loss"],
@@ -414,9 +477,15 @@ class CoopHash(GenerativeHashingModel):
         # 1. a contrastive pair from one z; 2. revised by Langevin on f_E (constants below).
         pairs = self.generate_contrastive_pairs(batch.labels, seed)
         revised, grad_norm = self.revise_pairs(pairs, seed)
+        # 2b. with noise_chains: chains from noise, negatives of the likelihood term only.
+        noise_samples = self.noise_chain_samples(batch.labels, seed)
         finite = tf.reduce_all(tf.math.is_finite(revised.images()))
+        if noise_samples is not None:
+            finite = finite & tf.reduce_all(tf.math.is_finite(noise_samples))
         # 3. descriptor: maximum likelihood + classification + triplet (+ quantization).
-        d_terms, finite = self.guarded_update("descriptor", lambda: self.descriptor_losses(batch, revised), finite)
+        d_terms, finite = self.guarded_update(
+            "descriptor", lambda: self.descriptor_losses(batch, revised, noise_samples), finite
+        )
         # 4. generator (and inference head): learn to reproduce the revised pairs.
         g_terms, finite = self.guarded_update("generator", lambda: self.generator_losses(revised, seed), finite)
         return self._logs(d_terms, g_terms, grad_norm, self.revision_distance(pairs, revised), batch.labels, finite)
@@ -432,6 +501,31 @@ class CoopHash(GenerativeHashingModel):
         return self._logs(d_terms, g_terms, grad_norm, self.revision_distance(pairs, revised), batch.labels, finite)
 
     # ----------------------------------------------------------------------------- user API
+    def fit_score_statistics(self, images, batch_size=256):
+        """With served_energy 'min_z': store the mean and standard deviation of the energy head's
+        and the free energy's scores on `images` (the labelled training images; `coophash train`
+        calls it after fitting), which the served `energy` standardises by. A no-op otherwise.
+
+        Args:
+            images: uint8 [N, *image_shape], in-distribution images (never the queries).
+            batch_size: images per forward pass.
+
+        Returns:
+            float [2, 2]: rows (energy head, free energy), columns (mean, std); None when not 'min_z'.
+        """
+        stats = self.hash_network.score_statistics
+        if stats is None:
+            return None
+        images = validate_images(images, self.config.image_shape)
+        head, free = [], []
+        for i in range(0, len(images), batch_size):
+            out = self.hash_network.serving_outputs(normalize_images(images[i : i + batch_size]))
+            head.append(np.asarray(out["energy_head"], np.float64))
+            free.append(np.asarray(tf.reduce_logsumexp(out["class_logits"], axis=-1), np.float64))
+        values = np.array([[np.mean(v), max(np.std(v), 1e-6)] for v in (np.concatenate(head), np.concatenate(free))])
+        stats.assign(values.astype(np.float32))
+        return values
+
     def generate(self, labels, z=None, seed=0):
         """Generator samples g(z, c) as uint8 images (at the synthesis size), for a list of class ids
         (or multi-hot rows)."""

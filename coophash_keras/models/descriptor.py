@@ -30,6 +30,7 @@ from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
 
 
 CLASSIFIER_INPUTS = ("features", "codes", "codebook")
+SERVED_ENERGIES = ("energy_head", "class_free_energy", "min_z")
 
 
 def resize(x, size, antialias=False):
@@ -58,9 +59,14 @@ class MultipurposeDescriptor(layers.Layer):
         readout_scale=8.0,
         energy_reads_dropout=True,
         inference_reads_map=False,
+        served_energy="energy_head",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if served_energy not in SERVED_ENERGIES:
+            raise ValueError(f"served_energy must be one of {SERVED_ENERGIES}, got {served_energy!r}")
+        self.served_energy = served_energy
+        self.score_statistics = None  # built with served_energy 'min_z' (build)
         if classifier_input not in CLASSIFIER_INPUTS:
             raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}")
         self.classifier_input, self.readout_scale = classifier_input, float(readout_scale)
@@ -91,6 +97,16 @@ class MultipurposeDescriptor(layers.Layer):
             head.build(feature_shape)
         self.inference_head.build((None, self.base.map_dim) if self.inference_reads_map else feature_shape)
         self.classifier_head.build(feature_shape if self.classifier_input == "features" else (None, self.num_bits))
+        self.score_statistics = None
+        if self.served_energy == "min_z":
+            # rows (energy head, free energy), columns (mean, std) on the training images; saved and
+            # exported with the weights (CoopHash.fit_score_statistics sets them)
+            self.score_statistics = self.add_weight(
+                shape=(2, 2),
+                initializer=keras.initializers.Constant([[0.0, 1.0], [0.0, 1.0]]),
+                trainable=False,
+                name="score_statistics",
+            )
         self.built = True
 
     # Variables updated by the descriptor optimizer: everything but the inference head, which is
@@ -147,17 +163,29 @@ class MultipurposeDescriptor(layers.Layer):
         return self.classifier_head(features if self.classifier_input == "features" else relaxed_codes)
 
     def serving_outputs(self, x):
-        """Codes, class logits and the label-free energy log sum_c exp f_E(x, c) (an OOD score),
-        the energy read from `synthetic_view(x)` as in training (one more base pass when the
-        synthesis size is below the image size)."""
+        """What export and serving read, for normalised images x.
+
+        Returns:
+            A dict of `relaxed_codes` [N, K], `class_logits` [N, C], `energy_head` [N] (the
+            label-free energy log sum_c exp f_E(x, c), read from `synthetic_view(x)` as in
+            training: one more base pass when the synthesis size is below the image size), and
+            `energy` [N], the served OOD score (higher = more like the training data): the
+            energy head's; with served_energy 'class_free_energy' log sum_c exp of the class
+            logits; with 'min_z' the smaller of the two as z-scores by `score_statistics`.
+        """
         f = self.features(x)
         f_energy = self.features(self.synthetic_view(x)) if self.synthesizes_smaller else f
         codes = self.hash_head(f)
-        return {
-            "relaxed_codes": codes,
-            "class_logits": self.class_logits(f, codes),
-            "energy": ops.logsumexp(self.energy_head(f_energy), axis=-1),
-        }
+        logits = self.class_logits(f, codes)
+        energy_head = ops.logsumexp(self.energy_head(f_energy), axis=-1)
+        free_energy = ops.logsumexp(logits, axis=-1)
+        served = {"energy_head": energy_head, "class_free_energy": free_energy}.get(self.served_energy)
+        if self.served_energy == "min_z":
+            stats = self.score_statistics
+            served = ops.minimum(
+                (energy_head - stats[0, 0]) / stats[0, 1], (free_energy - stats[1, 0]) / stats[1, 1]
+            )
+        return {"relaxed_codes": codes, "class_logits": logits, "energy": served, "energy_head": energy_head}
 
     def inference_features(self, x):
         """What the inference head reads: f0(x), or with inference_reads_map f0's last map before its
@@ -195,6 +223,7 @@ class MultipurposeDescriptor(layers.Layer):
             readout_scale=self.readout_scale,
             energy_reads_dropout=self.energy_reads_dropout,
             inference_reads_map=self.inference_reads_map,
+            served_energy=self.served_energy,
         )
         return config
 

@@ -5,7 +5,9 @@ Every hashing model keeps one of these as `model.hash_network`. Each takes image
   relaxed_codes(x)    K real outputs whose signs are the codes;
   serving_outputs(x)  {"relaxed_codes", "class_logits" [N, C], "energy" [N]}: the exported
                       signatures return codes, packed codes, class probabilities and the energy
-                      (an out-of-distribution score, higher = more like the training data).
+                      (an out-of-distribution score, higher = more like the training data);
+                      the descriptor also gives "energy_head" (CoopHash serves either, see
+                      config.served_energy).
 
 `MultipurposeDescriptor` (models/descriptor.py) is CoopHash's and DSH-GAN's. `HashNetwork` here
 is the pointwise baselines': the shared base f0, a hash layer, and a class read-out. The base is
