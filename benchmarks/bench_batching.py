@@ -7,45 +7,35 @@ clients; plus where one request's time goes (raw-pixel JSON and b64 PNG). Run it
 Two exports are made in a temporary directory, nothing is downloaded: an `orthohash` on a
 MobileNetV3Small backbone (weights=None) at 32x32x3, and a conv-base CoopHash at 8x8x1 (digits).
 Each server runs in a subprocess on loopback (`coophash serve`, with `--enable_batching
---batching_parameters_file` for "on"); the clients are threads of this process, on the same cores.
-Images are the digits (blown up to 32x32x3 for the backbone), a different one per request."""
+--batching_parameters_file` for "on", and any `--server-arg`s); the clients are processes of their
+own (benchmarks/_serving_common.py run_load), on the same cores, and their CPU is reported beside
+the server's. Images are the digits (blown up to 32x32x3 for the backbone), a different one per
+request."""
 
 import argparse
-import http.client
 import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from _serving_common import REPO, start_server
+from _serving_common import REPO, export_model, run_load, start_server
 from alone import AloneProbe, cpu_name
-
-MODEL = "/v1/models/{}:predict"
 
 
 def export_models(tmp, names):
     """-> {name: (model base, images uint8)} for `names` of the two exports the table reports."""
-    import keras
-    import tensorflow as tf
-
     from coophash_keras import CoopHashConfig
     from coophash_keras.data import load_digits
-    from coophash_keras.export import export_saved_model
-    from coophash_keras.io import save_model
-    from coophash_keras.registry import model_class
 
     digits = load_digits()
     rgb32 = np.repeat(np.kron(digits.images, np.ones((1, 4, 4, 1), np.uint8)), 3, axis=-1)
-    out = {}
-    for name, cls, images, cfg in [
-        (
-            "mobilenetv3small",
+    exports = {
+        "mobilenetv3small": (
             "orthohash",
             rgb32,
             CoopHashConfig(
@@ -56,19 +46,12 @@ def export_models(tmp, names):
                 backbone_weights="none",
             ),
         ),
-        ("digits", "coophash", digits.images, CoopHashConfig(image_shape=(8, 8, 1), num_classes=10, num_bits=32)),
-    ]:
-        if name not in names:
-            continue
-        keras.utils.set_random_seed(0)
-        model = model_class(cls)(cfg)
-        model.compile()
-        train = tf.data.Dataset.from_tensor_slices((images[:128], digits.labels[:128])).batch(64)
-        model.fit(train, epochs=1, verbose=0)  # builds it; the weights are not the point here
-        path = os.path.join(tmp, f"{name}.keras")
-        save_model(model, path)
-        base = os.path.join(tmp, name)
-        export_saved_model(path, base, "coophash")
+        "digits": ("coophash", digits.images, CoopHashConfig(image_shape=(8, 8, 1), num_classes=10, num_bits=32)),
+    }
+    out = {}
+    for name in names:
+        model_name, images, cfg = exports[name]
+        base = export_model(os.path.join(tmp, name), model_name, cfg, images, digits.labels, train_rows=128)
         out[name] = (base, images)
     return out
 
@@ -117,68 +100,8 @@ def median_time(fn, repeats):
     return float(np.median(times))
 
 
-def cpu_seconds(pid=None):
-    """User + system CPU seconds of process `pid` (default: this one) so far."""
-    if pid is None:
-        t = os.times()
-        return t.user + t.system
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def load(url, bodies, clients, requests, rows, server_pid=None):
-    """`clients` threads, each sending `requests` bodies (keep-alive) -> images/s, latency, errors,
-    and the CPU time per request of the server and of the clients (this process)."""
-    host, port = url.split("//")[1].split(":")
-    latencies, errors, lock = [], [], threading.Lock()
-    start = threading.Barrier(clients + 1)
-
-    def client(cid):
-        conn = http.client.HTTPConnection(host, int(port), timeout=120)
-        mine, bad = [], []
-        start.wait()
-        for i in range(requests):
-            body = bodies[(cid * requests + i) % len(bodies)]
-            t = time.perf_counter()
-            try:
-                conn.request("POST", MODEL.format("coophash"), body, {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                payload = resp.read()
-                if resp.status != 200:
-                    bad.append(f"{resp.status} {payload[:100]!r}")
-            except Exception as exc:  # noqa: BLE001 - counted, reported
-                bad.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection(host, int(port), timeout=120)
-            mine.append(time.perf_counter() - t)
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors.extend(bad)
-
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    [t.start() for t in threads]
-    cpu0 = (cpu_seconds(), cpu_seconds(server_pid) if server_pid else 0.0)
-    start.wait()
-    t0 = time.perf_counter()
-    [t.join() for t in threads]
-    wall = time.perf_counter() - t0
-    cpu1 = (cpu_seconds(), cpu_seconds(server_pid) if server_pid else 0.0)
-    lat = np.array(latencies) * 1e3
-    return {
-        "clients": clients,
-        "requests": len(lat),
-        "rows_per_request": rows,
-        "errors": len(errors),
-        "first_errors": errors[:3],
-        "images_per_s": len(lat) * rows / wall,
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
-        "client_cpu_ms_per_request": (cpu1[0] - cpu0[0]) / len(lat) * 1e3,
-        "server_cpu_ms_per_request": (cpu1[1] - cpu0[1]) / len(lat) * 1e3 if server_pid else None,
-        "server_cores_busy": (cpu1[1] - cpu0[1]) / wall if server_pid else None,
-    }
+    return run_load(url, bodies, clients, requests, rows, server_pid)
 
 
 def profile_request(base, body, repeats):
@@ -245,6 +168,14 @@ def main():
         help="a batching parameters file to measure (repeatable; default serving/config/batching.config); "
         "the first one is the table's 'on'",
     )
+    p.add_argument(
+        "--on-with",
+        action="append",
+        default=[],
+        metavar="SERVER_ARGS",
+        help="one more 'on' mode: the first batching file plus these `coophash serve` arguments "
+        "(repeatable), e.g. '--tensorflow_intra_op_parallelism 1 --tensorflow_inter_op_parallelism 1'",
+    )
     p.add_argument("--models", default="mobilenetv3small,digits")
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--json", default=None)
@@ -256,6 +187,8 @@ def main():
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "batching_configs": {f"batching_on_{i}": Path(c).read_text() for i, c in enumerate(configs)},
+        "on_with": {f"batching_on_with_{i}": x for i, x in enumerate(a.on_with)},
+        "clients_in": "processes of their own (benchmarks/_serving_common.py run_load)",
         "models": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -268,10 +201,9 @@ def main():
             raw64 = json.dumps({"instances": images[:64].tolist()}).encode()
             row["profile_b64_png_b1"] = profile_request(base, singles[0], a.repeats)
             row["profile_raw_pixels_b64"] = profile_request(base, raw64, max(5, a.repeats // 5))
-            modes = [("batching_off", [])] + [
-                (f"batching_on_{i}", ["--enable_batching", "--batching_parameters_file", c])
-                for i, c in enumerate(configs)
-            ]
+            on = ["--enable_batching", "--batching_parameters_file"]
+            modes = [("batching_off", [])] + [(f"batching_on_{i}", [*on, c]) for i, c in enumerate(configs)]
+            modes += [(f"batching_on_with_{i}", [*on, configs[0], *x.split()]) for i, x in enumerate(a.on_with)]
             for mode, args in modes:
                 log_path = os.path.join(tmp, f"{name}_{mode}.log")
                 proc, url = start_server(base, args, log_path)

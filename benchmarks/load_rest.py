@@ -3,17 +3,14 @@
     python benchmarks/load_rest.py [--clients 16] [--requests 500] [--model-base models] [--server-arg=--flag=value]
 
 Starts `coophash serve` on a free 127.0.0.1 port, sends batch-1 requests of real digits from
-N threads with keep-alive connections, and prints errors, throughput and p50/p99 latency."""
+N keep-alive clients (each in a process of its own: _serving_common.run_load), and prints errors
+(anything but a 200 with "predictions"), throughput, p50/p99 latency and the CPU of server and clients."""
 
 import argparse
-import http.client
 import json
 import os
-import threading
-import time
 
-import numpy as np
-from _serving_common import ensure_model_base, start_server
+from _serving_common import ensure_model_base, run_load, start_server
 
 
 def main():
@@ -32,53 +29,26 @@ def main():
     from coophash_keras.data import load_digits
 
     images = load_digits().images
+    bodies = [json.dumps({"instances": image[None].tolist()}).encode() for image in images]
     base = ensure_model_base(a.model_base)
     proc, url = start_server(base, a.server_arg)
-    host, port = url.split("//")[1].split(":")
-    latencies, errors = [], []
-    lock = threading.Lock()
-
-    def client(cid):
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        mine, bad = [], []
-        for i in range(a.requests):
-            body = json.dumps({"instances": images[(cid * a.requests + i) % len(images)][None].tolist()})
-            t = time.perf_counter()
-            try:
-                conn.request("POST", "/v1/models/coophash:predict", body, {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                payload = resp.read()
-                if resp.status != 200 or "predictions" not in json.loads(payload):
-                    bad.append(resp.status)
-            except Exception as exc:  # noqa: BLE001 - counted, reported
-                bad.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection(host, int(port), timeout=60)
-            mine.append(time.perf_counter() - t)
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors.extend(bad)
-
     try:
-        start = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(c,)) for c in range(a.clients)]
-        [t.start() for t in threads]
-        [t.join() for t in threads]
-        wall = time.perf_counter() - start
+        r = run_load(url, bodies, a.clients, a.requests, server_pid=proc.pid, check='"predictions"')
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    lat = np.array(latencies) * 1e3
     result = {
         "clients": a.clients,
         "requests_per_client": a.requests,
-        "total": len(lat),
-        "errors": len(errors),
-        "wall_s": wall,
-        "requests_per_s": len(lat) / wall,
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
+        "total": r["requests"],
+        "errors": r["errors"],
+        "first_errors": r["first_errors"],
+        "wall_s": r["wall_s"],
+        "requests_per_s": r["requests_per_s"],
+        "p50_ms": r["p50_ms"],
+        "p99_ms": r["p99_ms"],
+        "client_cpu_ms_per_request": r["client_cpu_ms_per_request"],
+        "server_cpu_ms_per_request": r["server_cpu_ms_per_request"],
         "cpus": os.cpu_count(),
         "server_args": a.server_arg,
     }

@@ -70,7 +70,41 @@ class RestApi:
         gRPC), or None to run each request on its own."""
         self.registry = registry
         self.indexes = dict(indexes or {})  # model name -> HammingIndex, for the :search route
+        self.batcher = batcher
         self.run = batcher.run if batcher is not None else run_alone
+
+    def handle_nowait(self, method, target, body):
+        """handle() for a :predict request that is answered from a merged batch, without waiting
+        for it: -> (status, content type, body) if the answer is known at once (a bad request),
+        else a concurrent.futures.Future of the outputs and `finish(future)` that makes the answer
+        from it; None for anything else (call handle() for that). With a batcher only: without one
+        the model would run in the calling thread."""
+        if self.batcher is None or method != "POST" or not target.lower().startswith("/v1/"):
+            return None
+        m = _PREDICT.match(target.split("?", 1)[0])
+        if not m or m.group(4).lower() != "predict":
+            return None
+        try:
+            name, version = unquote(m.group(1)), _version(m.group(2), m.group(3))
+            servable = self.registry.get(name, version)
+            sig_name, inputs, row_format = parse_predict_request(body, servable.signature)
+            future = self.batcher.submit(servable.signature(sig_name), inputs)
+        except ServingError as exc:
+            return exc.http_status, "application/json", _json({"error": exc.message})
+        except Exception as exc:
+            log.exception("internal error")
+            return 500, "application/json", _json({"error": f"Internal error: {exc}"})
+
+        def finish(done):
+            try:
+                return 200, "application/json", _json(format_predict_response(done.result(), row_format))
+            except ServingError as exc:
+                return exc.http_status, "application/json", _json({"error": exc.message})
+            except Exception as exc:
+                log.exception("internal error")
+                return 500, "application/json", _json({"error": f"Internal error: {exc}"})
+
+        return future, finish
 
     def handle(self, method, target, body):
         # The real server hands every method on /v1/... to its REST handler, which answers

@@ -220,6 +220,31 @@ def batched_server(trained_tiny, tmp_path_factory, digits):
     srv.stop()
 
 
+def test_served_signatures_give_the_loaded_signatures_outputs_at_any_batch_size(batched_server, digits):
+    """registry.Signature calls the loaded signature through a concrete function traced once at
+    load (serving/registry.py _direct): same outputs as the loaded SavedModel's own signature, for
+    batch sizes it has not seen."""
+    from coophash_keras.serving.registry import Servable
+
+    _, base = batched_server
+    version = max(int(v) for v in os.listdir(os.path.join(base, "coophash")))
+    servable = Servable("coophash", version, os.path.join(base, "coophash", str(version)))
+    loaded = tf.saved_model.load(os.path.join(base, "coophash", str(version)))
+    for size in (1, 3, 7):
+        images = digits.images[:size]
+        ours = servable.signature("serving_default").call({"images": images})
+        theirs = loaded.signatures["serving_default"](images=tf.constant(images))
+        assert set(ours) == set(theirs)
+        for name, value in theirs.items():
+            np.testing.assert_array_equal(ours[name], value.numpy())
+        encoded = np.array([png(im) for im in images], dtype=object)
+        ours = servable.signature("hash_image_bytes").call({"image_bytes": encoded})
+        theirs = loaded.signatures["hash_image_bytes"](image_bytes=tf.constant(list(encoded)))
+        for name, value in theirs.items():
+            np.testing.assert_array_equal(ours[name], value.numpy())
+    assert type(servable.signature("serving_default").fn) is not type(loaded.signatures["serving_default"])
+
+
 def b64_request(image_bytes):
     return {"signature_name": "hash_image_bytes", "instances": [{"b64": base64.b64encode(image_bytes).decode()}]}
 
@@ -270,6 +295,84 @@ def test_sixteen_concurrent_clients_each_get_the_codes_of_a_lone_call(batched_se
     assert out[16][0] == 400 and set(out[16][1]) == {"error"}  # the junk image fails alone
     assert out[17][0] == 400 and "must have shape" in out[17][1]["error"]  # refused before joining
     assert max(calls) > 1  # requests did share model calls
+
+
+def test_a_full_queue_over_http_answers_503_with_tf_servings_message_and_every_request_is_answered(
+    batched_server, digits
+):
+    """A real server whose queue holds one batch of one row: the model call is held on an event,
+    so which requests overflow is certain, not a matter of timing."""
+    from coophash_keras.serving.server import ModelServer
+
+    _, base = batched_server
+    params = BatchingParameters(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1)
+    srv = ModelServer(base, port=0, batching_parameters=params).start()
+    gate, entered = threading.Event(), threading.Event()
+    sig = srv.registry.get("coophash").signature("hash_image_bytes")
+    original = sig.call
+
+    def held_call(arrays, output_filter=None):
+        entered.set()
+        assert gate.wait(60), "the test never opened the gate"
+        return original(arrays, output_filter)
+
+    sig.call = held_call
+    path = "/v1/models/coophash:predict"
+    bodies = [b64_request(png(im)) for im in digits.images[:8]]
+    answers = {}
+    try:
+        first = threading.Thread(target=lambda: answers.setdefault(0, http(srv, "POST", path, bodies[0])))
+        first.start()
+        assert entered.wait(60)  # request 0 is in the model call; the queue is empty again
+        second = threading.Thread(target=lambda: answers.setdefault(1, http(srv, "POST", path, bodies[1])))
+        second.start()
+        queue = lambda: next(iter(srv.batcher._queues.values()))  # noqa: E731
+        wait_for(lambda: queue().sizes[-1] == 1, "request 1 to fill the one batch the queue may hold")
+        # Six more, at once, while the two are held: each finds the queue full.
+        overflow = concurrently(6, lambda i: http(srv, "POST", path, bodies[2 + i]))
+        gate.set()
+        first.join(60)
+        second.join(60)
+        after = http(srv, "POST", path, bodies[0])  # the queue has room again
+    finally:
+        gate.set()
+        del sig.call
+        srv.stop()
+    assert [answers[0][0], answers[1][0], after[0]] == [200, 200, 200]
+    assert answers[0][1] == after[1] and len(answers[1][1]["predictions"]) == 1
+    assert [status for status, _ in overflow] == [503] * 6
+    for _, body in overflow:
+        assert body == {
+            "error": "The batch scheduling queue to which this task was submitted is full; currently "
+            "1 batches enqueued and max_enqueued_batches is 1"
+        }
+
+
+def test_waiting_rest_requests_hold_no_worker_thread_so_one_thread_still_fills_a_batch(batched_server, digits):
+    """A small :predict request waits for its batch on the event loop, not on a REST worker: with a
+    single worker thread, four concurrent requests still meet in one model call. (A worker per
+    waiting request would hold the one thread for the whole minute of batch_timeout_micros.)"""
+    from coophash_keras.serving.server import ModelServer
+
+    _, base = batched_server
+    params = BatchingParameters(max_batch_size=4, batch_timeout_micros=60_000_000, num_batch_threads=1)
+    srv = ModelServer(base, port=0, rest_api_num_threads=1, batching_parameters=params).start()
+    sig = srv.registry.get("coophash").signature("hash_image_bytes")
+    original, calls = sig.call, []
+
+    def counting_call(arrays, output_filter=None):
+        calls.append(len(arrays["image_bytes"]))
+        return original(arrays, output_filter)
+
+    sig.call = counting_call
+    try:
+        bodies = [b64_request(png(im)) for im in digits.images[:4]]
+        out = concurrently(4, lambda i: http(srv, "POST", "/v1/models/coophash:predict", bodies[i]))
+    finally:
+        del sig.call
+        srv.stop()
+    assert [status for status, _ in out] == [200] * 4
+    assert calls == [4]  # one call, run because the batch was full, long before its timeout
 
 
 def test_every_request_is_answered_while_a_new_version_is_swapped_in_under_batched_load(

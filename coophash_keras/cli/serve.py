@@ -55,6 +55,23 @@ def add_parser(sub):
         "without it, --enable_batching takes TF-Serving's defaults",
     )
     s.add_argument(
+        "--tensorflow_intra_op_parallelism",
+        "--tensorflow-intra-op-parallelism",
+        dest="intra_op_parallelism",
+        type=nonnegative_int,
+        default=0,
+        help="threads one op may use (TF-Serving's flag; 0, the default: TensorFlow picks, one per core)",
+    )
+    s.add_argument(
+        "--tensorflow_inter_op_parallelism",
+        "--tensorflow-inter-op-parallelism",
+        dest="inter_op_parallelism",
+        type=nonnegative_int,
+        default=0,
+        help="ops run at once (TF-Serving's flag; 0, the default: TensorFlow picks, one per core); "
+        "docs/SERVING.md, 'Under load', says what 1 and 1 do on 2 cores",
+    )
+    s.add_argument(
         "--index",
         action="append",
         metavar="NAME=PATH",
@@ -90,6 +107,7 @@ def run(args):
         logging.info("batching: %s", batching)
     elif args.batching_parameters_file:
         logging.warning("--batching_parameters_file is ignored without --enable_batching (as TF-Serving does)")
+    _set_tensorflow_threads(args.intra_op_parallelism, args.inter_op_parallelism)
     indexes = {}
     for item in args.index or []:
         if "=" not in item:
@@ -135,6 +153,22 @@ def run(args):
     if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
     server.serve_forever()
+
+
+def _set_tensorflow_threads(intra, inter):
+    """TF-Serving's --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism (0: leave
+    TensorFlow's choice). They must be set before TensorFlow runs its first op."""
+    if not intra and not inter:
+        return
+    import tensorflow as tf
+
+    try:
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as exc:  # TensorFlow already ran ops in this process (an in-process call)
+        raise CLIError(f"cannot set TensorFlow's thread pools now: {exc}") from None
 
 
 def _stop_on_sigterm(signum, frame):
