@@ -274,7 +274,10 @@ class CoopHashConfig:
         low=0.0,
     )
     energy_l2_weight: float = _f(
-        0.1, "ours", "penalty on mean f_E^2 of real and revised images (and noise-chain images) (keeps energies bounded)", low=0.0
+        0.1,
+        "ours",
+        "penalty on mean f_E^2 of real and revised images (and noise-chain images) (keeps energies bounded)",
+        low=0.0,
     )
 
     # --- generator / inference-path loss (Eq. 2 + KL) ------------------------------------------

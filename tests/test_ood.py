@@ -276,8 +276,12 @@ def test_min_z_serves_the_smaller_standardised_score_with_statistics_saved_and_e
     path = str(tmp_path / "min_z.keras")
     save_model(model, path)
     served = model.hash_network.serving_outputs(normalize_images(tf.constant(queries)))["energy"]
-    np.testing.assert_allclose(load_model(path).hash_network.serving_outputs(
-        normalize_images(tf.constant(queries)))["energy"], served, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        load_model(path).hash_network.serving_outputs(normalize_images(tf.constant(queries)))["energy"],
+        served,
+        rtol=1e-5,
+        atol=1e-5,
+    )
     network, cfg = load_hashing_network(path)
     exported = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"]).serve(tf.constant(queries))
     np.testing.assert_allclose(exported["energy"], served, rtol=1e-5, atol=1e-5)
