@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ood_tables
 import results_tables as T
+from doc_sections import insert
 from results_plots import plot_specs, render
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,20 +106,6 @@ def rerun_document(new_runs, old_runs, dataset, labels, bits):
     )
 
 
-def insert(doc_path, text, begin=BEGIN, end_marker=END):
-    """Replace what lies between the markers; False (file untouched) when they are missing."""
-    with open(doc_path, encoding="utf-8") as fh:
-        doc = fh.read()
-    if doc.count(begin) != 1 or doc.count(end_marker) != 1 or doc.index(begin) > doc.index(end_marker):
-        return False
-    start, end = doc.index(begin) + len(begin), doc.index(end_marker)
-    new = doc[:start] + "\n" + text + "\n" + doc[end:]
-    if new != doc:
-        with open(doc_path, "w", encoding="utf-8") as fh:
-            fh.write(new)
-    return True
-
-
 def prune_stale_plots(image_dir, keep):
     """Remove our own PNGs (pr_, map_vs_labels_, curve_) that the current runs no longer draw, so
     the folder never shows a plot of runs that were replaced or removed."""
@@ -173,7 +160,7 @@ def main(argv=None):
             print("matplotlib is not installed (pip install -r benchmarks/requirements.txt): no plots", file=sys.stderr)
     if a.stdout:
         print(text)
-    elif not os.path.exists(a.doc) or not insert(a.doc, text):
+    elif not os.path.exists(a.doc) or not insert(a.doc, text, BEGIN, END):
         print(text)
         print(
             f"{a.doc} has no single {BEGIN} ... {END} pair, so the tables went to stdout. Put those two "
@@ -202,7 +189,9 @@ def main(argv=None):
         if readme and os.path.exists(readme) and insert(readme, summary, SUMMARY_BEGIN, SUMMARY_END):
             print(f"updated the short table in {display(readme)}", file=sys.stderr)
         ood_runs = [] if a.only else ood_tables.load()
-        if ood_runs and ood_tables.insert(a.doc, ood_tables.document(ood_runs)):  # benchmarks/bench_ood.py's
+        if ood_runs and insert(
+            a.doc, ood_tables.document(ood_runs), ood_tables.BEGIN, ood_tables.END
+        ):  # benchmarks/bench_ood.py's
             if not a.no_plots:
                 ood_tables.render(ood_runs, a.out)
             print(f"updated the OOD detection tables ({len(ood_runs)} runs)", file=sys.stderr)

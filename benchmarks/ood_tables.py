@@ -14,6 +14,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from doc_sections import insert  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OOD_DIR = os.path.join(REPO, "results", "ood")
 BEGIN, END = "<!-- ood-tables -->", "<!-- /ood-tables -->"
@@ -207,19 +210,6 @@ def render(runs, out):
         plt.close(fig)
 
 
-def insert(doc_path, text):
-    with open(doc_path, encoding="utf-8") as fh:
-        doc = fh.read()
-    if doc.count(BEGIN) != 1 or doc.count(END) != 1:
-        return False
-    start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
-    new = doc[:start] + "\n" + text + "\n" + doc[end:]
-    if new != doc:
-        with open(doc_path, "w", encoding="utf-8") as fh:
-            fh.write(new)
-    return True
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", default=OOD_DIR)
@@ -234,7 +224,7 @@ def main(argv=None):
         return
     if runs:
         render(runs, a.out)
-    if not insert(a.doc, text):
+    if not insert(a.doc, text, BEGIN, END):
         raise SystemExit(f"{a.doc} has no single {BEGIN} ... {END} pair")
     print(f"updated the OOD section of {a.doc} ({len(runs)} runs)", file=sys.stderr)
 
