@@ -100,6 +100,20 @@ def start_server(model_base, extra_args=(), log_path=None):
 PREDICT_PATH = "/v1/models/coophash:predict"
 
 
+def median_time(fn, repeats, warmup=5):
+    """Median seconds of `repeats` calls of `fn`, after `warmup` untimed ones."""
+    import numpy as np
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
 def cpu_seconds(pid=None):
     """User + system CPU seconds of process `pid` (default: this one) so far."""
     if pid is None:

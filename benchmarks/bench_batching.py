@@ -19,11 +19,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from _serving_common import REPO, export_model, run_load, start_server
+from _serving_common import REPO, export_model, median_time, run_load, start_server
 from alone import AloneProbe, cpu_name
 
 
@@ -87,21 +86,6 @@ def direct_rates(base, images, repeats):
             call = lambda fn=fn, key=key, x=x: fn(**{key: x})  # noqa: E731
             out[f"direct_{sig}_b{batch}_images_per_s"] = batch / median_time(call, repeats)
     return out
-
-
-def median_time(fn, repeats):
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
-def load(url, bodies, clients, requests, rows, server_pid=None):
-    return run_load(url, bodies, clients, requests, rows, server_pid)
 
 
 def profile_request(base, body, repeats):
@@ -208,13 +192,13 @@ def main():
                 log_path = os.path.join(tmp, f"{name}_{mode}.log")
                 proc, url = start_server(base, args, log_path)
                 try:
-                    load(url, singles, 4, 10, 1)  # warm-up
+                    run_load(url, singles, 4, 10, 1)  # warm-up
                     pid = proc.pid
                     row[mode] = {
-                        "rest_b64_batch64_1_client": load(url, batch64, 1, max(10, a.repeats // 2), 64, pid),
-                        "rest_b64_batch1_1_client": load(url, singles, 1, a.repeats * 4, 1, pid),
-                        f"rest_b64_batch1_{a.clients}_clients": load(url, singles, a.clients, a.requests, 1, pid),
-                        "rest_raw_pixels_batch64_1_client": load(url, [raw64], 1, max(5, a.repeats // 5), 64, pid),
+                        "rest_b64_batch64_1_client": run_load(url, batch64, 1, max(10, a.repeats // 2), 64, pid),
+                        "rest_b64_batch1_1_client": run_load(url, singles, 1, a.repeats * 4, 1, pid),
+                        f"rest_b64_batch1_{a.clients}_clients": run_load(url, singles, a.clients, a.requests, 1, pid),
+                        "rest_raw_pixels_batch64_1_client": run_load(url, [raw64], 1, max(5, a.repeats // 5), 64, pid),
                     }
                 finally:
                     proc.terminate()  # a clean stop (SIGTERM): the batcher logs its batch sizes

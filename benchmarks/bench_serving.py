@@ -10,21 +10,8 @@ import argparse
 import http.client
 import json
 import os
-import time
 
-import numpy as np
-from _serving_common import ensure_model_base, start_server
-
-
-def median_time(fn, repeats):
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+from _serving_common import ensure_model_base, median_time, start_server
 
 
 def main():
@@ -62,11 +49,11 @@ def main():
 
     try:
         r = {}
-        r["direct_b1_ms"] = median_time(direct(1), a.repeats) * 1e3
-        r["rest_b1_ms"] = median_time(rest(1), a.repeats) * 1e3
+        r["direct_b1_ms"] = median_time(direct(1), a.repeats, warmup=10) * 1e3
+        r["rest_b1_ms"] = median_time(rest(1), a.repeats, warmup=10) * 1e3
         r["rest_over_direct_b1"] = r["rest_b1_ms"] / r["direct_b1_ms"]
-        r["direct_b64_images_per_s"] = 64 / median_time(direct(64), a.repeats // 3)
-        r["rest_b64_images_per_s"] = 64 / median_time(rest(64), a.repeats // 3)
+        r["direct_b64_images_per_s"] = 64 / median_time(direct(64), a.repeats // 3, warmup=10)
+        r["rest_b64_images_per_s"] = 64 / median_time(rest(64), a.repeats // 3, warmup=10)
         r["cpus"] = os.cpu_count()
     finally:
         conn.close()
