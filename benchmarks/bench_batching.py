@@ -9,8 +9,9 @@ MobileNetV3Small backbone (weights=None) at 32x32x3, and a conv-base CoopHash at
 Each server runs in a subprocess on loopback (`coophash serve`, with `--enable_batching
 --batching_parameters_file` for "on", and any `--server-arg`s); the clients are processes of their
 own (benchmarks/_serving_common.py run_load), on the same cores, and their CPU is reported beside
-the server's. Images are the digits (blown up to 32x32x3 for the backbone), a different one per
-request."""
+the server's. Then `--rounds` interleaved rounds (every server up at once, each in turn: batch-64,
+then the concurrent clients) give the goal's ratio within each round, and its median and range.
+Images are the digits (blown up to 32x32x3 for the backbone), a different one per request."""
 
 import argparse
 import io
@@ -141,6 +142,48 @@ def profile_request(base, body, repeats):
     }
 
 
+def interleaved_rounds(servers, batch64, singles, a):
+    """`a.rounds` rounds; in each, every server in turn: one client's batch-64 requests, then the
+    concurrent batch-1 clients. -> [{mode: {"batch64": images/s, "concurrent": images/s,
+    "concurrent_p99_ms": ms}}], so each ratio can be taken within a round, a minute apart at most."""
+    rounds = []
+    for _ in range(a.rounds):
+        this = {}
+        for mode, (proc, url) in servers.items():
+            b64 = run_load(url, batch64, 1, a.round_requests // 8, 64, proc.pid)
+            many = run_load(url, singles, a.clients, a.round_requests // a.clients, 1, proc.pid)
+            this[mode] = {
+                "batch64": b64["images_per_s"],
+                "concurrent": many["images_per_s"],
+                "concurrent_p99_ms": many["p99_ms"],
+                "errors": b64["errors"] + many["errors"],
+            }
+        rounds.append(this)
+    return rounds
+
+
+def summarise_rounds(rounds):
+    """Per mode: the median over rounds of each rate and of its ratios to the same round's batch-64
+    rates (batching off, and the mode's own), with their range."""
+    import numpy as np
+
+    def stat(values):
+        return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values))}
+
+    out = {}
+    for mode in rounds[0]:
+        mine = [r[mode] for r in rounds]
+        out[mode] = {
+            "batch64": stat([m["batch64"] for m in mine]),
+            "concurrent": stat([m["concurrent"] for m in mine]),
+            "concurrent_p99_ms": stat([m["concurrent_p99_ms"] for m in mine]),
+            "concurrent_over_batch64_off": stat([r[mode]["concurrent"] / r["batching_off"]["batch64"] for r in rounds]),
+            "concurrent_over_own_batch64": stat([m["concurrent"] / m["batch64"] for m in mine]),
+            "errors": sum(m["errors"] for m in mine),
+        }
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--clients", type=int, default=16)
@@ -162,6 +205,8 @@ def main():
     )
     p.add_argument("--models", default="mobilenetv3small,digits")
     p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the batch-64 and concurrent loads")
+    p.add_argument("--round-requests", type=int, default=1600, help="images per load in each round")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     configs = a.batching_config or [os.path.join(REPO, "serving", "config", "batching.config")]
@@ -188,34 +233,40 @@ def main():
             on = ["--enable_batching", "--batching_parameters_file"]
             modes = [("batching_off", [])] + [(f"batching_on_{i}", [*on, c]) for i, c in enumerate(configs)]
             modes += [(f"batching_on_with_{i}", [*on, configs[0], *x.split()]) for i, x in enumerate(a.on_with)]
-            for mode, args in modes:
-                log_path = os.path.join(tmp, f"{name}_{mode}.log")
-                proc, url = start_server(base, args, log_path)
-                try:
+            # Every mode's server is up at once (an idle one costs no CPU), so the rounds below can
+            # take turns between them: the machine's speed drifts by tens of percent over minutes,
+            # and a ratio of two rates measured minutes apart carried that drift.
+            servers = {mode: start_server(base, args, os.path.join(tmp, f"{name}_{mode}.log")) for mode, args in modes}
+            concurrent = f"rest_b64_batch1_{a.clients}_clients"
+            try:
+                for mode, (proc, url) in servers.items():
                     run_load(url, singles, 4, 10, 1)  # warm-up
                     pid = proc.pid
                     row[mode] = {
                         "rest_b64_batch64_1_client": run_load(url, batch64, 1, max(10, a.repeats // 2), 64, pid),
                         "rest_b64_batch1_1_client": run_load(url, singles, 1, a.repeats * 4, 1, pid),
-                        f"rest_b64_batch1_{a.clients}_clients": run_load(url, singles, a.clients, a.requests, 1, pid),
+                        concurrent: run_load(url, singles, a.clients, a.requests, 1, pid),
                         "rest_raw_pixels_batch64_1_client": run_load(url, [raw64], 1, max(5, a.repeats // 5), 64, pid),
                     }
-                finally:
+                    print(name, mode, json.dumps(row[mode], indent=1), flush=True)
+                row["rounds"] = interleaved_rounds(servers, batch64, singles, a)
+            finally:
+                for mode, (proc, _) in servers.items():
                     proc.terminate()  # a clean stop (SIGTERM): the batcher logs its batch sizes
                     try:
                         proc.wait(timeout=60)
                     except subprocess.TimeoutExpired:
                         proc.kill()
                         proc.wait()
-                with open(log_path) as fh:
-                    row[mode]["server_log_batching"] = [ln.strip() for ln in fh if "batching:" in ln]
-                print(name, mode, json.dumps(row[mode], indent=1), flush=True)
+                    with open(os.path.join(tmp, f"{name}_{mode}.log")) as fh:
+                        row[mode]["server_log_batching"] = [ln.strip() for ln in fh if "batching:" in ln]
             row["batching_on"] = row["batching_on_0"]
             on = row["batching_on"]
             row["concurrent_on_over_batch64_off"] = (
-                on[f"rest_b64_batch1_{a.clients}_clients"]["images_per_s"]
-                / row["batching_off"]["rest_b64_batch64_1_client"]["images_per_s"]
+                on[concurrent]["images_per_s"] / row["batching_off"]["rest_b64_batch64_1_client"]["images_per_s"]
             )
+            row["rounds_summary"] = summarise_rounds(row["rounds"])
+            print(name, "rounds", json.dumps(row["rounds_summary"], indent=1), flush=True)
             record["models"][name] = row
     record.update(probe.result())
     print(json.dumps(record, indent=2))
