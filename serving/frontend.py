@@ -193,7 +193,10 @@ class RestFrontend:
         """Half-close, then drain what the client still sends for a moment, so the answer is not
         lost to a TCP reset (closing with unread input resets the connection)."""
         if writer.can_write_eof():
-            writer.write_eof()
+            try:
+                writer.write_eof()
+            except OSError:  # the client reset the connection first (ENOTCONN): nothing to drain
+                return
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
             await _within(min(LINGER_S, self.read_timeout), _discard(reader))
 

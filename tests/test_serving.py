@@ -689,6 +689,33 @@ def test_stalled_clients_do_not_starve_the_server_and_are_closed(server, digits,
     assert not [r for r in caplog.records if r.exc_info]  # no traceback from asyncio either
 
 
+def test_half_closing_a_connection_the_client_already_reset_is_quiet():
+    # benchmarks/fuzz_rest.py found it: an error answer was written, then the client's reset arrived
+    # before the half-close, and shutdown(SHUT_WR) raised ENOTCONN out of the connection as a traceback
+    import asyncio
+    import errno
+
+    from coophash_keras.serving.frontend import RestFrontend, listen
+
+    class ResetWriter:
+        def can_write_eof(self):
+            return True
+
+        def write_eof(self):
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+
+    async def linger():
+        reader = asyncio.StreamReader()
+        reader.feed_eof()
+        await frontend._linger(reader, ResetWriter())
+
+    frontend = RestFrontend(app=None, sock=listen("127.0.0.1", 0, "REST"), max_body_bytes=1024, read_timeout=1.0)
+    try:
+        asyncio.run(linger())  # returns quietly: the connection is over, nothing to drain
+    finally:
+        frontend.stop()
+
+
 def test_connections_beyond_the_limit_are_closed_at_once(server, digits):
     with ModelServer(server.registry.base_path, port=0, read_timeout=30.0, max_connections=5) as srv:
         held = [socket.create_connection((srv.host, srv.port), timeout=60) for _ in range(5)]
