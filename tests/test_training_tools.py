@@ -140,8 +140,10 @@ def test_keras_tuner_two_trials_report_validation_map(tmp_path, tiny_config, dig
 
 
 def _tune(run_dir, *extra):
-    # 2 epochs: the objective must be reported on every epoch, not only the last
+    # 2 epochs: the objective must be reported on every epoch, not only the last. 20 labelled images
+    # per class (2 steps an epoch at batch 64, not 20): the summary, not the training, is under test.
     args = ["tune", "--trials", "2", "--epochs", "2", "--bits", "16", "--tune", "langevin_steps,kl_weight", *extra]
+    args += ["--labels-per-class", "20"]
     out = run_cli_in_process([*args, "--run-dir", run_dir, *SMALL])
     assert out.returncode == 0, out.stderr[-3000:]
     return out, json.load(open(run_dir / "tuning.json"))
