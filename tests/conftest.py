@@ -35,6 +35,25 @@ def run_cli_in_process(args):
     return CLIResult(code or 0, out.getvalue(), err.getvalue())
 
 
+@pytest.fixture(scope="session")
+def two_device_check():
+    """The JSON line of tests/distributed_check.py, run once per session in a fresh process (2
+    logical CPU devices must be set before TensorFlow starts): MirroredStrategy checks of CoopHash
+    (test_distribute.py) and of FineTuneAdam (test_backbone.py), one TensorFlow start for both."""
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tests", "distributed_check.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture
 def tiny_config():
     """The smallest CoopHash that still exercises every part (8x8 digits, 16 bits)."""

@@ -1,7 +1,9 @@
-"""Run by test_distribute.py in a subprocess: the CPU must be split into 2 logical devices
-before TensorFlow initialises, which a pytest process that already used TF cannot do.
+"""Run in a subprocess (conftest's `two_device_check`, once per session): the CPU must be split into
+2 logical devices before TensorFlow initialises, which a pytest process that already used TF cannot
+do. One process for both checks that need it (one TensorFlow start): FineTuneAdam's schedule under a
+MirroredStrategy (test_backbone.py), first, then CoopHash under one (test_distribute.py).
 
-Prints one JSON line with the measurements the test asserts on."""
+Prints one JSON line with the measurements the tests assert on."""
 
 import json
 import os
@@ -42,7 +44,40 @@ class FixedNoiseCoopHash(CoopHash):
         return tf.zeros(shape)
 
 
+def fine_tune_adam_check(strategy):
+    """Built eagerly in the strategy's scope, FineTuneAdam's schedule must still find the backbone's
+    (mirrored) variables when each replica applies its update: frozen for 1 step, then half the step."""
+    from coophash_keras.models.optimizers import FineTuneAdam
+
+    with strategy.scope():
+        backbone, head = keras.Variable(np.zeros(2, np.float32)), keras.Variable(np.zeros(2, np.float32))
+        opt = FineTuneAdam(0.01, freeze_steps=1, backbone_scale=0.5)
+        opt.set_backbone_variables([backbone])
+        opt.build([backbone, head])
+
+    @tf.function
+    def step():
+        def replica():
+            g = tf.constant([1.0, -1.0])
+            opt.apply([g, g], [backbone, head])
+
+        strategy.run(replica)
+
+    step()
+    after_one = (backbone.numpy().tolist(), head.numpy().tolist())
+    step()
+    return dict(
+        replicas=strategy.num_replicas_in_sync,
+        after_one=after_one,
+        after_two=(backbone.numpy().tolist(), head.numpy().tolist()),
+    )
+
+
 def main():
+    # One strategy for both checks: a second MirroredStrategy in a process reuses the collective
+    # instance keys of the first one's all-reduces.
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    fine_tune_adam = fine_tune_adam_check(strategy)
     cfg = CoopHashConfig(
         image_shape=(8, 8, 1),
         num_classes=10,
@@ -58,7 +93,6 @@ def main():
     )
     digits = load_digits()
     ds = tf.data.Dataset.from_tensor_slices((digits.images[:32], digits.labels[:32])).batch(16, drop_remainder=True)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
     def sgd():
         return keras.optimizers.SGD(0.5)  # SGD, not Adam: Adam would hide a wrong loss scale
@@ -95,6 +129,7 @@ def main():
                 "fit_losses_finite": bool(all(np.all(np.isfinite(v)) for v in hist.history.values())),
                 "iterations": int(model.descriptor_optimizer.iterations.numpy()),
                 "codes_ok": bool(codes.shape == (8, 16) and set(np.unique(codes)) <= {-1, 1}),
+                "fine_tune_adam": fine_tune_adam,
             }
         )
     )

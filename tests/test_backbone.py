@@ -167,45 +167,11 @@ def test_fine_tune_adam_freezes_then_scales_the_backbone():
     assert type(restored) is FineTuneAdam and (restored.freeze_steps, restored.backbone_scale) == (2, 0.1)
 
 
-_MIRRORED_CHECK = """
-import json, os
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras, numpy as np
-from coophash_keras.models.optimizers import FineTuneAdam
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    backbone, head = keras.Variable(np.zeros(2, np.float32)), keras.Variable(np.zeros(2, np.float32))
-    opt = FineTuneAdam(0.01, freeze_steps=1, backbone_scale=0.5)
-    opt.set_backbone_variables([backbone])
-    opt.build([backbone, head])
-@tf.function
-def step():
-    def replica():
-        g = tf.constant([1.0, -1.0])
-        opt.apply([g, g], [backbone, head])
-    strategy.run(replica)
-step()
-after_one = (backbone.numpy().tolist(), head.numpy().tolist())
-step()
-print(json.dumps(dict(replicas=strategy.num_replicas_in_sync, after_one=after_one,
-                      after_two=(backbone.numpy().tolist(), head.numpy().tolist()))))
-"""
-
-
-def test_fine_tune_adam_under_a_mirrored_strategy():
+def test_fine_tune_adam_under_a_mirrored_strategy(two_device_check):
     """Built eagerly in the strategy's scope, the schedule still finds the backbone's (mirrored)
-    variables when each replica applies its update."""
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
-    out = subprocess.run([sys.executable, "-c", _MIRRORED_CHECK], capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    variables when each replica applies its update (tests/distributed_check.py's
+    fine_tune_adam_check, in a process of its own with 2 logical CPU devices)."""
+    res = two_device_check["fine_tune_adam"]
     assert res["replicas"] == 2
     assert res["after_one"][0] == [0.0, 0.0] and res["after_one"][1] != [0.0, 0.0]
     step_backbone = np.subtract(res["after_two"][0], res["after_one"][0])

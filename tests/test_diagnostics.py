@@ -164,8 +164,27 @@ def digits_folder(tmp_path_factory, digits):
     return streamed, dataclasses.replace(streamed, images=digits.images[order], shape=None)
 
 
+@pytest.fixture
+def quick_reference(monkeypatch):
+    """Reference classifiers of QUICK_REFERENCE_EPOCHS epochs instead of the default 60 (900 steps
+    on digits' half): the folder tests compare the streamed and in-memory paths (and bound their
+    batches), which any number of epochs from 2 on exercises, the reshuffle of every epoch
+    included; the default instrument's quality is test_reference_classifier_...'s. Only these
+    tests' folder: sets are cached with it (their own cache keys)."""
+    from coophash_keras.diagnostics.reference import ReferenceClassifier
+
+    train = ReferenceClassifier.train.__func__
+    quick = lambda cls, *args, **kwargs: train(cls, *args, **{**kwargs, "epochs": QUICK_REFERENCE_EPOCHS})  # noqa: E731
+    monkeypatch.setattr(ReferenceClassifier, "train", classmethod(quick))
+
+
+QUICK_REFERENCE_EPOCHS = 20
+
+
 @pytest.mark.slow
-def test_diagnostics_of_a_streamed_folder_equal_those_of_the_same_images_in_memory(digits_folder, tiny_config):
+def test_diagnostics_of_a_streamed_folder_equal_those_of_the_same_images_in_memory(
+    digits_folder, tiny_config, quick_reference
+):
     """The reference classifier trained from the pipeline, the spread, the Fréchet features, the
     posterior and the energies of file rows decoded batch by batch: the in-memory numbers bit for
     bit (the same rows, pixels, shuffle order and network batches)."""
@@ -191,7 +210,9 @@ def test_diagnostics_of_a_streamed_folder_equal_those_of_the_same_images_in_memo
 
 
 @pytest.mark.slow
-def test_diagnostics_of_a_file_set_decode_a_bounded_batch_at_a_time(digits_folder, tiny_config, monkeypatch):
+def test_diagnostics_of_a_file_set_decode_a_bounded_batch_at_a_time(
+    digits_folder, tiny_config, monkeypatch, quick_reference
+):
     """Memory does not grow with the set: no pixels() of a whole split (the old code decoded both
     halves of the set into arrays), every file is decoded in pipeline batches of at most 512 rows.
     The spread's batch is shrunk to 64 rows here so that 512 bounds every batch of this small set."""

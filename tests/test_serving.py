@@ -36,12 +36,11 @@ def model_file(trained_tiny):
     return trained_tiny
 
 
-@pytest.fixture(scope="module", params=["alone", "batching"])
-def server(request, model_file, tmp_path_factory, digits):
-    """The server every REST and gRPC conformance test below runs against: once with each request
-    run on its own, once with --enable_batching and the shipped serving/config/batching.config."""
+@pytest.fixture(scope="module")
+def model_base(model_file, tmp_path_factory, digits):
+    """A model base (--model-base) holding the trained model exported with a database, exported once:
+    the `server`s copy it, and the tests that start servers of their own read it."""
     from coophash_keras.export import export_saved_model
-    from coophash_keras.serving.batching_config import read_batching_parameters
 
     base = str(tmp_path_factory.mktemp("models"))
     export_saved_model(
@@ -52,6 +51,18 @@ def server(request, model_file, tmp_path_factory, digits):
         database_ids=np.arange(200, 400),
         search_k=5,
     )
+    return base
+
+
+@pytest.fixture(scope="module", params=["alone", "batching"])
+def server(request, model_base, tmp_path_factory):
+    """The server every REST and gRPC conformance test below runs against: once with each request
+    run on its own, once with --enable_batching and the shipped serving/config/batching.config.
+    Each serves its own copy of `model_base`."""
+    from coophash_keras.serving.batching_config import read_batching_parameters
+
+    base = str(tmp_path_factory.mktemp("served") / "models")
+    shutil.copytree(model_base, base)
     batching = None
     if request.param == "batching":
         batching = read_batching_parameters(os.path.join(REPO, "serving", "config", "batching.config"))
@@ -647,7 +658,7 @@ def test_chunked_requests_are_framed_correctly(server, model_file, digits):
     assert responses[2][0] == 200 and "model_version_status" in responses[2][1]
 
 
-def test_stalled_clients_do_not_starve_the_server_and_are_closed(server, digits, caplog):
+def test_stalled_clients_do_not_starve_the_server_and_are_closed(model_base, digits, caplog):
     caplog.set_level(logging.DEBUG, logger="coophash.serving")
     line = b"POST /v1/models/coophash:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
     partials = [
@@ -657,7 +668,7 @@ def test_stalled_clients_do_not_starve_the_server_and_are_closed(server, digits,
         PREDICT + b"Transfer-Encoding: chunked\r\n\r\n10\r\n0123",  # half a chunk
         line + b"Expect: 100-continue\r\n\r\n",  # asks, then never sends
     ]
-    with ModelServer(server.registry.base_path, port=0, read_timeout=1.0, rest_api_num_threads=2) as srv:
+    with ModelServer(model_base, port=0, read_timeout=1.0, rest_api_num_threads=2) as srv:
         stalled = []
         for i in range(150):
             sock = socket.create_connection((srv.host, srv.port), timeout=60)
@@ -716,8 +727,8 @@ def test_half_closing_a_connection_the_client_already_reset_is_quiet():
         frontend.stop()
 
 
-def test_connections_beyond_the_limit_are_closed_at_once(server, digits):
-    with ModelServer(server.registry.base_path, port=0, read_timeout=30.0, max_connections=5) as srv:
+def test_connections_beyond_the_limit_are_closed_at_once(model_base, digits):
+    with ModelServer(model_base, port=0, read_timeout=30.0, max_connections=5) as srv:
         held = [socket.create_connection((srv.host, srv.port), timeout=60) for _ in range(5)]
         for sock in held:
             sock.sendall(b"GET /v1/models/coophash HTTP/1.1\r\n")  # stalls, holds its slot
@@ -728,23 +739,23 @@ def test_connections_beyond_the_limit_are_closed_at_once(server, digits):
         wait_for(lambda: http(srv, "GET", "/v1/models/coophash")[0] == 200, "a free connection slot")
 
 
-def test_port_in_use_is_one_clear_line(server, tmp_path):
+def test_port_in_use_is_one_clear_line(model_base, tmp_path):
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         with pytest.raises(ListenError, match=f"REST port {port} on 127.0.0.1 is already in use"):
-            ModelServer(server.registry.base_path, port=port)
+            ModelServer(model_base, port=port)
         with pytest.raises(ListenError, match=f"gRPC port {port} on 127.0.0.1 is already in use"):
-            ModelServer(server.registry.base_path, port=0, grpc_port=port)
+            ModelServer(model_base, port=0, grpc_port=port)
 
 
-def test_coophash_serve_logs_its_start_and_refuses_a_busy_port(server, capsys):
+def test_coophash_serve_logs_its_start_and_refuses_a_busy_port(model_base, capsys):
     """`coophash serve` shows its INFO start-up line by default; a second one on the same port
     exits 2 with one line naming the port."""
     from coophash_keras.cli import main
 
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
-    cmd = [sys.executable, "-m", "coophash_keras.cli", "serve", "--model-base", server.registry.base_path]
+    cmd = [sys.executable, "-m", "coophash_keras.cli", "serve", "--model-base", model_base]
     first = subprocess.Popen(
         [*cmd, "--port", str(port), "--grpc-port", "0"],
         stderr=subprocess.PIPE,
@@ -760,7 +771,7 @@ def test_coophash_serve_logs_its_start_and_refuses_a_busy_port(server, capsys):
         started = [ln for ln in lines if "REST on" in ln]
         assert started and " INFO " in started[0] and f"127.0.0.1:{port}" in started[0], lines
         capsys.readouterr()
-        assert main(["serve", "--model-base", server.registry.base_path, "--port", str(port)]) == 2
+        assert main(["serve", "--model-base", model_base, "--port", str(port)]) == 2
         err = capsys.readouterr().err
         assert err == f"coophash serve: error: REST port {port} on 127.0.0.1 is already in use\n"
     finally:

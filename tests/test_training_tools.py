@@ -140,8 +140,10 @@ def test_keras_tuner_two_trials_report_validation_map(tmp_path, tiny_config, dig
 
 
 def _tune(run_dir, *extra):
-    # 2 epochs: the objective must be reported on every epoch, not only the last
+    # 2 epochs: the objective must be reported on every epoch, not only the last. 20 labelled images
+    # per class (2 steps an epoch at batch 64, not 20): the summary, not the training, is under test.
     args = ["tune", "--trials", "2", "--epochs", "2", "--bits", "16", "--tune", "langevin_steps,kl_weight", *extra]
+    args += ["--labels-per-class", "20"]
     out = run_cli_in_process([*args, "--run-dir", run_dir, *SMALL])
     assert out.returncode == 0, out.stderr[-3000:]
     return out, json.load(open(run_dir / "tuning.json"))
@@ -174,6 +176,9 @@ def train_cmd(run_dir, backup_dir, epochs, extra=()):
     return [sys.executable, "-m", "coophash_keras.cli", *train_args(run_dir, backup_dir, epochs, extra)]
 
 
+LABELS_PER_CLASS = 40
+
+
 def train_args(run_dir, backup_dir, epochs, extra=()):
     return [
         "train",
@@ -183,6 +188,8 @@ def train_args(run_dir, backup_dir, epochs, extra=()):
         "16",
         "--batch-size",
         "64",
+        "--labels-per-class",  # 400 training images, 6 steps an epoch: what is checked is the resume
+        str(LABELS_PER_CLASS),
         "--run-dir",
         str(run_dir),
         "--backup-dir",
@@ -231,7 +238,7 @@ def test_sigkill_then_resume_continues_with_both_optimizers(tmp_path):
     out = run_cli_in_process(train_args(run_dir, backup, epochs))  # the resume: this process will do
     assert out.returncode == 0, out.stderr[-3000:]
     after = progress(run_dir)[len(before) :]
-    steps = 1597 // 64
+    steps = 10 * LABELS_PER_CLASS // 64
     last_before = before[-1]["epoch"]
     first_after = after[0]["epoch"]
     assert last_before <= first_after <= last_before + 1  # at most one epoch of work lost
