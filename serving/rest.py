@@ -47,6 +47,16 @@ def _json(payload):
     return json.dumps(payload).encode()  # no indent: keeps the C encoder
 
 
+def _error_answer(exc):
+    """(status, content type, body) of a failed request, from inside its `except`: a ServingError's
+    HTTP code and message, anything else a 500 with its traceback logged; never a stack trace to
+    the client, and the server keeps serving."""
+    if isinstance(exc, ServingError):
+        return exc.http_status, "application/json", _json({"error": exc.message})
+    log.exception("internal error")
+    return 500, "application/json", _json({"error": f"Internal error: {exc}"})
+
+
 def _version(text, label):
     if label is not None:
         raise invalid("Unrecognized servable version label: " + label)
@@ -89,20 +99,14 @@ class RestApi:
             servable = self.registry.get(name, version)
             sig_name, inputs, row_format = parse_predict_request(body, servable.signature)
             future = self.batcher.submit(servable.signature(sig_name), inputs)
-        except ServingError as exc:
-            return exc.http_status, "application/json", _json({"error": exc.message})
         except Exception as exc:
-            log.exception("internal error")
-            return 500, "application/json", _json({"error": f"Internal error: {exc}"})
+            return _error_answer(exc)
 
         def finish(done):
             try:
                 return 200, "application/json", _json(format_predict_response(done.result(), row_format))
-            except ServingError as exc:
-                return exc.http_status, "application/json", _json({"error": exc.message})
             except Exception as exc:
-                log.exception("internal error")
-                return 500, "application/json", _json({"error": f"Internal error: {exc}"})
+                return _error_answer(exc)
 
         return future, finish
 
@@ -120,11 +124,8 @@ class RestApi:
             else:
                 raise invalid(f"Malformed request: {method} {target}")
             return 200, "application/json", _json(payload)
-        except ServingError as exc:
-            return exc.http_status, "application/json", _json({"error": exc.message})
-        except Exception as exc:  # never a stack trace to the client; the server keeps serving
-            log.exception("internal error")
-            return 500, "application/json", _json({"error": f"Internal error: {exc}"})
+        except Exception as exc:
+            return _error_answer(exc)
 
     def _get(self, target):
         path = target.split("?", 1)[0]
