@@ -259,7 +259,7 @@ def main():
                         proc.kill()
                         proc.wait()
                     with open(os.path.join(tmp, f"{name}_{mode}.log")) as fh:
-                        row[mode]["server_log_batching"] = [ln.strip() for ln in fh if "batching:" in ln]
+                        row.setdefault(mode, {})["server_log_batching"] = [ln.strip() for ln in fh if "batching:" in ln]
             row["batching_on"] = row["batching_on_0"]
             on = row["batching_on"]
             row["concurrent_on_over_batch64_off"] = (
