@@ -672,6 +672,36 @@ def rerun_runs(new_runs, old_runs, dataset):
     return new_runs + kept
 
 
+def generator_fix_table(new_runs, old_runs):
+    """Each method re-run on the working generator beside its own old runs (the same dataset, labels,
+    bits and tag, on the collapsed generator): mAP@1000 and mAP@all of both, paired by seed."""
+    old = groups(old_runs)
+    rows = []
+    for key, rs in groups(new_runs).items():
+        before = old.get(key)
+        if not before:
+            continue
+        latent = sorted({str(r.get("config", {}).get("generator_latent", "(unrecorded)")) for r in before})
+        now = sorted({str(r.get("config", {}).get("generator_latent", "(unrecorded)")) for r in rs})
+        rows.append(
+            [
+                key[0],
+                key[1],
+                key[2],
+                f"`{key[3]}`",
+                f"{', '.join(latent)} → {', '.join(now)}",
+                *_paired_row(rs, before)[:6],
+                fmt(values(before, "clean", "mAP@all")),
+                fmt(values(rs, "clean", "mAP@all")),
+            ]
+        )
+    if not rows:
+        return "No method re-run yet beside its old runs."
+    header = ["dataset", "labels", "bits", "method", "generator_latent", "seeds", "mAP@1000 now"]
+    header += ["mAP@1000 before (same seeds)", "change", "beyond 2 SE?", "paired: per seed", "mAP@all before", "now"]
+    return "\n\n".join(with_few_note([table(header, rows)]))
+
+
 def generator_table(runs):
     """What each generative run's generator makes (protocol.py --diagnose): spread ratio (mean over
     classes; min = the lowest class of any seed), class consistency against the reference

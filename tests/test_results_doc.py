@@ -479,3 +479,24 @@ def test_generator_table_gives_a_tagged_switch_its_own_row():
     untagged, tagged = sorted(rows, key=lambda line: "tag `nll1`" in line)
     assert "tag" not in untagged and "7.00" in untagged and "7.10" in untagged and "0.70" in untagged
     assert "tag `nll1`" in tagged and "5.00" in tagged and "4.00" in tagged and "0.80" in tagged
+
+
+def test_generator_fix_table_pairs_each_rerun_with_its_own_old_seeds():
+    """A method re-run on the working generator sits beside its old runs of the same cell, seed by
+    seed; a method without old runs, or old runs of another cell, gives no row."""
+    old = [
+        run("coophash:fewlabels", s, m, model="coophash", config={"generator_latent": "inferred"})
+        for s, m in enumerate([0.70, 0.72, 0.74])
+    ]
+    old.append(run("coophash:fewlabels", 0, 0.5, bits=64, model="coophash"))
+    new = [
+        run("coophash:fewlabels", s, m, model="coophash", config={"generator_latent": "taught"})
+        for s, m in enumerate([0.75, 0.76, 0.80])
+    ]
+    new.append(run("coophash:paper", 0, 0.6, model="coophash"))
+    text = T.generator_fix_table(new, old)
+    rows = [line for line in text.splitlines() if line.startswith("| fashion_mnist")]
+    assert len(rows) == 1 and "`coophash:fewlabels`" in rows[0] and "inferred → taught" in rows[0]
+    assert "+0.050 / +0.040 / +0.060" in rows[0]  # the changes in seed order
+    assert "+0.0500" in rows[0]  # the mean change, 0.770 - 0.720
+    assert T.generator_fix_table(new[3:], old) == "No method re-run yet beside its old runs."
