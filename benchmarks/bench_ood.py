@@ -8,12 +8,20 @@ In distribution: the run's own queries (never trained on). Scores (higher = more
   energy_head   CoopHash's energy head, when it is not the served score
   free_energy   log sum_c exp(class logit) of the model's class read-out (Liu et al. 2020)
   msp           the largest softmax probability of the class read-out (Hendrycks & Gimpel 2017)
+A multi-label run (config.multi_label: independent sigmoid class logits, e.g. fashion_mosaics) has
+no msp (a softmax over independent sigmoids means nothing); beside free_energy it has
+  joint_energy  sum_c softplus(class logit) = sum_c log(1 + exp logit_c), JointEnergy (Wang et al.,
+                NeurIPS 2021), the multi-label analogue of the free energy
+  max_sigmoid   the largest sigmoid probability of the class read-out
 (a score that is constant on the queries, e.g. a label-free model's class read-out, is left out).
 OOD sets, each as many images as there are queries (fewer when the source is smaller):
-  far       other_dataset (digits <-> Fashion-MNIST, resized bilinearly to the model's shape),
-            uniform_noise (U{0..255}), gaussian_noise (N(128, 64^2) grey levels, clipped)
+  far       other_dataset (digits <-> Fashion-MNIST, and digits for fashion_mosaics; resized
+            bilinearly to the model's shape), uniform_noise (U{0..255}), gaussian_noise
+            (N(128, 64^2) grey levels, clipped)
   near      upside_down and rotate90 queries; held_out_classes (--held-out DATASET:C1,C2, for a run
-            trained on the other classes, e.g. an npz written by --write-subset)
+            trained on the other classes, e.g. an npz written by --write-subset); for
+            fashion_mosaics single_items (one Fashion-MNIST test-file item enlarged to fill the
+            56x56 frame: the classes of the data, not its 2x2 layout)
   shifted   the queries under each of coophash_keras.data.corruptions (noise, blur, contrast,
             rotation, occlusion: moderate damage a person still sees through)
 Metrics (coophash_keras.metrics.ood): AUROC and FPR at 95% TPR. And the served decision: the
@@ -38,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 from alone import AloneProbe, cpu_name  # noqa: E402
+from scipy.special import expit  # noqa: E402
 
 from coophash_keras.data import RetrievalSplit, load_dataset  # noqa: E402
 from coophash_keras.data.corruptions import CORRUPTIONS, corrupt  # noqa: E402
@@ -45,8 +54,27 @@ from coophash_keras.evaluation import load_run, load_run_data  # noqa: E402
 from coophash_keras.io import atomic_write_json, load_model  # noqa: E402
 from coophash_keras.metrics.ood import auroc, fpr_at_tpr, threshold_at_tpr  # noqa: E402
 
-OTHER_DATASET = {"digits": "fashion_mnist", "fashion_mnist": "digits"}
+OTHER_DATASET = {"digits": "fashion_mnist", "fashion_mnist": "digits", "fashion_mosaics": "digits"}
 TPR = 0.95
+
+
+CLASS_SCORES = {False: ("free_energy", "msp"), True: ("free_energy", "joint_energy", "max_sigmoid")}
+
+
+def class_logit_scores(logits, multi_label=False):
+    """{score name: float64 [N]} of class logits [N, C] (see the module docstring): the free energy,
+    and the max softmax (single-label) or JointEnergy and the max sigmoid (multi-label: the logits
+    are independent sigmoids, so a softmax over them means nothing)."""
+    logits = np.asarray(logits, np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+    if not multi_label:
+        return {"free_energy": lse, "msp": np.exp(top[:, 0] - lse)}
+    return {
+        "free_energy": lse,
+        "joint_energy": np.logaddexp(0.0, logits).sum(axis=1),  # sum_c softplus, without overflow
+        "max_sigmoid": expit(top[:, 0]),  # the sigmoid is monotone: the largest logit's
+    }
 
 
 def model_scores(model, images, batch=512):
@@ -55,19 +83,17 @@ def model_scores(model, images, batch=512):
 
     from coophash_keras.preprocessing import normalize_images
 
-    parts = {"energy": [], "free_energy": [], "msp": []}
+    multi_label = bool(getattr(model.config, "multi_label", False))
+    parts = {k: [] for k in ("energy", *CLASS_SCORES[multi_label])}
     if getattr(model.hash_network, "served_energy", "energy_head") != "energy_head":
         parts["energy_head"] = []  # CoopHash serving another score: its energy head beside it
     for i in range(0, len(images), batch):
         out = model.hash_network.serving_outputs(normalize_images(tf.constant(images[i : i + batch])))
-        logits = np.asarray(out["class_logits"], np.float64)
         parts["energy"].append(np.asarray(out["energy"], np.float64))
         if "energy_head" in parts:
             parts["energy_head"].append(np.asarray(out["energy_head"], np.float64))
-        top = logits.max(axis=1, keepdims=True)
-        lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-        parts["free_energy"].append(lse)
-        parts["msp"].append(np.exp(top[:, 0] - lse))
+        for k, v in class_logit_scores(out["class_logits"], multi_label).items():
+            parts[k].append(v)
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -100,6 +126,11 @@ def ood_sets(queries, shape, dataset, held_out, seed):
     sets["upside_down"] = ("near", queries[:, ::-1].copy())
     if shape[0] == shape[1]:
         sets["rotate90"] = ("near", np.rot90(queries, 1, axes=(1, 2)).copy())
+    if dataset == "fashion_mosaics":  # one item filling the frame: the right clothes, not a mosaic
+        items = load_dataset("fashion_mnist")
+        test_file = np.flatnonzero(items.extras["source_split"] == 1)
+        idx = rng.choice(test_file, min(n, len(test_file)), replace=False)
+        sets["single_items"] = ("near", resize(items.images[idx], shape))
     if held_out:
         name, classes = held_out
         data = load_dataset(name)

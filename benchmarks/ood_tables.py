@@ -26,8 +26,10 @@ SCORE_NAMES = {
     "energy_head": "energy head log Σ exp f_E",
     "free_energy": "free energy of class logits",
     "msp": "max softmax",
+    "joint_energy": "joint energy Σ softplus(class logits)",
+    "max_sigmoid": "max sigmoid",
 }
-HIST_SETS = ("other_dataset", "uniform_noise", "upside_down", "held_out_classes")
+HIST_SETS = ("other_dataset", "uniform_noise", "upside_down", "held_out_classes", "single_items")
 
 
 def load(directory=OOD_DIR):

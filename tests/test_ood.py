@@ -159,24 +159,23 @@ def test_server_flags_ood_queries_and_shows_the_threshold(calibrated, trained_ti
 
 
 # -------------------------------------------------------------------- the benchmark's tables
-def fake_record(model, seed, served, file):
-    """A bench_ood.py record with one OOD set whose served AUROC is `served`."""
+def fake_record(model, seed, served, file, dataset="digits", scores=("energy",), near=()):
+    """A bench_ood.py record whose OOD sets (two noise sets, and `near` ones) have AUROC `served`
+    for every score."""
     q = list(np.linspace(0, 1, 101))
     score = {"auroc": served, "fpr@95tpr": 1 - served, "flagged": served, "percentiles": q}
+    sets = {name: "far" for name in ("uniform_noise", "gaussian_noise")} | {name: "near" for name in near}
     return {
         "file": file,
         "run_dir": f"runs/{file}",
-        "dataset": "digits",
+        "dataset": dataset,
         "model": model,
         "method": model,
         "seed": seed,
-        "scores": ["energy"],
-        "in_distribution": {"energy": q},
-        "decision": {"energy": {"tpr_held_out": 0.95, "test_images": 100}},
-        "sets": {
-            "uniform_noise": {"group": "far", "energy": score},
-            "gaussian_noise": {"group": "far", "energy": score},
-        },
+        "scores": list(scores),
+        "in_distribution": {k: q for k in scores},
+        "decision": {k: {"tpr_held_out": 0.95, "test_images": 100} for k in scores},
+        "sets": {name: {"group": group, **{k: score for k in scores}} for name, group in sets.items()},
         "machine": {"cpu": "cpu"},
         "alone": {"alone": True},
         "command": "bench_ood.py",
@@ -184,9 +183,7 @@ def fake_record(model, seed, served, file):
 
 
 def test_ood_tables_aggregate_seeds_and_compare_coophash_with_the_best_other_model():
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    _benchmarks()
     import ood_tables
 
     runs = [
@@ -206,6 +203,141 @@ def test_ood_tables_aggregate_seeds_and_compare_coophash_with_the_best_other_mod
     text = ood_tables.document(runs + [variant])
     assert "| digits | 0 | `coophash` | uniform_noise | 0.600 | 0.900 (`orthohash`) | -0.300 |" in text
     assert "| digits | 0 | `coophash:noise_chains` | uniform_noise | 0.950 | 0.900 (`orthohash`) | +0.050 |" in text
+
+
+def _benchmarks():
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+
+def test_ood_tables_give_multi_label_runs_their_own_section_with_their_scores():
+    _benchmarks()
+    import ood_tables
+
+    multi = ("energy", "free_energy", "joint_energy", "max_sigmoid")
+    runs = [
+        fake_record("coophash", 0, 0.6, "a"),
+        fake_record("orthohash", 0, 0.9, "b"),
+        fake_record("coophash", 0, 0.7, "c", "fashion_mosaics", multi, near=("single_items",)),
+        fake_record("orthohash", 0, 0.8, "d", "fashion_mosaics", multi, near=("single_items",)),
+    ]
+    text = ood_tables.document(runs)
+    digits, mosaics = text.split("#### digits")[1], text.split("#### fashion_mosaics")[1]
+    assert "single_items (near)" in mosaics.split("####")[0] and "single_items" not in digits.split("####")[0]
+    for name in ("joint energy Σ softplus(class logits)", "max sigmoid"):
+        assert f"| `coophash` | {name} | 0 | 0.700 | 0.700 | 0.700 |" in mosaics
+    assert "max softmax" not in text
+    assert "| fashion_mosaics | 0 | `coophash` | single_items | 0.700 | 0.800 (`orthohash`) | -0.100 |" in text
+    assert ood_tables.plot_names(runs) == ["ood_hist_digits.png", "ood_hist_fashion_mosaics.png"]
+
+
+# ------------------------------------------------------------------- the benchmark's scores
+def test_class_logit_scores_by_hand():
+    """Single-label: the free energy and the max softmax; multi-label: JointEnergy (sum of
+    softplus) and the max sigmoid beside the free energy, and no max softmax."""
+    _benchmarks()
+    from bench_ood import class_logit_scores
+
+    logits = [[0.0, 0.0], [2.0, -1.0]]
+    lse = [np.log(2.0), np.log(np.exp(2.0) + np.exp(-1.0))]
+    single = class_logit_scores(logits)
+    assert list(single) == ["free_energy", "msp"]
+    np.testing.assert_allclose(single["free_energy"], lse, rtol=1e-12)
+    np.testing.assert_allclose(single["msp"], [0.5, np.exp(2.0) / (np.exp(2.0) + np.exp(-1.0))], rtol=1e-12)
+    multi = class_logit_scores(logits, multi_label=True)
+    assert list(multi) == ["free_energy", "joint_energy", "max_sigmoid"]
+    np.testing.assert_allclose(multi["free_energy"], lse, rtol=1e-12)
+    joint = [2 * np.log(2.0), np.log(1 + np.exp(2.0)) + np.log(1 + np.exp(-1.0))]
+    np.testing.assert_allclose(multi["joint_energy"], joint, rtol=1e-12)
+    np.testing.assert_allclose(multi["max_sigmoid"], [0.5, 1 / (1 + np.exp(-2.0))], rtol=1e-12)
+    # large logits: no overflow (softplus(1000) = 1000, softplus(-1000) = 0)
+    big = class_logit_scores([[1000.0, -1000.0]], multi_label=True)
+    np.testing.assert_allclose(big["joint_energy"], [1000.0], rtol=1e-12)
+    np.testing.assert_allclose(big["max_sigmoid"], [1.0], rtol=1e-12)
+
+
+def test_bench_ood_single_label_scores_keep_their_names_and_values(trained_tiny, digits):
+    _benchmarks()
+    from bench_ood import model_scores
+    from scipy.special import logsumexp, softmax
+
+    from coophash_keras.preprocessing import normalize_images
+
+    model, _ = trained_tiny
+    images = digits.images[:40]
+    scores = model_scores(model, images, batch=16)
+    assert list(scores) == ["energy", "free_energy", "msp", "energy_head"]  # serves class_free_energy
+    logits = np.asarray(model.hash_network.serving_outputs(normalize_images(tf.constant(images)))["class_logits"])
+    np.testing.assert_allclose(scores["free_energy"], logsumexp(logits.astype(np.float64), axis=1), rtol=1e-6)
+    np.testing.assert_allclose(scores["msp"], softmax(logits.astype(np.float64), axis=1).max(axis=1), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def multi_label_run(tmp_path_factory, digits):
+    """A 2-step CoopHash run on 2x2 mosaics of digits (16x16, multi-hot over 10 classes)."""
+    from coophash_keras.data.mosaics import make_mosaics
+    from coophash_keras.runs import RunSpec, train_run
+
+    base = tmp_path_factory.mktemp("mosaics")
+    images, labels = make_mosaics(digits.images, digits.labels, 10)
+    np.savez(base / "mosaics.npz", images=images, labels=labels)
+    overrides = dict(base_filters=8, feature_dim=32, latent_dim=8, generator_filters=16, langevin_steps=2)
+    spec = RunSpec(
+        run_dir=str(base / "run"),
+        dataset=f"npz:{base / 'mosaics.npz'}",
+        epochs=1,
+        steps_per_epoch=2,
+        bits=16,
+        batch_size=32,
+        query_per_class=3,
+        overrides=overrides,
+    )
+    result = train_run(spec)
+    assert result.model.config.multi_label
+    return spec.run_dir, result.model
+
+
+def test_bench_ood_scores_a_multi_label_run_by_joint_energy_and_max_sigmoid(multi_label_run):
+    _benchmarks()
+    from bench_ood import evaluate, model_scores
+
+    from coophash_keras.evaluation import load_run, load_run_data
+    from coophash_keras.preprocessing import normalize_images
+
+    run_dir, model = multi_label_run
+    data = load_run_data(load_run(run_dir))
+    images = data.images[:20]
+    scores = model_scores(model, images)
+    assert list(scores) == ["energy", "free_energy", "joint_energy", "max_sigmoid", "energy_head"]
+    logits = np.asarray(model.hash_network.serving_outputs(normalize_images(tf.constant(images)))["class_logits"])
+    logits = logits.astype(np.float64)
+    np.testing.assert_allclose(scores["joint_energy"], np.log1p(np.exp(logits)).sum(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(scores["max_sigmoid"], (1 / (1 + np.exp(-logits))).max(axis=1), rtol=1e-6)
+    record = evaluate(run_dir)
+    assert {"energy", "free_energy", "joint_energy", "max_sigmoid"} <= set(record["scores"])
+    assert "msp" not in record["scores"] and "msp" not in json.dumps(record)
+    for entry in record["sets"].values():
+        assert {"joint_energy", "max_sigmoid"} <= set(entry) and "msp" not in entry
+        assert 0.0 <= entry["joint_energy"]["auroc"] <= 1.0
+
+
+def test_fashion_mosaics_ood_sets_include_digits_and_single_items():
+    _benchmarks()
+    from bench_ood import ood_sets
+
+    from coophash_keras.data.loaders import FASHION_MNIST_DIR
+
+    if not os.path.exists(os.path.join(FASHION_MNIST_DIR, "t10k-images-idx3-ubyte.gz")):
+        pytest.skip(f"no Fashion-MNIST in {FASHION_MNIST_DIR}")
+    queries = np.random.default_rng(0).integers(0, 256, (12, 56, 56, 1), dtype=np.uint8)
+    sets = ood_sets(queries, (56, 56, 1), "fashion_mosaics", None, 0)
+    assert sets["other_dataset"][0] == "far" and sets["single_items"][0] == "near"
+    assert {"uniform_noise", "gaussian_noise", "upside_down", "rotate90", "noise", "occlusion"} <= set(sets)
+    for name, (_, images) in sets.items():
+        assert images.shape == (12, 56, 56, 1) and images.dtype == np.uint8, name
+    assert sets["single_items"][1].std() > 0 and not np.array_equal(sets["single_items"][1], sets["other_dataset"][1])
+    assert "single_items" not in ood_sets(queries[:, :8, :8], (8, 8, 1), "digits", None, 0)
 
 
 # ------------------------------------------------------------------------- the served score
