@@ -11,6 +11,7 @@ worker threads, so stalled clients cannot starve the model. Bounds, all per conn
 - beyond `max_connections` open connections, new ones get a 503 and are closed at once."""
 
 import asyncio
+import collections
 import contextlib
 import errno
 import json
@@ -71,6 +72,7 @@ class RestFrontend:
         self.server_address = sock.getsockname()[:2]
         self._pool = ThreadPoolExecutor(num_threads or default_num_threads(), thread_name_prefix="rest-worker")
         self._loop = asyncio.new_event_loop()
+        self._wakeups = _Wakeups(self._loop)
         self._stopping = None  # an asyncio.Event, made on the loop
         self._connections = set()
         self._thread = None
@@ -176,9 +178,13 @@ class RestFrontend:
         if nowait is not None and len(request.body) <= self.inline_max_bytes:
             out = nowait(request.method, request.target, request.body)
             if isinstance(out, tuple) and len(out) == 2:
-                future, finish = out
-                with contextlib.suppress(Exception):  # a failed request: finish() answers its error
-                    await asyncio.wrap_future(future)
+                future, finish = out  # finish() answers a failed request's error too
+                if not future.done():
+                    try:
+                        await self._wakeups.wait(future)
+                    except asyncio.CancelledError:  # shutting down: drop the request if still queued
+                        future.cancel()
+                        raise
                 return finish(future)
             if out is not None:
                 return out
@@ -199,6 +205,46 @@ class RestFrontend:
                 return
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
             await _within(min(LINGER_S, self.read_timeout), _discard(reader))
+
+
+class _Wakeups:
+    """Awaitable completion of concurrent.futures.Future s set by other threads (the batch
+    threads), with one wake-up of the loop per burst rather than one per future.
+
+    asyncio.wrap_future costs the setting thread a call_soon_threadsafe per future (a Handle and a
+    write to the loop's self-pipe) and the loop a callback that copies the state across. A merged
+    batch sets all its requests' futures in a row: here the first schedules one flush on the loop,
+    the others only join the queue that flush empties."""
+
+    def __init__(self, loop):
+        self._loop = loop
+        self._done = collections.deque()  # loop futures whose concurrent future is done
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def wait(self, future):
+        """-> an asyncio future (of the loop) that is resolved, with None, once `future` is done."""
+        waiter = self._loop.create_future()
+        future.add_done_callback(lambda _, waiter=waiter: self._set(waiter))
+        return waiter
+
+    def _set(self, waiter):  # any thread
+        self._done.append(waiter)
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self):  # on the loop
+        with self._lock:
+            self._scheduled = False  # a waiter appended from now on schedules a flush of its own
+        done = self._done
+        while done:
+            waiter = done.popleft()
+            if not waiter.done():  # cancelled meanwhile (shutdown)
+                waiter.set_result(None)
 
 
 async def _within(seconds, coro):
