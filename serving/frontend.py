@@ -131,37 +131,41 @@ class RestFrontend:
         self._warned_full = False
         task = asyncio.current_task()
         self._connections.add(task)
+        deadline = _Deadline(asyncio.get_running_loop(), task)
         try:
-            await self._serve_connection(reader, writer, peer)
-        except asyncio.TimeoutError:
-            log.debug("%s: no complete request or response within %.3g s; closed", peer, self.read_timeout)
+            await self._serve_connection(reader, writer, peer, deadline)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.TimeoutError) or deadline.expired:
+                log.debug("%s: no complete request or response within %.3g s; closed", peer, self.read_timeout)
+            # else shutting down
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.debug("%s: client disconnected (%s)", peer, type(exc).__name__)
-        except asyncio.CancelledError:
-            pass  # shutting down
         except Exception:  # a bug of ours, not the client's: say so, keep serving others
             log.exception("%s: REST connection failed", peer)
         finally:
+            deadline.close()
             self._connections.discard(task)
             writer.transport.abort()  # no-op if already closed; never blocks on a dead client
 
-    async def _serve_connection(self, reader, writer, peer):
+    async def _serve_connection(self, reader, writer, peer, deadline):
         loop = asyncio.get_running_loop()
         while True:
+            deadline.set(self.read_timeout)
             try:
-                request = await _within(self.read_timeout, read_request(reader, writer, self.max_body_bytes))
+                request = await read_request(reader, writer, self.max_body_bytes)
             except FramingError as exc:
                 log.debug("%s: framing error, answered %d and closed: %s", peer, exc.status, exc.message)
                 body = json.dumps({"error": exc.message}).encode()  # the form of every error body
-                await self._send(writer, response_bytes(exc.status, "application/json", body, close=True))
+                await self._send(writer, response_bytes(exc.status, "application/json", body, close=True), deadline)
                 await self._linger(reader, writer)
                 return
+            deadline.clear()
             if request is None:
                 return  # the client closed between requests
             status, content_type, body = await self._answer(loop, request)
             close = not request.keep_alive
             head = request.method == "HEAD"
-            await self._send(writer, response_bytes(status, content_type, body, close=close, head=head))
+            await self._send(writer, response_bytes(status, content_type, body, close=close, head=head), deadline)
             if close:
                 await self._linger(reader, writer)
                 return
@@ -190,10 +194,12 @@ class RestFrontend:
                 return out
         return await loop.run_in_executor(self._pool, self.app.handle, request.method, request.target, request.body)
 
-    async def _send(self, writer, data):
+    async def _send(self, writer, data, deadline):
         writer.write(data)
         if writer.transport.get_write_buffer_size():  # the usual case is all sent at once: no timer
-            await _within(self.read_timeout, writer.drain())
+            deadline.set(self.read_timeout)
+            await writer.drain()
+        deadline.clear()
 
     async def _linger(self, reader, writer):
         """Half-close, then drain what the client still sends for a moment, so the answer is not
@@ -205,6 +211,49 @@ class RestFrontend:
                 return
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
             await _within(min(LINGER_S, self.read_timeout), _discard(reader))
+
+
+class _Deadline:
+    """A connection's read_timeout: set() before a read or a drain, clear() after; if the time runs
+    out in between, the connection's task is cancelled and `expired` tells why.
+
+    What asyncio.timeout does, at a fraction of the cost per request: that makes, schedules and
+    cancels a timer for every request (measured: ~18 us, as much as the HTTP framing itself).
+    Here set() only moves `when`; the connection keeps at most one timer, and when it fires before
+    the current `when` (the deadline has moved on since it was armed) it is armed again for `when`.
+    So the timeout is as exact as asyncio.timeout's, and a busy connection's timer fires about
+    once per read_timeout instead of once per request."""
+
+    __slots__ = ("_loop", "_task", "_when", "_timer", "expired")
+
+    def __init__(self, loop, task):
+        self._loop, self._task = loop, task
+        self._when = self._timer = None
+        self.expired = False
+
+    def set(self, seconds):
+        self._when = self._loop.time() + seconds
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._when, self._fire)
+
+    def clear(self):
+        self._when = None
+
+    def close(self):
+        self._when = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self):
+        self._timer = None
+        if self._when is None:  # not reading or writing now; the next set() arms a timer
+            return
+        if self._when <= self._loop.time():
+            self.expired = True
+            self._task.cancel()
+        else:  # moved on since armed (or the loop ran the timer a clock tick early): arm it again
+            self._timer = self._loop.call_at(self._when, self._fire)
 
 
 class _Wakeups:
