@@ -10,7 +10,9 @@ clients in processes of their own (_serving_common.run_load) send batch-1 PNG by
 to `hash_image_bytes`. Around each load, utime + stime of every thread in /proc/self/task gives
 its CPU; threads are grouped by their Python name (the event loop "rest", the batch threads, the
 REST workers, this main thread) and the rest (TensorFlow's and gRPC's native threads) as "native".
-Prints ms per request per group for each of `--repeats` loads and their medians, as JSON.
+Prints ms per request per group for each of `--repeats` loads and their medians, as JSON, with
+the event loop's and the batch threads' voluntary context switches per request (waits for the GIL,
+a lock or I/O: a measure of the hand-offs that the CPU time does not show).
 `--profile PREFIX` then runs one more load under py-spy (sampling this process, only the thread
 holding the GIL) and writes PREFIX.txt, the event loop thread's collapsed stacks, and a summary by function.
 The export is made once under --model-base (the same two exports as bench_batching.py)."""
@@ -44,6 +46,18 @@ def thread_cpu():
     return out
 
 
+def thread_switches():
+    """{native thread id: voluntary context switches}: each is a wait (for the GIL, a lock, I/O)."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/status") as fh:
+                out[int(tid)] = next(int(line.split()[1]) for line in fh if line.startswith("voluntary_ctxt"))
+        except (FileNotFoundError, StopIteration):
+            continue
+    return out
+
+
 def group_of(tid, names, batch_prefix):
     name = names.get(tid)
     if name is None:
@@ -62,22 +76,25 @@ def group_of(tid, names, batch_prefix):
 def measure(server, bodies, clients, requests, batch_prefix):
     names = {t.native_id: t.name for t in threading.enumerate()}
     batches0, rows0 = server.batcher.batches_run, server.batcher.rows_run
-    before = thread_cpu()
+    before, switches0 = thread_cpu(), thread_switches()
     r = run_load(server.url, bodies, clients, requests // clients, check='"predictions"')
-    after = thread_cpu()
+    after, switches = thread_cpu(), thread_switches()
     batches, rows = server.batcher.batches_run - batches0, server.batcher.rows_run - rows0
     names.update({t.native_id: t.name for t in threading.enumerate()})
     n = r["requests"]
-    groups, system = collections.Counter(), collections.Counter()
+    groups, system, waits = collections.Counter(), collections.Counter(), collections.Counter()
     for tid, (user, sys_) in after.items():
         user0, sys0 = before.get(tid, (0.0, 0.0))
         group = group_of(tid, names, batch_prefix)
         groups[group] += user - user0 + sys_ - sys0
         system[group] += sys_ - sys0
+        waits[group] += switches.get(tid, 0) - switches0.get(tid, 0)
     row = {g: groups[g] / n * 1e3 for g in ("loop", "batch", "workers", "native", "bench_main", "py_other")}
     row["server_total"] = sum(v for k, v in row.items() if k != "bench_main")
     row["loop_system"] = system["loop"] / n * 1e3  # of "loop": time in the kernel (socket calls, epoll)
     row["batch_system"] = system["batch"] / n * 1e3
+    row["loop_waits"] = waits["loop"] / n  # voluntary context switches per request: GIL hand-offs
+    row["batch_waits"] = waits["batch"] / n
     row["rows_per_batch"] = rows / max(batches, 1)  # per-batch costs spread over this many requests
     row["errors"] = r["errors"]
     row["requests_per_s"] = r["requests_per_s"]  # not to be trusted on a shared machine
