@@ -11,6 +11,7 @@ worker threads, so stalled clients cannot starve the model. Bounds, all per conn
 - beyond `max_connections` open connections, new ones get a 503 and are closed at once."""
 
 import asyncio
+import collections
 import contextlib
 import errno
 import json
@@ -71,6 +72,7 @@ class RestFrontend:
         self.server_address = sock.getsockname()[:2]
         self._pool = ThreadPoolExecutor(num_threads or default_num_threads(), thread_name_prefix="rest-worker")
         self._loop = asyncio.new_event_loop()
+        self._wakeups = _Wakeups(self._loop)
         self._stopping = None  # an asyncio.Event, made on the loop
         self._connections = set()
         self._thread = None
@@ -129,37 +131,41 @@ class RestFrontend:
         self._warned_full = False
         task = asyncio.current_task()
         self._connections.add(task)
+        deadline = _Deadline(asyncio.get_running_loop(), task)
         try:
-            await self._serve_connection(reader, writer, peer)
-        except asyncio.TimeoutError:
-            log.debug("%s: no complete request or response within %.3g s; closed", peer, self.read_timeout)
+            await self._serve_connection(reader, writer, peer, deadline)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.TimeoutError) or deadline.expired:
+                log.debug("%s: no complete request or response within %.3g s; closed", peer, self.read_timeout)
+            # else shutting down
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.debug("%s: client disconnected (%s)", peer, type(exc).__name__)
-        except asyncio.CancelledError:
-            pass  # shutting down
         except Exception:  # a bug of ours, not the client's: say so, keep serving others
             log.exception("%s: REST connection failed", peer)
         finally:
+            deadline.close()
             self._connections.discard(task)
             writer.transport.abort()  # no-op if already closed; never blocks on a dead client
 
-    async def _serve_connection(self, reader, writer, peer):
+    async def _serve_connection(self, reader, writer, peer, deadline):
         loop = asyncio.get_running_loop()
         while True:
+            deadline.set(self.read_timeout)
             try:
-                request = await _within(self.read_timeout, read_request(reader, writer, self.max_body_bytes))
+                request = await read_request(reader, writer, self.max_body_bytes)
             except FramingError as exc:
                 log.debug("%s: framing error, answered %d and closed: %s", peer, exc.status, exc.message)
                 body = json.dumps({"error": exc.message}).encode()  # the form of every error body
-                await self._send(writer, response_bytes(exc.status, "application/json", body, close=True))
+                await self._send(writer, response_bytes(exc.status, "application/json", body, close=True), deadline)
                 await self._linger(reader, writer)
                 return
+            deadline.clear()
             if request is None:
                 return  # the client closed between requests
             status, content_type, body = await self._answer(loop, request)
             close = not request.keep_alive
             head = request.method == "HEAD"
-            await self._send(writer, response_bytes(status, content_type, body, close=close, head=head))
+            await self._send(writer, response_bytes(status, content_type, body, close=close, head=head), deadline)
             if close:
                 await self._linger(reader, writer)
                 return
@@ -176,18 +182,24 @@ class RestFrontend:
         if nowait is not None and len(request.body) <= self.inline_max_bytes:
             out = nowait(request.method, request.target, request.body)
             if isinstance(out, tuple) and len(out) == 2:
-                future, finish = out
-                with contextlib.suppress(Exception):  # a failed request: finish() answers its error
-                    await asyncio.wrap_future(future)
+                future, finish = out  # finish() answers a failed request's error too
+                if not future.done():
+                    try:
+                        await self._wakeups.wait(future)
+                    except asyncio.CancelledError:  # shutting down: drop the request if still queued
+                        future.cancel()
+                        raise
                 return finish(future)
             if out is not None:
                 return out
         return await loop.run_in_executor(self._pool, self.app.handle, request.method, request.target, request.body)
 
-    async def _send(self, writer, data):
+    async def _send(self, writer, data, deadline):
         writer.write(data)
         if writer.transport.get_write_buffer_size():  # the usual case is all sent at once: no timer
-            await _within(self.read_timeout, writer.drain())
+            deadline.set(self.read_timeout)
+            await writer.drain()
+        deadline.clear()
 
     async def _linger(self, reader, writer):
         """Half-close, then drain what the client still sends for a moment, so the answer is not
@@ -199,6 +211,89 @@ class RestFrontend:
                 return
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
             await _within(min(LINGER_S, self.read_timeout), _discard(reader))
+
+
+class _Deadline:
+    """A connection's read_timeout: set() before a read or a drain, clear() after; if the time runs
+    out in between, the connection's task is cancelled and `expired` tells why.
+
+    What asyncio.timeout does, at a fraction of the cost per request: that makes, schedules and
+    cancels a timer for every request (measured: ~18 us, as much as the HTTP framing itself).
+    Here set() only moves `when`; the connection keeps at most one timer, and when it fires before
+    the current `when` (the deadline has moved on since it was armed) it is armed again for `when`.
+    So the timeout is as exact as asyncio.timeout's, and a busy connection's timer fires about
+    once per read_timeout instead of once per request."""
+
+    __slots__ = ("_loop", "_task", "_when", "_timer", "expired")
+
+    def __init__(self, loop, task):
+        self._loop, self._task = loop, task
+        self._when = self._timer = None
+        self.expired = False
+
+    def set(self, seconds):
+        self._when = self._loop.time() + seconds
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._when, self._fire)
+
+    def clear(self):
+        self._when = None
+
+    def close(self):
+        self._when = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self):
+        self._timer = None
+        if self._when is None:  # not reading or writing now; the next set() arms a timer
+            return
+        if self._when <= self._loop.time():
+            self.expired = True
+            self._task.cancel()
+        else:  # moved on since armed (or the loop ran the timer a clock tick early): arm it again
+            self._timer = self._loop.call_at(self._when, self._fire)
+
+
+class _Wakeups:
+    """Awaitable completion of concurrent.futures.Future s set by other threads (the batch
+    threads), with one wake-up of the loop per burst rather than one per future.
+
+    asyncio.wrap_future costs the setting thread a call_soon_threadsafe per future (a Handle and a
+    write to the loop's self-pipe) and the loop a callback that copies the state across. A merged
+    batch sets all its requests' futures in a row: here the first schedules one flush on the loop,
+    the others only join the queue that flush empties."""
+
+    def __init__(self, loop):
+        self._loop = loop
+        self._done = collections.deque()  # loop futures whose concurrent future is done
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def wait(self, future):
+        """-> an asyncio future (of the loop) that is resolved, with None, once `future` is done."""
+        waiter = self._loop.create_future()
+        future.add_done_callback(lambda _, waiter=waiter: self._set(waiter))
+        return waiter
+
+    def _set(self, waiter):  # any thread
+        self._done.append(waiter)
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self):  # on the loop
+        with self._lock:
+            self._scheduled = False  # a waiter appended from now on schedules a flush of its own
+        done = self._done
+        while done:
+            waiter = done.popleft()
+            if not waiter.done():  # cancelled meanwhile (shutdown)
+                waiter.set_result(None)
 
 
 async def _within(seconds, coro):

@@ -727,6 +727,68 @@ def test_half_closing_a_connection_the_client_already_reset_is_quiet():
         frontend.stop()
 
 
+def test_results_set_from_another_thread_wake_every_waiter_once_per_burst():
+    # serving/frontend.py _Wakeups: a batch thread sets its requests' futures in a row; every
+    # waiter on the loop is resolved, and the loop is woken for the burst, not for each future
+    import asyncio
+    from concurrent.futures import Future
+
+    from coophash_keras.serving.frontend import _Wakeups
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        wakeups = _Wakeups(loop)
+        flushes = []
+        flush = wakeups._flush
+        wakeups._flush = lambda: (flushes.append(1), flush())
+        futures = [Future() for _ in range(50)]
+        waiters = [wakeups.wait(f) for f in futures]
+        done = Future()
+        done.set_result(1)
+        waiters.append(wakeups.wait(done))  # already done: resolved all the same
+        setter = threading.Thread(target=lambda: [f.set_result(i) for i, f in enumerate(futures)])
+        setter.start()
+        await asyncio.wait_for(asyncio.gather(*waiters), 10)
+        setter.join()
+        assert [f.result() for f in futures] == list(range(50))
+        assert 1 <= len(flushes) < 10, len(flushes)
+        cancelled = wakeups.wait(Future())
+        cancelled.cancel()  # a waiter cancelled (shutdown) before its future is set: no error
+        wakeups._set(cancelled)
+        await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+
+
+def test_read_deadline_follows_the_last_set_and_cancels_only_when_it_passes():
+    # serving/frontend.py _Deadline: set() again before the timer fires moves the deadline; the
+    # timer armed for the old one re-arms instead of cancelling; clear() stops it
+    import asyncio
+
+    from coophash_keras.serving.frontend import _Deadline
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        deadline = _Deadline(loop, task)
+        start = loop.time()
+        deadline.set(0.2)
+        await asyncio.sleep(0.1)
+        deadline.set(0.3)  # now due at ~0.4 s from start, not 0.2
+        await asyncio.sleep(0.15)  # past the first timer
+        assert not deadline.expired
+        deadline.clear()
+        await asyncio.sleep(0.3)  # past the second: cleared, nothing happens
+        assert not deadline.expired
+        deadline.set(0.1)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.sleep(5)
+        assert deadline.expired and 0.6 <= loop.time() - start < 2.5
+        deadline.close()
+
+    asyncio.run(main())
+
+
 def test_connections_beyond_the_limit_are_closed_at_once(model_base, digits):
     with ModelServer(model_base, port=0, read_timeout=30.0, max_connections=5) as srv:
         held = [socket.create_connection((srv.host, srv.port), timeout=60) for _ in range(5)]
