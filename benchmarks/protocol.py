@@ -239,7 +239,10 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         f"{a.dataset}_{method.replace(':', '-').replace('/', '-')}_L{labels_per_class}_K{bits}_s{seed}"
         + (f"_{a.tag}" if a.tag else ""),  # a tagged run never clears the untagged run's directory
     )
-    shutil.rmtree(run_dir, ignore_errors=True)
+    # --backup: a run longer than one sitting resumes from its last epoch (coophash_keras.backup)
+    backup_dir = run_dir + "_backup" if a.backup else None
+    if not (backup_dir and os.path.isdir(backup_dir)):
+        shutil.rmtree(run_dir, ignore_errors=True)
     spec = RunSpec(
         run_dir=run_dir,
         dataset=a.dataset,
@@ -251,6 +254,7 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         seed=seed,
         overrides=overrides,
         verbose=0,
+        backup_dir=backup_dir,
     )
     q_img, q_lab = data.images[split.query], data.labels[split.query]
     extra = []
@@ -264,6 +268,9 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
     result = train_run(spec, data=train_data, split=split, extra_callbacks=extra)
     alone = probe.result()
     model = result.model
+    resumed_from_epoch = result.resumed_from_epoch
+    if resumed_from_epoch:  # the probe saw only the last sitting, and the epoch times span a restart
+        alone["alone"] = False
 
     t1 = time.perf_counter()
     db_codes = model.encode(data.images[split.database])
@@ -297,7 +304,8 @@ def run_one(a, data, test_idx, train_idx, query_per_class, method, labels_per_cl
         "database": len(split.database),
         "config": model.config.to_dict(),
         "train_s": result.train_seconds,
-        "ms_per_step": timing(run_dir, steps_per_epoch),
+        "ms_per_step": None if resumed_from_epoch else timing(run_dir, steps_per_epoch),
+        "resumed_from_epoch": resumed_from_epoch,  # --backup: trained in sittings; its timing is not reported
         "database_encode_s": encode_s,
         "eval_s": eval_s,
         **alone,  # whether other processes took CPU time while it trained (benchmarks/alone.py)
@@ -353,6 +361,12 @@ def main():
     p.add_argument("--out", default="results/fashion")
     p.add_argument("--run-root", default="runs/bench", help="where the run directories go (not committed)")
     p.add_argument("--skip-existing", action="store_true", help="keep runs whose JSON already exists")
+    p.add_argument(
+        "--backup",
+        action="store_true",
+        help="back up every epoch beside the run directory (RUN_backup) and resume from it when the same run "
+        "is started again, for runs longer than one sitting; a resumed run's timing is not reported",
+    )
     a = p.parse_args()
     if a.tag is None:
         a.tag = "equal_time" if a.equal_time_of else ""

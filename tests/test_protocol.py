@@ -1,5 +1,7 @@
-"""benchmarks/protocol.py's own arithmetic: a run trains exactly the steps it is asked for."""
+"""benchmarks/protocol.py's own arithmetic: a run trains exactly the steps it is asked for; with
+--backup, a run killed between epochs resumes."""
 
+import json
 import os
 import sys
 
@@ -73,3 +75,42 @@ def test_corrupted_training_images_are_a_seeded_share_of_the_labelled_ones_and_n
     other, _ = with_corrupted_training_images(digits, split, 0.2, seed=1)
     np.testing.assert_array_equal(again.images, data.images)
     assert np.any(other.images != data.images)
+
+
+@pytest.mark.slow
+def test_a_run_killed_between_epochs_resumes_with_backup_and_reports_no_timing(tmp_path):
+    """protocol.py --backup: a run killed while it backs up epoch 2 is started again by the same
+    command, resumes after epoch 1 instead of from scratch, and its JSON says so and drops the
+    timing (its epoch times span the restart)."""
+    import signal
+    import subprocess
+
+    from coophash_keras.faults import MARKER, PAUSE_ENV, SECONDS_ENV
+
+    out, root = tmp_path / "out", tmp_path / "runs"
+    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "protocol.py"), "--dataset", "digits"]
+    cmd += ["--methods", "orthohash", "--labels-per-class", "10", "--bits", "8", "--seeds", "0", "--steps", "30"]
+    cmd += ["--log-every", "10", "--out", str(out), "--run-root", str(root), "--backup"]
+    env = dict(os.environ, **{PAUSE_ENV: "epoch-000002:begin", SECONDS_ENV: "120"})
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stderr:
+            if MARKER in line:
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    run_dir = root / "digits_orthohash_L10_K8_s0"
+    assert (root / "digits_orthohash_L10_K8_s0_backup").is_dir() and not list(out.glob("*.json"))
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from" in done.stdout
+    (path,) = out.glob("*.json")
+    with open(path) as fh:
+        record = json.load(fh)
+    assert record["resumed_from_epoch"] == 1 and record["steps"] == 30
+    assert record["alone"] is False and record["ms_per_step"] is None
+    with open(run_dir / "progress.jsonl") as fh:
+        assert [json.loads(line)["epoch"] for line in fh] == [0, 1, 2]  # each epoch once across the two processes
+    assert not (root / "digits_orthohash_L10_K8_s0_backup").exists()  # removed once the run was written
