@@ -166,9 +166,10 @@ for table in "$@"; do
           --seeds $seed --out results/mosaics
       done ;;
     mosaics-taught) # the mosaics' CoopHash rows again on the working generator (issue #39, item 6), into their
-                    # own folder; the run directories are kept for bench_ood.py's multi-label OOD scores
+                    # own folder; the run directories are kept for bench_ood.py's multi-label OOD scores;
+                    # --backup: a seed takes over an hour here, so a stopped one resumes from its last epoch
       for seed in $SEEDS; do
-        run --dataset fashion_mosaics --methods coophash:fewlabels --bits 32 --seeds $seed \
+        run --dataset fashion_mosaics --methods coophash:fewlabels --bits 32 --seeds $seed --backup \
           --out results/mosaics_taught --run-root runs/mosaics_taught
       done ;;
     mosaics-ablations) # why CoopHash trails on the mosaics: the parts that use the generator's pairs (the
