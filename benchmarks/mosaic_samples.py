@@ -8,7 +8,9 @@ instrument, trained on single items, cached); per image:
   recall     share of c's classes predicted in some quadrant
 and the same numbers for the real mosaics that gave the label sets (the instrument's ceiling).
 Spread: the pixel std over 16 z of the samples of one label set, averaged over pixels and sets,
-divided by the pixel std of the real test mosaics (near 0 = one image per label set).
+divided by the pixel std of the real test mosaics (near 0 = one image per label set). And whether
+the label set matters: for 16 z x 16 label sets, the std over the sets at a fixed z against the
+std over z at a fixed set (normalised pixels; a generator that ignores c has the first near 0).
 
     python benchmarks/mosaic_samples.py RUN_DIR --grid docs/generator/samples_mosaics.png --json out.json
 """
@@ -46,6 +48,9 @@ def main(argv=None):
     p.add_argument("--per-set", type=int, default=16, help="samples per label set (z ~ N(0, I))")
     p.add_argument("--grid", help="PNG: 8 label sets x 8 z, raw samples beside their revisions, real mosaic first")
     p.add_argument("--json")
+    p.add_argument(
+        "--no-reference", action="store_true", help="only the grid (the reference classifier trains once, minutes)"
+    )
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
 
@@ -74,25 +79,10 @@ def main(argv=None):
     )
 
     def pixels(x):
-        return np.asarray(to_pixels(model.hash_network.to_image_size(tf.convert_to_tensor(x))))
+        x = np.asarray(to_pixels(model.hash_network.to_image_size(tf.convert_to_tensor(x))))
+        return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
     views = {"real": real, "generated": pixels(generated), "revised": pixels(revised)}
-    ref = ReferenceClassifier.for_data(load_dataset("fashion_mnist"), verbose=1)
-    out = {"run_dir": a.run_dir, "run_method": run.get("method"), "reference_accuracy": ref.accuracy}
-    for name, images in views.items():
-        labels = sets if name == "real" else c
-        q = quadrants(images)
-        predicted = ref.classify(q.reshape(-1, *q.shape[2:])).reshape(len(q), 4)
-        precision, recall = set_scores(predicted, labels)
-        out[name] = {"precision": float(precision.mean()), "recall": float(recall.mean()), "images": len(q)}
-        if name != "real":
-            per_set = images.reshape(a.sets, a.per_set, -1).astype(np.float64)
-            within = per_set.std(axis=1).mean()
-            out[name]["spread_ratio"] = float(within / real.reshape(len(real), -1).astype(np.float64).std(0).mean())
-    print(json.dumps(out, indent=1))
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(out, fh, indent=1)
     if a.grid:
         from PIL import Image
 
@@ -111,6 +101,37 @@ def main(argv=None):
         grid = np.repeat(np.repeat(grid, 2, 0), 2, 1)  # square pixels, 2x
         Image.fromarray(grid).save(a.grid)
         print("grid:", a.grid)
+
+    # Does the label set change the sample? 16 z x 16 label sets: the pixel std over the sets at a
+    # fixed z against the std over z at a fixed set, both against the real mosaics' std.
+    zz = np.repeat(z[:16], 16, axis=0)
+    cc = np.tile(sets[:16], (16, 1)).astype(np.float32)
+    square = np.asarray(model.generator(zz, cc)).reshape(16, 16, -1)  # [z, label set, pixels], normalised
+    real_std = float((real.reshape(len(real), -1) / 127.5 - 1.0).std(0).mean())
+    out = {
+        "run_dir": a.run_dir,
+        "run_method": run.get("method"),
+        "std_over_label_sets": float(square.std(axis=1).mean()),
+        "std_over_z": float(square.std(axis=0).mean()),
+        "std_real": real_std,
+    }
+    if not a.no_reference:
+        ref = ReferenceClassifier.for_data(load_dataset("fashion_mnist"), verbose=1)
+        out["reference_accuracy"] = ref.accuracy
+    for name, images in views.items() if not a.no_reference else ():
+        labels = sets if name == "real" else c
+        q = quadrants(images)
+        predicted = ref.classify(q.reshape(-1, *q.shape[2:])).reshape(len(q), 4)
+        precision, recall = set_scores(predicted, labels)
+        out[name] = {"precision": float(precision.mean()), "recall": float(recall.mean()), "images": len(q)}
+        if name != "real":
+            per_set = images.reshape(a.sets, a.per_set, -1).astype(np.float64)
+            within = per_set.std(axis=1).mean()
+            out[name]["spread_ratio"] = float(within / real.reshape(len(real), -1).astype(np.float64).std(0).mean())
+    print(json.dumps(out, indent=1))
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(out, fh, indent=1)
 
 
 if __name__ == "__main__":
