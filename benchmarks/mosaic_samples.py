@@ -6,7 +6,8 @@ Each 28x28 quadrant is classified by the Fashion-MNIST reference classifier (the
 instrument, trained on single items, cached); per image:
   precision  share of its 4 quadrants whose predicted class is in c
   recall     share of c's classes predicted in some quadrant
-and the same numbers for the real mosaics that gave the label sets (the instrument's ceiling).
+and the same numbers for the real mosaics that gave the label sets (the instrument's ceiling), and
+both against another image's label set (chance).
 Spread: the pixel std over 16 z of the samples of one label set, averaged over pixels and sets,
 divided by the pixel std of the real test mosaics (near 0 = one image per label set). And whether
 the label set matters: for 16 z x 16 label sets, the std over the sets at a fixed z against the
@@ -124,6 +125,10 @@ def main(argv=None):
         predicted = ref.classify(q.reshape(-1, *q.shape[2:])).reshape(len(q), 4)
         precision, recall = set_scores(predicted, labels)
         out[name] = {"precision": float(precision.mean()), "recall": float(recall.mean()), "images": len(q)}
+        # chance: the same predictions scored against another image's label set
+        shuffled = np.roll(labels, a.per_set if name != "real" else 1, axis=0)
+        p_chance, r_chance = set_scores(predicted, shuffled)
+        out[name].update(precision_other_set=float(p_chance.mean()), recall_other_set=float(r_chance.mean()))
         if name != "real":
             per_set = images.reshape(a.sets, a.per_set, -1).astype(np.float64)
             within = per_set.std(axis=1).mean()
