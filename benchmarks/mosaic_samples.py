@@ -58,10 +58,10 @@ def main(argv=None):
     import tensorflow as tf
 
     from coophash_keras.data import load_dataset
-    from coophash_keras.diagnostics.generator import _in_batches
+    from coophash_keras.diagnostics.generator import label_samples, latents
     from coophash_keras.diagnostics.reference import ReferenceClassifier
     from coophash_keras.evaluation import load_run
-    from coophash_keras.io import load_model
+    from coophash_keras.io import atomic_write_json, load_model
     from coophash_keras.preprocessing import to_pixels
 
     run = load_run(a.run_dir)
@@ -70,14 +70,7 @@ def main(argv=None):
     test = np.flatnonzero(mosaics.extras["source_split"] == 1)[: a.sets]
     real, sets = mosaics.images[test], mosaics.labels[test]
     c = np.repeat(sets, a.per_set, axis=0).astype(np.float32)
-    z = tf.random.stateless_normal([len(c), model.config.latent_dim], [a.seed, 17]).numpy()
-    generated = _in_batches(lambda zz, cc: model.generator(zz, cc), z, c)
-    revised = _in_batches(
-        lambda x, cc, s: model.langevin_revise(x, cc, tf.constant([a.seed, int(s[0])], tf.int32))[0],
-        generated,
-        c,
-        np.arange(len(c)),
-    )
+    generated, revised = label_samples(model, c, a.seed)
 
     def pixels(x):
         x = np.asarray(to_pixels(model.hash_network.to_image_size(tf.convert_to_tensor(x))))
@@ -105,10 +98,11 @@ def main(argv=None):
 
     # Does the label set change the sample? 16 z x 16 label sets: the pixel std over the sets at a
     # fixed z against the std over z at a fixed set, both against the real mosaics' std.
-    zz = np.repeat(z[:16], 16, axis=0)
+    zz = np.repeat(latents(model, 16, a.seed), 16, axis=0)
     cc = np.tile(sets[:16], (16, 1)).astype(np.float32)
     square = np.asarray(model.generator(zz, cc)).reshape(16, 16, -1)  # [z, label set, pixels], normalised
-    real_std = float((real.reshape(len(real), -1) / 127.5 - 1.0).std(0).mean())
+    real_pixel_std = real.reshape(len(real), -1).astype(np.float64).std(0).mean()  # grey levels
+    real_std = float(real_pixel_std / 127.5)  # the same, in normalised pixels
     out = {
         "run_dir": a.run_dir,
         "run_method": run.get("method"),
@@ -132,11 +126,10 @@ def main(argv=None):
         if name != "real":
             per_set = images.reshape(a.sets, a.per_set, -1).astype(np.float64)
             within = per_set.std(axis=1).mean()
-            out[name]["spread_ratio"] = float(within / real.reshape(len(real), -1).astype(np.float64).std(0).mean())
+            out[name]["spread_ratio"] = float(within / real_pixel_std)
     print(json.dumps(out, indent=1))
     if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(out, fh, indent=1)
+        atomic_write_json(a.json, out)
 
 
 if __name__ == "__main__":

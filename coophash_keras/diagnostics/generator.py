@@ -140,22 +140,28 @@ def latents(model, count, seed=0):
     return tf.random.stateless_normal([count, model.config.latent_dim], [seed, 17]).numpy()
 
 
-def class_samples(model, num_classes, per_class, seed=0):
-    """(generated, revised or None, class ids): `per_class` samples g(z, c) of every class, with
-    z ~ N(0, I) drawn from `seed` (`latents`), as normalised images at the synthesis size; `revised`
-    is their Langevin revision for CoopHash (None for a model without one)."""
-    classes = np.repeat(np.arange(num_classes), per_class)
-    one_hot = tf.one_hot(classes, num_classes)
-    z = latents(model, len(classes), seed)
-    generated = _in_batches(lambda zz, cc: model.generator(zz, cc), z, one_hot.numpy())
+def label_samples(model, labels, seed=0):
+    """(generated, revised or None): a sample g(z, c) per row of `labels` (multi-hot [N, C], one-hot
+    for a class), with z ~ N(0, I) drawn from `seed` (`latents`), as normalised images at the
+    synthesis size; `revised` is their Langevin revision for CoopHash (None for a model without one)."""
+    labels = np.asarray(labels, np.float32)
+    z = latents(model, len(labels), seed)
+    generated = _in_batches(lambda zz, cc: model.generator(zz, cc), z, labels)
     revised = None
     if hasattr(model, "langevin_revise"):
         revised = _in_batches(
             lambda x, cc, s: model.langevin_revise(x, cc, tf.constant([seed, int(s[0])], tf.int32))[0],
             generated,
-            one_hot.numpy(),
-            np.arange(len(classes)),
+            labels,
+            np.arange(len(labels)),
         )
+    return generated, revised
+
+
+def class_samples(model, num_classes, per_class, seed=0):
+    """(generated, revised or None, class ids): `per_class` samples of every class (`label_samples`)."""
+    classes = np.repeat(np.arange(num_classes), per_class)
+    generated, revised = label_samples(model, tf.one_hot(classes, num_classes).numpy(), seed)
     return generated, revised, classes
 
 
