@@ -186,8 +186,9 @@ class CoopHashConfig:
         "class_free_energy",
         "ours",
         "what CoopHash's served `energy` output (and so its `in_distribution`) is: 'energy_head' = log sum_c exp "
-        "f_E(x, c), the descriptor's density view; 'class_free_energy' = log sum_c exp of its class logits (Liu et "
-        "al. 2020), what the pointwise baselines serve; 'min_z' = the smaller of the two, each as a z-score by its "
+        "f_E(x, c), the descriptor's density view; 'class_free_energy' = the free energy of its class logits, "
+        "log sum_c exp (Liu et al. 2020), or with multi_label sum_c softplus (JointEnergy, Wang et al. 2021: the "
+        "free energy of independent sigmoids over label sets), what the pointwise baselines serve; 'min_z' = the smaller of the two, each as a z-score by its "
         "mean and standard deviation on the labelled training images at the end of `coophash train` "
         "(CoopHash.fit_score_statistics; best with noise_chains). All measured as OOD scores in docs/OOD.md. A "
         "model saved before this field existed keeps serving its energy head",

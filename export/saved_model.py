@@ -88,7 +88,7 @@ def served_energy_meaning(network):
 
     Returns:
         A string naming the score: CoopHash's energy head or its class logits' free energy
-        (config.served_energy), DSH-GAN's adversary logit, a pointwise model's free energy, or a
+        (config.served_energy; for a multi-label model the free energy over label sets), DSH-GAN's adversary logit, a pointwise model's free energy, or a
         label-free model's feature distance.
     """
     from coophash_keras.models.networks import ProjectionHashNetwork
@@ -103,6 +103,11 @@ def served_energy_meaning(network):
         return "energy_head: log sum_c exp f_E(x, c) of the descriptor's energy head (DSH-GAN: its adversary logit)"
     if isinstance(network, ProjectionHashNetwork):
         return "feature_distance: minus the squared distance of the features to their mean (label-free model)"
+    if getattr(network, "multi_label", False):
+        return (
+            "class_free_energy: sum_c softplus of the class logits, the free energy of independent "
+            "sigmoids over label sets (JointEnergy, Wang et al. 2021)"
+        )
     return "class_free_energy: log sum_c exp of the class logits (free energy, Liu et al. 2020)"
 
 

@@ -46,6 +46,9 @@ def load_hashing_network(model_path):
                 "(no 'network' in its config)"
             )
         network = keras.saving.deserialize_keras_object(inner["network"])
+        # Which free energy it serves follows the model's label model; a network saved before it
+        # said so (no `multi_label` in its config) takes it from the model's config.
+        network.multi_label = bool(inner.get("config", {}).get("multi_label", False))
         if not network.built:  # Keras builds it from the saved build_config
             network.build()
         holder = _NetworkHolder(network)

@@ -257,6 +257,19 @@ def test_class_logit_scores_by_hand():
     np.testing.assert_allclose(big["max_sigmoid"], [1.0], rtol=1e-12)
 
 
+def test_split_spread_of_the_held_out_tpr():
+    _benchmarks()
+    from bench_ood import split_spread
+
+    scores = np.random.default_rng(0).normal(size=1000)
+    spread = split_spread(scores, 100)
+    assert spread["splits"] == 100 and spread["p5"] <= spread["median"] <= spread["p95"]
+    assert abs(spread["median"] - 0.95) < 0.01 and spread["within_3_points"] > 0.8
+    # many tied scores: a threshold keeps all of a tie, so the kept share is far above the asked one
+    tied = np.concatenate([np.zeros(900), np.ones(100)])
+    assert split_spread(tied, 20)["median"] == 1.0
+
+
 def test_bench_ood_single_label_scores_keep_their_names_and_values(trained_tiny, digits):
     _benchmarks()
     from bench_ood import model_scores
@@ -314,6 +327,9 @@ def test_bench_ood_scores_a_multi_label_run_by_joint_energy_and_max_sigmoid(mult
     logits = logits.astype(np.float64)
     np.testing.assert_allclose(scores["joint_energy"], np.log1p(np.exp(logits)).sum(axis=1), rtol=1e-6)
     np.testing.assert_allclose(scores["max_sigmoid"], (1 / (1 + np.exp(-logits))).max(axis=1), rtol=1e-6)
+    # the served score of a multi-label model is its free energy over label sets: JointEnergy
+    np.testing.assert_allclose(scores["energy"], scores["joint_energy"], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(scores["energy"], scores["free_energy"], rtol=1e-3)
     record = evaluate(run_dir)
     assert {"energy", "free_energy", "joint_energy", "max_sigmoid"} <= set(record["scores"])
     assert "msp" not in record["scores"] and "msp" not in json.dumps(record)
@@ -341,6 +357,54 @@ def test_fashion_mosaics_ood_sets_include_digits_and_single_items():
 
 
 # ------------------------------------------------------------------------- the served score
+def test_energy_score_is_the_free_energy_of_the_label_model_by_hand():
+    from coophash_keras.models.networks import energy_score
+
+    logits = np.array([[0.0, 0.0], [2.0, -1.0], [80.0, 80.0]], np.float32)
+    # softmax: log sum_c exp l_c; independent sigmoids: sum over label sets = sum_c log(1 + exp l_c)
+    single = [np.log(2.0), np.log(np.exp(2.0) + np.exp(-1.0)), 80.0 + np.log(2.0)]
+    multi = [2 * np.log(2.0), np.log1p(np.exp(2.0)) + np.log1p(np.exp(-1.0)), 160.0]
+    np.testing.assert_allclose(energy_score(logits), single, rtol=1e-5)
+    np.testing.assert_allclose(energy_score(logits, multi_label=True), multi, rtol=1e-5)
+
+
+def _without_network_field(src, dst, field):
+    """A copy of a .keras file whose saved network config lacks `field` (saved before it existed)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                saved = json.loads(data)
+                saved["config"]["network"]["config"].pop(field)
+                data = json.dumps(saved).encode()
+            zout.writestr(item, data)
+
+
+def test_a_multi_label_export_serves_joint_energy_also_from_a_network_saved_without_the_field(
+    multi_label_run, tmp_path
+):
+    from coophash_keras.evaluation import load_run, load_run_data
+    from coophash_keras.export import HashingExportModule, load_hashing_network
+    from coophash_keras.io import save_model
+    from coophash_keras.preprocessing import normalize_images
+
+    run_dir, model = multi_label_run
+    images = np.asarray(load_run_data(load_run(run_dir)).images[:12])
+    path = str(tmp_path / "mosaics.keras")
+    save_model(model, path)
+    legacy = str(tmp_path / "legacy.keras")
+    _without_network_field(path, legacy, "multi_label")
+    for source in (path, legacy):
+        network, cfg = load_hashing_network(source)
+        assert network.multi_label
+        served = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"], True).serve(tf.constant(images))
+        logits = network.serving_outputs(normalize_images(tf.constant(images)))["class_logits"]
+        logits = np.asarray(logits, np.float64)
+        np.testing.assert_allclose(served["energy"], np.logaddexp(0.0, logits).sum(axis=1), rtol=1e-4, atol=1e-4)
+
+
 def _without_served_energy(src, dst):
     """A copy of a .keras file as saved before config.served_energy existed."""
     import zipfile

@@ -26,6 +26,7 @@ class PointwiseHashingModel(HashingModel):
             class_readout=self.class_readout,
             codebook=self.make_codebook(),
             readout_scale=self.readout_scale(),
+            multi_label=c.multi_label,
             name="network",
         )
 

@@ -21,7 +21,7 @@ from coophash_keras.models.divergence import DivergenceGuard, TrainingDivergedEr
 from coophash_keras.models.generative import GenerativeHashingModel
 from coophash_keras.models.step_metrics import bit_balance, correct_predictions
 from coophash_keras.models.langevin import revise_with_langevin
-from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
+from coophash_keras.models.networks import base_network_kwargs, energy_score, synthesis_shape
 from coophash_keras.preprocessing import denormalize_images, normalize_images
 
 __all__ = ["CoopHash", "ContrastivePairs", "DivergenceGuard", "TrainingDivergedError"]
@@ -521,7 +521,7 @@ class CoopHash(GenerativeHashingModel):
         for i in range(0, len(images), batch_size):
             out = self.hash_network.serving_outputs(normalize_images(images[i : i + batch_size]))
             head.append(np.asarray(out["energy_head"], np.float64))
-            free.append(np.asarray(tf.reduce_logsumexp(out["class_logits"], axis=-1), np.float64))
+            free.append(np.asarray(energy_score(out["class_logits"], self.config.multi_label), np.float64))
         values = np.array([[np.mean(v), max(np.std(v), 1e-6)] for v in (np.concatenate(head), np.concatenate(free))])
         stats.assign(values.astype(np.float32))
         return values

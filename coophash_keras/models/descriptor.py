@@ -26,7 +26,7 @@ from coophash_keras.layers import (
     base_kwargs_of,
     make_base_network,
 )
-from coophash_keras.models.networks import base_network_kwargs, synthesis_shape
+from coophash_keras.models.networks import base_network_kwargs, energy_score, synthesis_shape
 
 
 CLASSIFIER_INPUTS = ("features", "codes", "codebook")
@@ -60,9 +60,11 @@ class MultipurposeDescriptor(layers.Layer):
         energy_reads_dropout=True,
         inference_reads_map=False,
         served_energy="energy_head",
+        multi_label=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.multi_label = bool(multi_label)  # which free energy 'class_free_energy' is (energy_score)
         if served_energy not in SERVED_ENERGIES:
             raise ValueError(f"served_energy must be one of {SERVED_ENERGIES}, got {served_energy!r}")
         self.served_energy = served_energy
@@ -170,15 +172,16 @@ class MultipurposeDescriptor(layers.Layer):
             label-free energy log sum_c exp f_E(x, c), read from `synthetic_view(x)` as in
             training: one more base pass when the synthesis size is below the image size), and
             `energy` [N], the served OOD score (higher = more like the training data): the
-            energy head's; with served_energy 'class_free_energy' log sum_c exp of the class
-            logits; with 'min_z' the smaller of the two as z-scores by `score_statistics`.
+            energy head's; with served_energy 'class_free_energy' the free energy of the class
+            logits (`energy_score`: log sum_c exp, or sum_c softplus when multi-label); with
+            'min_z' the smaller of the two as z-scores by `score_statistics`.
         """
         f = self.features(x)
         f_energy = self.features(self.synthetic_view(x)) if self.synthesizes_smaller else f
         codes = self.hash_head(f)
         logits = self.class_logits(f, codes)
         energy_head = ops.logsumexp(self.energy_head(f_energy), axis=-1)
-        free_energy = ops.logsumexp(logits, axis=-1)
+        free_energy = energy_score(logits, self.multi_label)
         served = {"energy_head": energy_head, "class_free_energy": free_energy}.get(self.served_energy)
         if self.served_energy == "min_z":
             stats = self.score_statistics
@@ -224,6 +227,7 @@ class MultipurposeDescriptor(layers.Layer):
             energy_reads_dropout=self.energy_reads_dropout,
             inference_reads_map=self.inference_reads_map,
             served_energy=self.served_energy,
+            multi_label=self.multi_label,
         )
         return config
 
@@ -243,6 +247,7 @@ def descriptor_and_generator(config):
         readout_scale=c.orthohash_scale,
         energy_reads_dropout=c.energy_dropout,
         inference_reads_map=c.inference_features == "map",
+        multi_label=c.multi_label,
         name="descriptor",
     )
     generator = PairGenerator(

@@ -60,9 +60,25 @@ def synthesis_shape(config):
     return (max(4, round(h * scale)), max(4, round(w * scale)), c)
 
 
-def energy_score(class_logits):
-    """logsumexp_c of class logits: the free-energy OOD score (Liu et al., NeurIPS 2020) that a
-    classifier gives without an energy head; higher = more like the training data."""
+def energy_score(class_logits, multi_label=False):
+    """The free energy of the class likelihood: the OOD score a classifier gives without an energy
+    head (Liu et al., NeurIPS 2020); higher = more like the training data.
+
+    Single-label (softmax): log sum_c exp(l_c). Multi-label (independent sigmoids): the likelihood's
+    partition function runs over every label set y in {0, 1}^C, log sum_y exp(sum_c y_c l_c) =
+    sum_c softplus(l_c), JointEnergy (Wang et al., NeurIPS 2021). The softmax form on sigmoid logits
+    is not that model's free energy: it is dominated by the one largest logit, so a mosaic with one
+    confident item scores like one with four.
+
+    Args:
+        class_logits: [N, C] logits.
+        multi_label: whether the logits are independent sigmoids' (config.multi_label).
+
+    Returns:
+        [N] scores.
+    """
+    if multi_label:
+        return ops.sum(ops.softplus(class_logits), axis=-1)
     return ops.logsumexp(class_logits, axis=-1)
 
 
@@ -85,9 +101,11 @@ class HashNetwork(layers.Layer):
         class_readout="codes",
         codebook=None,
         readout_scale=8.0,
+        multi_label=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.multi_label = bool(multi_label)  # which free energy `energy` is (energy_score)
         if hash_layer not in HASH_LAYERS:
             raise ValueError(f"hash_layer must be one of {HASH_LAYERS}, got {hash_layer!r}")
         if class_readout not in CLASS_READOUTS:
@@ -145,7 +163,7 @@ class HashNetwork(layers.Layer):
     def serving_outputs(self, x):
         codes = self.relaxed_codes(x)
         logits = self.class_logits_from_codes(codes)
-        return {"relaxed_codes": codes, "class_logits": logits, "energy": energy_score(logits)}
+        return {"relaxed_codes": codes, "class_logits": logits, "energy": energy_score(logits, self.multi_label)}
 
     def call(self, x, training=False):
         return self.relaxed_codes(x, training=training)
@@ -159,6 +177,7 @@ class HashNetwork(layers.Layer):
             hash_layer=self.hash_layer,
             class_readout=self.class_readout,
             readout_scale=self.readout_scale,
+            multi_label=self.multi_label,
         )
         return config  # the codebook's values travel with the weights
 
