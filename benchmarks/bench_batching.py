@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,27 @@ def direct_rates(base, images, repeats):
             call = lambda fn=fn, key=key, x=x: fn(**{key: x})  # noqa: E731
             out[f"direct_{sig}_b{batch}_images_per_s"] = batch / median_time(call, repeats)
     return out
+
+
+def call_cost_by_batch(base, images, repeats, sizes=(1, 2, 4, 8, 16, 32, 64)):
+    """What one merged model call costs by its rows: the SavedModel's `hash_image_bytes` called
+    in-process at each batch size -> per size the median wall ms per call and the process's CPU ms
+    per image (every thread, TensorFlow's included), and the least-squares line wall = fixed +
+    per_image x rows. The fixed part is what a merged batch amortises."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(os.path.join(base, "coophash", "1")).signatures["hash_image_bytes"]
+    encoded = [png(im) for im in images[: max(sizes)]]
+    rows = {}
+    for b in sizes:
+        x = tf.constant(encoded[:b])
+        cpu0 = time.process_time()
+        wall = median_time(lambda x=x: fn(image_bytes=x), repeats)
+        cpu = (time.process_time() - cpu0) / (repeats + 5)  # median_time's 5 warm-up calls included
+        rows[b] = {"wall_ms_per_call": wall * 1e3, "cpu_ms_per_image": cpu * 1e3 / b}
+    sizes_, walls = np.array(sizes, float), np.array([rows[b]["wall_ms_per_call"] for b in sizes])
+    per_image, fixed = np.polyfit(sizes_, walls, 1)
+    return {"by_rows": rows, "fit_wall_ms": {"fixed": float(fixed), "per_image": float(per_image)}}
 
 
 def profile_request(base, body, repeats):
@@ -225,6 +247,7 @@ def main():
         for name in a.models.split(","):
             base, images = exports[name]
             row = direct_rates(base, images, a.repeats)
+            row["call_cost_hash_image_bytes"] = call_cost_by_batch(base, images, a.repeats)
             singles = [b64_body(images[i : i + 1]) for i in range(256)]
             batch64 = [b64_body(images[i : i + 64]) for i in range(0, 256, 64)]
             raw64 = json.dumps({"instances": images[:64].tolist()}).encode()

@@ -32,7 +32,8 @@ def head_and_free_energy(model, images):
     scores = model_scores(model, images)
     # the served energy is the head for these runs (served_energy 'energy_head'); else its own key
     head = scores.get("energy_head", scores["energy"])
-    return {"energy_head": head, "free_energy": scores["free_energy"]}
+    # a multi-label model's free energy is JointEnergy (models/networks.py energy_score), as served
+    return {"energy_head": head, "free_energy": scores.get("joint_energy", scores["free_energy"])}
 
 
 def combine(scores, stats):
