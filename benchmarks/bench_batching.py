@@ -113,9 +113,7 @@ def call_cost_by_batch(base, images, repeats, sizes=(1, 2, 4, 8, 16, 32, 64)):
 
 def profile_request(base, body, repeats):
     """Where one REST :predict request's time goes, stage by stage, in-process (medians, ms)."""
-    import asyncio
-
-    from coophash_keras.serving.http11 import read_request, response_bytes
+    from coophash_keras.serving.http11 import RequestParser, response_bytes
     from coophash_keras.serving.json_tensor import format_predict_response, load_json, parse_predict_object
     from coophash_keras.serving.registry import Servable
     from coophash_keras.serving.rest import _json
@@ -125,16 +123,12 @@ def profile_request(base, body, repeats):
         f"POST /v1/models/coophash:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
-    loop = asyncio.new_event_loop()
 
     def framing():
-        async def go():
-            reader = asyncio.StreamReader(limit=8192)
-            reader.feed_data(raw)
-            reader.feed_eof()
-            return await read_request(reader, None, 1 << 30)
-
-        return loop.run_until_complete(go())
+        parser = RequestParser(1 << 30)
+        parser.feed(raw)
+        parser.feed_eof()
+        return parser.next()
 
     parsed = load_json(body)
     sig_name, inputs, row = parse_predict_object(parsed, servable.signature)
@@ -152,7 +146,6 @@ def profile_request(base, body, repeats):
         ),
     }
     ms = {k: median_time(fn, repeats) * 1e3 for k, fn in stages.items()}
-    loop.close()
     before = {**ms, "json_parse": median_time(lambda: json.loads(body), repeats) * 1e3}  # the json module's parse
     return {
         "body_bytes": len(body),

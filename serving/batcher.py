@@ -25,11 +25,12 @@ a batch, so a bad request fails alone, with its own message. What only the model
 image that does not decode) fails the merged call: then each request of that batch is run alone, so
 its neighbours still get their answers and only the bad one gets the error."""
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 
 import numpy as np
 
@@ -62,15 +63,18 @@ class _Request:
             self.remaining -= 1
             if self.remaining:
                 return
-        if len(self.parts) == 1:
-            self.future.set_result(self.parts[0])
-        else:
-            self.future.set_result({k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]})
+        # the caller may cancel (a REST client gone, shutdown) between done() above and here
+        with contextlib.suppress(InvalidStateError):
+            if len(self.parts) == 1:
+                self.future.set_result(self.parts[0])
+            else:
+                self.future.set_result({k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]})
 
     def fail(self, exc):
         with self.lock:
             if self.future.done():
                 return
+        with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
             self.future.set_exception(exc)
 
 
