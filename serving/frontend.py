@@ -170,9 +170,8 @@ class _Deadline:
 
 
 class _Wakeups:
-    """Completion of concurrent.futures.Future s set by other threads (the batch threads, the
-    REST workers) on the loop, with one wake-up of the loop per burst rather than one per future:
-    an awaitable (wait) or a callback (call_when_done, what the connections use).
+    """Callbacks on the loop for concurrent.futures.Future s set by other threads (the batch
+    threads, the REST workers), with one wake-up of the loop per burst rather than one per future.
 
     asyncio.wrap_future costs the setting thread a call_soon_threadsafe per future (a Handle and a
     write to the loop's self-pipe) and the loop a callback that copies the state across. A merged
@@ -181,15 +180,9 @@ class _Wakeups:
 
     def __init__(self, loop):
         self._loop = loop
-        self._done = collections.deque()  # waiters (loop futures, _Call s) whose future is done
+        self._done = collections.deque()  # _Call s whose future is done
         self._lock = threading.Lock()
         self._scheduled = False
-
-    def wait(self, future):
-        """-> an asyncio future (of the loop) that is resolved, with None, once `future` is done."""
-        waiter = self._loop.create_future()
-        future.add_done_callback(lambda _, waiter=waiter: self._set(waiter))
-        return waiter
 
     def call_when_done(self, future, callback):
         """Call `callback()` on the loop once `future` is done. -> a handle whose cancel() stops
@@ -198,8 +191,8 @@ class _Wakeups:
         future.add_done_callback(lambda _, call=call: self._set(call))
         return call
 
-    def _set(self, waiter):  # any thread
-        self._done.append(waiter)
+    def _set(self, call):  # any thread
+        self._done.append(call)
         with self._lock:
             if self._scheduled:
                 return
@@ -212,26 +205,22 @@ class _Wakeups:
             self._scheduled = False  # a waiter appended from now on schedules a flush of its own
         done = self._done
         while done:
-            waiter = done.popleft()
-            if not waiter.done():  # cancelled meanwhile (shutdown)
-                waiter.set_result(None)
+            done.popleft().run()
 
 
 class _Call:
-    """A _Wakeups waiter that calls a function instead of resolving a future (no extra
-    call_soon per request): done() and set_result() are all _Wakeups._flush asks of a waiter."""
+    """A callback of _Wakeups.call_when_done: run() calls it once, unless cancel() came first
+    (the connection is gone)."""
 
     __slots__ = ("_callback",)
 
     def __init__(self, callback):
         self._callback = callback
 
-    def done(self):
-        return self._callback is None
-
-    def set_result(self, _):
+    def run(self):
         callback, self._callback = self._callback, None
-        callback()
+        if callback is not None:
+            callback()
 
     def cancel(self):
         self._callback = None

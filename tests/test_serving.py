@@ -826,7 +826,7 @@ def test_half_closing_a_connection_the_client_already_reset_is_quiet(caplog):
 
 def test_results_set_from_another_thread_wake_every_waiter_once_per_burst():
     # serving/frontend.py _Wakeups: a batch thread sets its requests' futures in a row; every
-    # waiter on the loop is resolved, and the loop is woken for the burst, not for each future
+    # waiter's callback runs on the loop, and the loop is woken for the burst, not for each future
     import asyncio
     from concurrent.futures import Future
 
@@ -839,20 +839,28 @@ def test_results_set_from_another_thread_wake_every_waiter_once_per_burst():
         flush = wakeups._flush
         wakeups._flush = lambda: (flushes.append(1), flush())
         futures = [Future() for _ in range(50)]
-        waiters = [wakeups.wait(f) for f in futures]
+        called = []
+        for i, f in enumerate(futures):
+            wakeups.call_when_done(f, lambda i=i: called.append((i, asyncio.get_running_loop() is loop)))
         done = Future()
         done.set_result(1)
-        waiters.append(wakeups.wait(done))  # already done: resolved all the same
+        wakeups.call_when_done(done, lambda: called.append((50, True)))  # already done: called all the same
         setter = threading.Thread(target=lambda: [f.set_result(i) for i, f in enumerate(futures)])
         setter.start()
-        await asyncio.wait_for(asyncio.gather(*waiters), 10)
+        for _ in range(1000):
+            if len(called) == 51:
+                break
+            await asyncio.sleep(0.01)
         setter.join()
+        assert sorted(called) == [(i, True) for i in range(51)]  # each once, on the loop
         assert [f.result() for f in futures] == list(range(50))
         assert 1 <= len(flushes) < 10, len(flushes)
-        cancelled = wakeups.wait(Future())
-        cancelled.cancel()  # a waiter cancelled (shutdown) before its future is set: no error
-        wakeups._set(cancelled)
+        pending = Future()
+        call = wakeups.call_when_done(pending, lambda: called.append("cancelled"))
+        call.cancel()  # the connection is gone before its future is set: no call, no error
+        pending.set_result(1)
         await asyncio.sleep(0.01)
+        assert "cancelled" not in called
 
     asyncio.run(main())
 
