@@ -58,9 +58,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(model_base, extra_args=(), log_path=None):
+def start_server(model_base, extra_args=(), log_path=None, env=None):
     """`coophash serve` in a subprocess on a free loopback port; returns (process, url). Its log
-    goes to `log_path` if given (else it is discarded)."""
+    goes to `log_path` if given (else it is discarded); `env` adds environment variables (e.g.
+    {"TF_ENABLE_ONEDNN_OPTS": "0"}, read by TensorFlow as it loads)."""
     port = free_port()
     log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
@@ -80,7 +81,7 @@ def start_server(model_base, extra_args=(), log_path=None):
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=log,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120

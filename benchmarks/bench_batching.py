@@ -186,6 +186,9 @@ def summarise_rounds(rounds):
     def stat(values):
         return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values))}
 
+    def off_of(mode):  # the batching-off server with the same environment
+        return "batching_off" + (mode[mode.index("_env_") :] if "_env_" in mode else "")
+
     out = {}
     for mode in rounds[0]:
         mine = [r[mode] for r in rounds]
@@ -195,6 +198,16 @@ def summarise_rounds(rounds):
             "concurrent_p99_ms": stat([m["concurrent_p99_ms"] for m in mine]),
             "concurrent_over_batch64_off": stat([r[mode]["concurrent"] / r["batching_off"]["batch64"] for r in rounds]),
             "concurrent_over_own_batch64": stat([m["concurrent"] / m["batch64"] for m in mine]),
+            "concurrent_over_same_env_batch64_off": stat(
+                [r[mode]["concurrent"] / r[off_of(mode)]["batch64"] for r in rounds]
+            ),
+            # against the fastest batch-64 rate without batching in the round, whatever its server's environment
+            "concurrent_over_best_batch64_off": stat(
+                [
+                    r[mode]["concurrent"] / max(r[k]["batch64"] for k in r if k.startswith("batching_off"))
+                    for r in rounds
+                ]
+            ),
             "errors": sum(m["errors"] for m in mine),
         }
     return out
@@ -219,6 +232,14 @@ def main():
         help="one more 'on' mode: the first batching file plus these `coophash serve` arguments "
         "(repeatable), e.g. '--tensorflow_intra_op_parallelism 1 --tensorflow_inter_op_parallelism 1'",
     )
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="VAR=VAL[,VAR=VAL]",
+        help="two more modes, off and on (the first batching file), whose servers run with these environment "
+        "variables (repeatable), e.g. 'TF_ENABLE_ONEDNN_OPTS=0'",
+    )
     p.add_argument("--models", default="mobilenetv3small,digits")
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the batch-64 and concurrent loads")
@@ -233,6 +254,7 @@ def main():
         "cpus": os.cpu_count(),
         "batching_configs": {f"batching_on_{i}": Path(c).read_text() for i, c in enumerate(configs)},
         "on_with": {f"batching_on_with_{i}": x for i, x in enumerate(a.on_with)},
+        "server_env": {f"batching_{m}_env_{i}": x for i, x in enumerate(a.server_env) for m in ("off", "on")},
         "clients_in": "processes of their own (benchmarks/_serving_common.py run_load)",
         "models": {},
     }
@@ -248,12 +270,18 @@ def main():
             row["profile_b64_png_b1"] = profile_request(base, singles[0], a.repeats)
             row["profile_raw_pixels_b64"] = profile_request(base, raw64, max(5, a.repeats // 5))
             on = ["--enable_batching", "--batching_parameters_file"]
-            modes = [("batching_off", [])] + [(f"batching_on_{i}", [*on, c]) for i, c in enumerate(configs)]
-            modes += [(f"batching_on_with_{i}", [*on, configs[0], *x.split()]) for i, x in enumerate(a.on_with)]
+            modes = [("batching_off", [], None)] + [(f"batching_on_{i}", [*on, c], None) for i, c in enumerate(configs)]
+            modes += [(f"batching_on_with_{i}", [*on, configs[0], *x.split()], None) for i, x in enumerate(a.on_with)]
+            for i, x in enumerate(a.server_env):
+                env = dict(kv.split("=", 1) for kv in x.split(","))
+                modes += [(f"batching_off_env_{i}", [], env), (f"batching_on_env_{i}", [*on, configs[0]], env)]
             # Every mode's server is up at once (an idle one costs no CPU), so the rounds below can
             # take turns between them: the machine's speed drifts by tens of percent over minutes,
             # and a ratio of two rates measured minutes apart carried that drift.
-            servers = {mode: start_server(base, args, os.path.join(tmp, f"{name}_{mode}.log")) for mode, args in modes}
+            servers = {
+                mode: start_server(base, args, os.path.join(tmp, f"{name}_{mode}.log"), env)
+                for mode, args, env in modes
+            }
             concurrent = f"rest_b64_batch1_{a.clients}_clients"
             try:
                 for mode, (proc, url) in servers.items():
