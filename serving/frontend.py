@@ -128,7 +128,7 @@ class RestFrontend:
 class _Deadline:
     """A connection's read_timeout: set() when a read or a wait for the client to take an answer
     starts, clear() when it ends; if the time runs out in between, `on_expiry()` is called (the
-    connection aborts) and `expired` is set.
+    connection aborts).
 
     What asyncio.timeout does, at a fraction of the cost per request: that makes, schedules and
     cancels a timer for every request (measured: ~18 us, as much as the HTTP framing itself).
@@ -137,12 +137,11 @@ class _Deadline:
     So the timeout is as exact as asyncio.timeout's, and a busy connection's timer fires about
     once per read_timeout instead of once per request."""
 
-    __slots__ = ("_loop", "_on_expiry", "_when", "_timer", "expired")
+    __slots__ = ("_loop", "_on_expiry", "_when", "_timer")
 
     def __init__(self, loop, on_expiry):
         self._loop, self._on_expiry = loop, on_expiry
         self._when = self._timer = None
-        self.expired = False
 
     def set(self, seconds):
         self._when = self._loop.time() + seconds
@@ -163,7 +162,6 @@ class _Deadline:
         if self._when is None:  # not reading or writing now; the next set() arms a timer
             return
         if self._when <= self._loop.time():
-            self.expired = True
             self._on_expiry()
         else:  # moved on since armed (or the loop ran the timer a clock tick early): arm it again
             self._timer = self._loop.call_at(self._when, self._fire)
