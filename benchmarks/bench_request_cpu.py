@@ -75,11 +75,12 @@ def group_of(tid, names, batch_prefix):
 
 def measure(server, bodies, clients, requests, batch_prefix):
     names = {t.native_id: t.name for t in threading.enumerate()}
-    batches0, rows0 = server.batcher.batches_run, server.batcher.rows_run
+    batcher = server.batcher
+    batches0, rows0, busy0 = batcher.batches_run, batcher.rows_run, batcher.batch_seconds
     before, switches0 = thread_cpu(), thread_switches()
     r = run_load(server.url, bodies, clients, requests // clients, check='"predictions"')
     after, switches = thread_cpu(), thread_switches()
-    batches, rows = server.batcher.batches_run - batches0, server.batcher.rows_run - rows0
+    batches, rows, busy = batcher.batches_run - batches0, batcher.rows_run - rows0, batcher.batch_seconds - busy0
     names.update({t.native_id: t.name for t in threading.enumerate()})
     n = r["requests"]
     groups, system, waits = collections.Counter(), collections.Counter(), collections.Counter()
@@ -96,6 +97,10 @@ def measure(server, bodies, clients, requests, batch_prefix):
     row["loop_waits"] = waits["loop"] / n  # voluntary context switches per request: GIL hand-offs
     row["batch_waits"] = waits["batch"] / n
     row["rows_per_batch"] = rows / max(batches, 1)  # per-batch costs spread over this many requests
+    # is the model kept waiting? the share of the load's time the batch threads spent running batches
+    # (1.0 = always in a call, per thread), and what one batch took there (compare: the call alone)
+    row["batch_threads_busy"] = busy / (r["wall_s"] * batcher.params.num_batch_threads)
+    row["ms_per_batch"] = busy / max(batches, 1) * 1e3
     row["errors"] = r["errors"]
     row["requests_per_s"] = r["requests_per_s"]  # not to be trusted on a shared machine
     row["client_cpu_ms_per_request"] = r["client_cpu_ms_per_request"]
@@ -157,6 +162,31 @@ def profile(prefix, url, bodies, clients, requests):
     return prefix + ".txt"
 
 
+def call_alone(model_base, encoded, rows):
+    """Median wall ms of `hash_image_bytes` called directly (no load) at the row counts around the
+    loads' mean rows per batch."""
+    import numpy as np
+
+    from coophash_keras.serving.registry import Servable
+
+    model_dir = os.path.join(model_base, "coophash")
+    version = max(int(v) for v in os.listdir(model_dir) if v.isdigit())
+    signature = Servable("coophash", version, os.path.join(model_dir, str(version))).signature("hash_image_bytes")
+    mean_rows = statistics.median(r["rows_per_batch"] for r in rows)
+    out = {}
+    for n in sorted({max(1, round(mean_rows) + d) for d in (-1, 0, 1)}):
+        x = {"image_bytes": np.array(encoded[:n], dtype=object)}
+        for _ in range(5):
+            signature.call(x)
+        times = []
+        for _ in range(40):
+            start = time.perf_counter()
+            signature.call(x)
+            times.append((time.perf_counter() - start) * 1e3)
+        out[n] = round(statistics.median(times), 3)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="digits", choices=["digits", "mobilenetv3small"])
@@ -170,7 +200,8 @@ def main():
     a = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    from bench_batching import b64_body, export_models
+    from alone import AloneProbe, cpu_name
+    from bench_batching import b64_body, export_models, png
 
     workdir = os.path.join(a.model_base, a.model)
     marker = os.path.join(workdir, "models")
@@ -191,6 +222,7 @@ def main():
     from coophash_keras.serving.server import ModelServer
 
     params = read_batching_parameters(a.batching_config)
+    probe = AloneProbe()
     gc.collect()
     gc.freeze()  # as `coophash serve` does
     with ModelServer(base, port=0, grpc_port=None, batching_parameters=params) as server:
@@ -210,7 +242,10 @@ def main():
         }
         if a.profile:
             result["profile"] = profile(a.profile, server.url, bodies, a.clients, a.requests)
-    print(json.dumps(result["median_ms_per_request"], indent=1))
+        # the merged call's size under load, run alone on the idle server: how much slower it was there
+        result["alone_ms_per_call_by_rows"] = call_alone(base, [png(im) for im in images[:16]], rows)
+    result.update(command=" ".join([os.path.basename(sys.executable), *sys.argv]), cpu=cpu_name(), **probe.result())
+    print(json.dumps(result["median_ms_per_request"], indent=1), json.dumps(result["alone_ms_per_call_by_rows"]))
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(result, fh, indent=1)

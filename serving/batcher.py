@@ -123,7 +123,10 @@ class Batcher:
         self._order = deque()  # round-robin order of the queues' keys
         self._cond = threading.Condition()
         self._stopping = False
-        self.batches_run = self.rows_run = 0  # for the log line at stop (and benchmarks)
+        # for the log line at stop (and benchmarks): batches and rows run, and the seconds the batch
+        # threads spent running them (the model calls, and any one-by-one reruns of a failed batch)
+        self.batches_run = self.rows_run = 0
+        self.batch_seconds = 0.0
         self._threads = [
             threading.Thread(target=self._thread_loop, name=f"{params.thread_pool_name}_{i}", daemon=True)
             for i in range(params.num_batch_threads)
@@ -140,8 +143,9 @@ class Batcher:
             thread.join(timeout=30)
         if self.batches_run:
             log.info(
-                "batching: %d batches, %d rows, %.1f rows per batch on average",
+                "batching: %d batches, %d rows, %.1f rows per batch on average, %.2f ms per batch",
                 *(self.batches_run, self.rows_run, self.rows_run / self.batches_run),
+                self.batch_seconds / self.batches_run * 1e3,
             )
 
     # ------------------------------------------------------------------------------ callers
@@ -239,10 +243,12 @@ class Batcher:
                             return
                         wait = 0.01  # a batch still runs elsewhere; its queue goes when it is done
                     self._cond.wait(wait)
+            start = time.perf_counter()
             try:
                 self._process(queue.signature, batch)
             finally:
                 with self._cond:
+                    self.batch_seconds += time.perf_counter() - start
                     self.batches_run += 1
                     self.rows_run += sum(piece.size for piece in batch)
                     queue.running -= 1

@@ -206,6 +206,22 @@ def test_stop_answers_what_is_queued(batcher_factory):
     assert [f.result(1)["y"].tolist() for f in futures] == [[0], [2], [4]]
 
 
+def test_the_batcher_counts_its_batches_rows_and_the_time_they_ran(batcher_factory):
+    # what bench_request_cpu.py divides by the load's wall time: is the model kept waiting?
+    class SlowSignature(DoublingSignature):
+        def call(self, arrays, output_filter=None):
+            time.sleep(0.05)
+            return super().call(arrays, output_filter)
+
+    batcher = batcher_factory(max_batch_size=8, num_batch_threads=1)
+    start = time.perf_counter()
+    for i in range(3):  # one after another: three batches
+        batcher.run(SlowSignature(), {"x": [i, i]})
+    elapsed = time.perf_counter() - start
+    assert (batcher.batches_run, batcher.rows_run) == (3, 6)
+    assert 3 * 0.05 <= batcher.batch_seconds <= elapsed
+
+
 # ------------------------------------------------------------- the served model, under load
 @pytest.fixture(scope="module")
 def batched_server(trained_tiny, tmp_path_factory, digits):
