@@ -183,16 +183,18 @@ class CoopHashConfig:
     )
 
     served_energy: str = _f(
-        "class_free_energy",
+        "auto",
         "ours",
         "what CoopHash's served `energy` output (and so its `in_distribution`) is: 'energy_head' = log sum_c exp "
         "f_E(x, c), the descriptor's density view; 'class_free_energy' = the free energy of its class logits, "
         "log sum_c exp (Liu et al. 2020), or with multi_label sum_c softplus (JointEnergy, Wang et al. 2021: the "
-        "free energy of independent sigmoids over label sets), what the pointwise baselines serve; 'min_z' = the smaller of the two, each as a z-score by its "
-        "mean and standard deviation on the labelled training images at the end of `coophash train` "
-        "(CoopHash.fit_score_statistics; best with noise_chains). All measured as OOD scores in docs/OOD.md. A "
-        "model saved before this field existed keeps serving its energy head",
-        choices=("energy_head", "class_free_energy", "min_z"),
+        "free energy of independent sigmoids over label sets), what the pointwise baselines serve; 'min_z' = the "
+        "smaller of the two, each as a z-score by its mean and standard deviation on the labelled training images "
+        "at the end of `coophash train` (CoopHash.fit_score_statistics); 'auto' = the best of these measured for "
+        "the kind of labels: 'min_z' with multi_label (the 2x2 mosaics), 'class_free_energy' otherwise (digits, "
+        "Fashion-MNIST). CoopHash stores the resolved name, so a saved model keeps its score. All measured as OOD "
+        "scores in docs/OOD.md. A model saved before this field existed keeps serving its energy head",
+        choices=("auto", "energy_head", "class_free_energy", "min_z"),
     )
 
     negative_labels: str = _f(
@@ -434,6 +436,14 @@ class CoopHashConfig:
 
     def replace(self, **changes: Any) -> CoopHashConfig:
         return dataclasses.replace(self, **changes)
+
+    def resolved_served_energy(self) -> str:
+        """`served_energy` with 'auto' resolved by the kind of labels: 'min_z' for a multi-label
+        model, 'class_free_energy' for one label per image (the best score measured for each,
+        docs/OOD.md)."""
+        if self.served_energy != "auto":
+            return self.served_energy
+        return "min_z" if self.multi_label else "class_free_energy"
 
     def with_ablation(self, name: str) -> CoopHashConfig:
         """This config with one CoopHash component switched off (see ABLATIONS)."""

@@ -219,7 +219,7 @@ def train_run(spec: RunSpec, data=None, split=None, extra_callbacks=()) -> RunRe
     start = time.time()
     model.fit(ds, epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch, verbose=spec.verbose, callbacks=callbacks)
     seconds = time.time() - start
-    if getattr(config, "served_energy", None) == "min_z" and hasattr(model, "fit_score_statistics"):
+    if getattr(model.config, "served_energy", None) == "min_z" and hasattr(model, "fit_score_statistics"):
         model.fit_score_statistics(data.images[split.train])  # the served score's z-statistics
     history = history_from_progress(progress)  # every epoch since the run began, across restarts
     if backup is not None:

@@ -95,8 +95,9 @@ def served_energy_meaning(network):
 
     served = getattr(network, "served_energy", None)
     if served == "min_z":
+        free = "JointEnergy, sum_c softplus" if getattr(network, "multi_label", False) else "log sum_c exp"
         return (
-            "min_z: the smaller of the energy head's and the class logits' free energy's z-scores "
+            f"min_z: the smaller of the energy head's and the class logits' free energy's ({free}) z-scores "
             "(each by its mean and std on the training images)"
         )
     if served == "energy_head":

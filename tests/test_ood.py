@@ -295,7 +295,16 @@ def multi_label_run(tmp_path_factory, digits):
     base = tmp_path_factory.mktemp("mosaics")
     images, labels = make_mosaics(digits.images, digits.labels, 10)
     np.savez(base / "mosaics.npz", images=images, labels=labels)
-    overrides = dict(base_filters=8, feature_dim=32, latent_dim=8, generator_filters=16, langevin_steps=2)
+    # served_energy pinned to the free energy (JointEnergy here), as the mosaics' benchmark runs were
+    # trained; the default for multi-label models, min_z, has its own test
+    overrides = dict(
+        base_filters=8,
+        feature_dim=32,
+        latent_dim=8,
+        generator_filters=16,
+        langevin_steps=2,
+        served_energy="class_free_energy",
+    )
     spec = RunSpec(
         run_dir=str(base / "run"),
         dataset=f"npz:{base / 'mosaics.npz'}",
@@ -482,6 +491,45 @@ def test_min_z_serves_the_smaller_standardised_score_with_statistics_saved_and_e
     exported = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"]).serve(tf.constant(queries))
     np.testing.assert_allclose(exported["energy"], served, rtol=1e-5, atol=1e-5)
     assert CoopHash(tiny_config).fit_score_statistics(train) is None  # nothing to fit for another score
+
+
+def test_served_energy_auto_is_min_z_with_joint_energy_for_multi_label_and_the_free_energy_otherwise(
+    tiny_config, digits, tmp_path
+):
+    # 'auto' resolves by the kind of labels, is saved resolved, and a multi-label model's min_z
+    # standardises JointEnergy: the served score equals ood_combination.py's offline min_z, by
+    # which docs/OOD.md chose it
+    _benchmarks()
+    from ood_combination import combine, head_and_free_energy
+
+    from coophash_keras import CoopHash
+    from coophash_keras.data.mosaics import make_mosaics
+    from coophash_keras.export import HashingExportModule, load_hashing_network
+    from coophash_keras.io import load_model, save_model
+    from coophash_keras.preprocessing import normalize_images
+
+    assert tiny_config.served_energy == "auto"
+    assert CoopHash(tiny_config).config.served_energy == "class_free_energy"
+    images, _ = make_mosaics(digits.images, digits.labels, 10)
+    model = CoopHash(tiny_config.replace(image_shape=images.shape[1:], multi_label=True))
+    model.compile()
+    assert model.config.served_energy == "min_z" and model.hash_network.served_energy == "min_z"
+    train, queries = images[:200], images[200:240]
+    stats = model.fit_score_statistics(train)
+    offline_train = head_and_free_energy(model, train)
+    by_hand = {k: (float(np.mean(v)), float(np.std(v))) for k, v in offline_train.items()}
+    np.testing.assert_allclose(stats, [by_hand["energy_head"], by_hand["free_energy"]], rtol=1e-4, atol=1e-5)
+    served = np.asarray(model.hash_network.serving_outputs(normalize_images(tf.constant(queries)))["energy"])
+    np.testing.assert_allclose(served, combine(head_and_free_energy(model, queries), by_hand)["min_z"], atol=1e-4)
+    logits = np.asarray(model.hash_network.serving_outputs(normalize_images(tf.constant(train)))["class_logits"])
+    assert not np.allclose(by_hand["free_energy"][0], np.mean(np.log(np.exp(logits).sum(axis=1))), rtol=1e-3)
+    path = str(tmp_path / "auto.keras")
+    save_model(model, path)
+    assert load_model(path).config.served_energy == "min_z"  # saved resolved
+    network, cfg = load_hashing_network(path)
+    assert cfg["served_energy"] == "min_z"
+    exported = HashingExportModule(network, cfg["image_shape"], cfg["num_bits"], True).serve(tf.constant(queries))
+    np.testing.assert_allclose(exported["energy"], served, rtol=1e-5, atol=1e-5)
 
 
 def test_coophash_train_sets_the_min_z_statistics_from_the_training_images(tmp_path):

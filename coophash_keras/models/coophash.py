@@ -16,7 +16,7 @@ import tensorflow as tf
 from coophash_keras import losses
 from coophash_keras.data.validation import validate_images, validate_labels
 from coophash_keras.layers import EnergyHead, PairGenerator
-from coophash_keras.models.base import Batch
+from coophash_keras.models.base import Batch, as_config
 from coophash_keras.models.divergence import DivergenceGuard, TrainingDivergedError
 from coophash_keras.models.generative import GenerativeHashingModel
 from coophash_keras.models.step_metrics import bit_balance, correct_predictions
@@ -93,6 +93,12 @@ class CoopHash(GenerativeHashingModel):
         "base_filters",
         "feature_dim",
     )
+    def __init__(self, config=None, **kwargs):
+        config = as_config(config)
+        # served_energy 'auto' becomes a name here, so the saved config, and the score the model
+        # serves, never depend on what 'auto' means in a later version
+        super().__init__(config.replace(served_energy=config.resolved_served_energy()), **kwargs)
+
     @staticmethod
     def uses_unlabeled(config):
         return bool(config.unlabeled_nll_weight or config.pseudo_label_weight or config.recovery_consistency_weight)
