@@ -93,6 +93,7 @@ class CoopHash(GenerativeHashingModel):
         "base_filters",
         "feature_dim",
     )
+
     def __init__(self, config=None, **kwargs):
         config = as_config(config)
         # served_energy 'auto' becomes a name here, so the saved config, and the score the model
