@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 
-from _serving_common import REPO, run_load
+from _serving_common import REPO, median_time, run_load
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -164,26 +164,18 @@ def profile(prefix, url, bodies, clients, requests):
 
 def call_alone(model_base, encoded, rows):
     """Median wall ms of `hash_image_bytes` called directly (no load) at the row counts around the
-    loads' mean rows per batch."""
+    loads' mean rows per batch, through the server's own Servable (its traced signature)."""
     import numpy as np
 
     from coophash_keras.serving.registry import Servable
 
-    model_dir = os.path.join(model_base, "coophash")
-    version = max(int(v) for v in os.listdir(model_dir) if v.isdigit())
-    signature = Servable("coophash", version, os.path.join(model_dir, str(version))).signature("hash_image_bytes")
+    # version 1: what export_models writes (bench_batching.py's direct calls read the same)
+    signature = Servable("coophash", 1, os.path.join(model_base, "coophash", "1")).signature("hash_image_bytes")
     mean_rows = statistics.median(r["rows_per_batch"] for r in rows)
     out = {}
     for n in sorted({max(1, round(mean_rows) + d) for d in (-1, 0, 1)}):
         x = {"image_bytes": np.array(encoded[:n], dtype=object)}
-        for _ in range(5):
-            signature.call(x)
-        times = []
-        for _ in range(40):
-            start = time.perf_counter()
-            signature.call(x)
-            times.append((time.perf_counter() - start) * 1e3)
-        out[n] = round(statistics.median(times), 3)
+        out[n] = round(median_time(lambda x=x: signature.call(x), 40) * 1e3, 3)
     return out
 
 
